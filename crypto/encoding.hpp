@@ -1,0 +1,49 @@
+#pragma once
+// base64url (RFC 4648 §5, no padding) and SHA-256, the two encodings the wire
+// protocol uses. Pure functions; thread-safe.
+
+#include <array>
+#include <cstddef>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace byok::crypto {
+
+using sha256_digest = std::array<unsigned char, 32>;
+
+[[nodiscard]] std::string base64url_encode(std::span<const unsigned char> in);
+
+// Upper bound of the decoded size of n base64url characters.
+[[nodiscard]] constexpr std::size_t base64url_decoded_max(std::size_t n) noexcept {
+    return n / 4 * 3 + 2;
+}
+
+// Strict decode: the URL-safe alphabet only, no padding, no white space, and
+// the unused low bits of the last character must be zero (one encoding per
+// value). Returns the number of bytes written, or nullopt if `in` is not
+// canonical base64url or does not fit in `out`.
+[[nodiscard]] std::optional<std::size_t> base64url_decode(std::string_view in,
+                                                          std::span<unsigned char> out) noexcept;
+
+[[nodiscard]] sha256_digest sha256(std::span<const unsigned char> in) noexcept;
+[[nodiscard]] inline sha256_digest sha256(std::string_view in) noexcept {
+    return sha256(std::span(reinterpret_cast<const unsigned char*>(in.data()), in.size()));
+}
+
+// Incremental SHA-256, for a body that arrives in pieces.
+class sha256_stream {
+public:
+    sha256_stream() noexcept;
+    void update(std::span<const unsigned char> in) noexcept;
+    void update(std::string_view in) noexcept {
+        update(std::span(reinterpret_cast<const unsigned char*>(in.data()), in.size()));
+    }
+    [[nodiscard]] sha256_digest finish() noexcept;
+
+private:
+    alignas(16) std::array<unsigned char, 128> state_;  // crypto_hash_sha256_state, opaque here
+};
+
+}  // namespace byok::crypto

@@ -1,0 +1,97 @@
+#pragma once
+// The relay's X25519 key pairs and the set of them it accepts seals to.
+//
+// A relay_key is immutable once built and move-only; its private half lives
+// in secret memory. A keyring is an immutable, ordered list of keys (the
+// first is the one clients should seal to); the server shares one as
+// std::shared_ptr<const keyring> and swaps in a new one on reload, so any
+// number of threads may read a keyring at once.
+//
+// Key file (JSON, mode 0600, written by `byok-relay keygen`):
+//   {"v":1,"alg":"x25519-sealedbox","kid":"<kid>","pk":"<b64url>","sk":"<b64url>",
+//    "created":<unix s>,"exp":<unix s>}
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "crypto/secret.hpp"
+
+namespace byok::crypto {
+
+inline constexpr std::string_view sealed_box_alg = "x25519-sealedbox";
+inline constexpr std::int64_t default_key_lifetime_s = 90 * 24 * 3600;
+
+using public_key = std::array<unsigned char, 32>;
+
+// A key file could not be written or read; what() names the file and the
+// reason, never key material.
+class key_error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// kid = base64url(first 9 bytes of SHA-256(pk)): 12 URL-safe characters.
+[[nodiscard]] std::string derive_kid(const public_key& pk);
+
+class relay_key {
+public:
+    [[nodiscard]] static relay_key generate(std::int64_t now, std::int64_t lifetime_s = default_key_lifetime_s);
+    // Throws key_error if the file is missing, not a regular file, readable or
+    // writable by group or others, malformed, or its pk/kid do not match sk.
+    [[nodiscard]] static relay_key load_file(const std::string& path);
+
+    // Writes a new key file with mode 0600. Refuses (key_error) to replace an
+    // existing file.
+    void write_new_file(const std::string& path) const;
+
+    relay_key(relay_key&&) noexcept = default;
+    relay_key& operator=(relay_key&&) noexcept = default;
+
+    [[nodiscard]] const std::string& kid() const noexcept { return kid_; }
+    [[nodiscard]] const public_key& pk() const noexcept { return pk_; }
+    [[nodiscard]] std::int64_t created() const noexcept { return created_; }
+    [[nodiscard]] std::int64_t exp() const noexcept { return exp_; }
+    [[nodiscard]] bool expired(std::int64_t now) const noexcept { return now >= exp_; }
+
+    // crypto_box_seal_open of `sealed` into `out` (sealed.size() - 48 bytes).
+    // False if it does not open. Thread-safe.
+    [[nodiscard]] bool open(std::span<const unsigned char> sealed, std::span<unsigned char> out) const noexcept;
+
+private:
+    relay_key() = default;
+    static relay_key from_secret(secret_bytes sk, std::int64_t created, std::int64_t exp);
+
+    secret_bytes sk_;
+    public_key pk_{};
+    std::string kid_;
+    std::int64_t created_ = 0;
+    std::int64_t exp_ = 0;
+};
+
+class keyring {
+public:
+    // Loads each file in order (newest first). Throws key_error naming the
+    // file at the first one that fails, or if two files hold the same key.
+    [[nodiscard]] static std::shared_ptr<const keyring> load(const std::vector<std::string>& paths);
+    [[nodiscard]] static std::shared_ptr<const keyring> from_keys(std::vector<relay_key> keys);
+
+    // The key with this kid, or nullptr. Expired keys are found too; the
+    // caller decides what an expired key means.
+    [[nodiscard]] const relay_key* find(std::string_view kid) const noexcept;
+    [[nodiscard]] std::span<const relay_key> keys() const noexcept { return keys_; }
+
+    // The body of GET /v1/keys: the keys not yet expired, in order.
+    [[nodiscard]] std::string key_config_json(std::int64_t now) const;
+
+private:
+    explicit keyring(std::vector<relay_key> keys) : keys_(std::move(keys)) {}
+    std::vector<relay_key> keys_;
+};
+
+}  // namespace byok::crypto

@@ -1,0 +1,236 @@
+#include "crypto/seal.hpp"
+
+#include <ostream>
+
+#include <sodium.h>
+
+#include "crypto/json_lite.hpp"
+
+namespace byok::crypto {
+namespace {
+
+constexpr std::string_view scheme = "Sealed";
+// A sealed payload is small; a header that claims more is not a seal. Bounds
+// the work a stranger can make us do before the box opens.
+constexpr std::size_t max_sealed_bytes = 4096;
+
+bool iequals(std::string_view a, std::string_view b) noexcept {
+    if (a.size() != b.size()) {
+        return false;
+    }
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        const auto x = static_cast<unsigned char>(a[i]);
+        const auto y = static_cast<unsigned char>(b[i]);
+        if ((x | 0x20) != (y | 0x20)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// A provider key goes into an HTTP header: visible ASCII only, so a key can
+// never smuggle a CR/LF (header injection) or a space into the upstream request.
+bool valid_key_chars(std::string_view key) noexcept {
+    for (const char c : key) {
+        if (c < 0x21 || c > 0x7e) {
+            return false;
+        }
+    }
+    return true;
+}
+
+}  // namespace
+
+std::string_view to_string(seal_error e) noexcept {
+    switch (e) {
+    case seal_error::missing_seal: return "missing_seal";
+    case seal_error::unknown_kid: return "unknown_kid";
+    case seal_error::bad_seal: return "bad_seal";
+    case seal_error::seal_expired: return "seal_expired";
+    case seal_error::seal_mismatch: return "seal_mismatch";
+    case seal_error::seal_replayed: return "seal_replayed";
+    case seal_error::replay_cache_full: return "overloaded";
+    }
+    return "bad_seal";
+}
+
+std::ostream& operator<<(std::ostream& os, const opened_key&) { return os << "<redacted>"; }
+
+seal_checker::seal_checker(seal_policy policy, std::size_t replay_capacity)
+    : policy_(policy), replay_(replay_capacity) {
+    ensure_sodium();
+}
+
+check_result seal_checker::check(const keyring& keys, const request_facts& req, std::int64_t now) {
+    // 1. "Sealed <kid>.<box>" (the scheme is case-insensitive, RFC 9110 §11.1).
+    std::string_view auth = req.authorization;
+    while (!auth.empty() && (auth.back() == ' ' || auth.back() == '\t')) {
+        auth.remove_suffix(1);
+    }
+    if (auth.size() <= scheme.size() || !iequals(auth.substr(0, scheme.size()), scheme) ||
+        auth[scheme.size()] != ' ') {
+        return seal_error::missing_seal;
+    }
+    auth.remove_prefix(scheme.size());
+    while (!auth.empty() && auth.front() == ' ') {
+        auth.remove_prefix(1);
+    }
+    const auto dot = auth.find('.');
+    if (dot == std::string_view::npos || dot == 0) {
+        return seal_error::bad_seal;
+    }
+    const std::string_view kid = auth.substr(0, dot);
+    const std::string_view box_b64 = auth.substr(dot + 1);
+
+    // 2. The key must be loaded and current.
+    const relay_key* key = keys.find(kid);
+    if (key == nullptr || key->expired(now)) {
+        return seal_error::unknown_kid;
+    }
+
+    // 3. Decode the box (ciphertext, not secret: a plain stack buffer).
+    if (box_b64.size() > (max_sealed_bytes * 4 + 2) / 3) {
+        return seal_error::bad_seal;
+    }
+    unsigned char box[max_sealed_bytes];
+    const auto box_len = base64url_decode(box_b64, std::span(box));
+    if (!box_len || *box_len <= crypto_box_SEALBYTES) {
+        return seal_error::bad_seal;
+    }
+    const std::span<const unsigned char> sealed(box, *box_len);
+
+    // 4. A replay costs a hash lookup, not an X25519 operation.
+    const auto seal_id = replay_cache::make_id(sealed);
+    if (replay_.contains(seal_id, now)) {
+        return seal_error::seal_replayed;
+    }
+
+    // 5. Open into secret memory and parse in place.
+    auto plain = secret_bytes::allocate(sealed.size() - crypto_box_SEALBYTES);
+    if (!key->open(sealed, plain.span())) {
+        return seal_error::bad_seal;
+    }
+    std::string_view f_key, f_method, f_path, f_body;
+    std::int64_t f_iat = 0;
+    unsigned seen = 0;
+    auto on_member = [&](std::string_view name, const json_lite::value& v) {
+        auto take = [&](unsigned bit, json_lite::kind want) {
+            // A second copy of a field is an ambiguity a parser elsewhere might
+            // resolve differently: refuse it.
+            if ((seen & bit) != 0 || v.type != want) {
+                return false;
+            }
+            seen |= bit;
+            return true;
+        };
+        using json_lite::kind;
+        if (name == "key") {
+            return take(1, kind::string) && (f_key = v.str, true);
+        }
+        if (name == "iat") {
+            return take(2, kind::integer) && (f_iat = v.num, true);
+        }
+        if (name == "method") {
+            return take(4, kind::string) && (f_method = v.str, true);
+        }
+        if (name == "path") {
+            return take(8, kind::string) && (f_path = v.str, true);
+        }
+        if (name == "body_sha256") {
+            return take(16, kind::string) && (f_body = v.str, true);
+        }
+        return true;  // unknown fields are ignored
+    };
+    if (!json_lite::parse_object(plain.chars(), on_member) || seen != 31) {
+        return seal_error::bad_seal;
+    }
+    sha256_digest sealed_digest{};
+    const auto digest_len = base64url_decode(f_body, sealed_digest);
+    if (!digest_len || *digest_len != sealed_digest.size() || f_key.empty() ||
+        f_key.size() > policy_.max_key_bytes || !valid_key_chars(f_key)) {
+        return seal_error::bad_seal;
+    }
+
+    // 6. Fresh enough, and for exactly this request.
+    if (f_iat < now - policy_.max_age_s || f_iat > now + policy_.max_future_s) {
+        return seal_error::seal_expired;
+    }
+    if (f_method != req.method || f_path != req.path || req.body_sha256 == nullptr ||
+        sodium_memcmp(sealed_digest.data(), req.body_sha256->data(), sealed_digest.size()) != 0) {
+        return seal_error::seal_mismatch;
+    }
+
+    // 7. Only a fully accepted seal is remembered; it can pass the iat check
+    //    until iat + max_age, so it is remembered until then.
+    switch (replay_.insert(seal_id, f_iat + policy_.max_age_s + 1, now)) {
+    case replay_cache::insert_result::inserted: break;
+    case replay_cache::insert_result::replayed: return seal_error::seal_replayed;
+    case replay_cache::insert_result::full: return seal_error::replay_cache_full;
+    }
+    return opened_key(std::move(plain), f_key);
+}
+
+secret_bytes make_payload(std::string_view key, std::int64_t iat, std::string_view method, std::string_view path,
+                          const sha256_digest& body_sha256) {
+    // JSON-escape what needs it; keys, methods and paths are ASCII in practice.
+    auto escaped_len = [](std::string_view s) {
+        std::size_t n = 0;
+        for (const char c : s) {
+            n += (c == '"' || c == '\\') ? 2 : (static_cast<unsigned char>(c) < 0x20 ? 6 : 1);
+        }
+        return n;
+    };
+    const std::string digest = base64url_encode(body_sha256);
+    const std::string iat_text = std::to_string(iat);
+    const std::size_t total = 8 + escaped_len(key) + 8 + iat_text.size() + 11 + escaped_len(method) + 10 +
+                              escaped_len(path) + 17 + digest.size() + 2;
+    auto out = secret_bytes::allocate(total);
+    char* w = reinterpret_cast<char*>(out.data());
+    auto raw = [&](std::string_view s) {
+        for (const char c : s) {
+            *w++ = c;
+        }
+    };
+    auto str = [&](std::string_view s) {
+        static constexpr char hex[] = "0123456789abcdef";
+        for (const char c : s) {
+            const auto u = static_cast<unsigned char>(c);
+            if (c == '"' || c == '\\') {
+                *w++ = '\\';
+                *w++ = c;
+            } else if (u < 0x20) {
+                raw("\\u00");
+                *w++ = hex[u >> 4];
+                *w++ = hex[u & 15];
+            } else {
+                *w++ = c;
+            }
+        }
+    };
+    raw("{\"key\":\"");
+    str(key);
+    raw("\",\"iat\":");
+    raw(iat_text);
+    raw(",\"method\":\"");
+    str(method);
+    raw("\",\"path\":\"");
+    str(path);
+    raw("\",\"body_sha256\":\"");
+    raw(digest);
+    raw("\"}");
+    out.shrink(static_cast<std::size_t>(w - reinterpret_cast<char*>(out.data())));
+    return out;
+}
+
+std::string seal_header(std::string_view kid, const public_key& pk, std::span<const unsigned char> payload) {
+    ensure_sodium();
+    std::string box(payload.size() + crypto_box_SEALBYTES, '\0');
+    crypto_box_seal(reinterpret_cast<unsigned char*>(box.data()), payload.data(), payload.size(), pk.data());
+    std::string out;
+    out.reserve(7 + kid.size() + 1 + box.size() * 4 / 3 + 4);
+    out.append("Sealed ").append(kid).append(".");
+    out += base64url_encode(std::span(reinterpret_cast<const unsigned char*>(box.data()), box.size()));
+    return out;
+}
+
+}  // namespace byok::crypto

@@ -1,0 +1,113 @@
+#include "crypto/secret.hpp"
+
+#include <array>
+#include <mutex>
+#include <new>
+#include <ostream>
+#include <stdexcept>
+#include <utility>
+
+namespace byok::crypto {
+
+void ensure_sodium() {
+    static const int rc = sodium_init();
+    if (rc < 0) {
+        throw std::runtime_error("libsodium could not be initialized");
+    }
+}
+
+namespace {
+
+// Every request opens one seal, so it needs one small secret buffer.
+// sodium_malloc costs mmap + mprotect + mlock (and the reverse on free);
+// keeping a few locked blocks per thread removes those system calls from the
+// request path while keeping the guard pages and the lock.
+constexpr std::size_t pooled_capacity = 4096;
+constexpr std::size_t pool_depth = 8;
+
+struct block_pool {
+    std::array<unsigned char*, pool_depth> blocks{};
+    std::size_t count = 0;
+
+    block_pool() = default;
+    block_pool(const block_pool&) = delete;
+    block_pool& operator=(const block_pool&) = delete;
+    ~block_pool() {
+        for (std::size_t i = 0; i < count; ++i) {
+            sodium_free(blocks[i]);
+        }
+    }
+};
+
+block_pool& local_pool() {
+    thread_local block_pool pool;
+    return pool;
+}
+
+}  // namespace
+
+secret_bytes secret_bytes::allocate(std::size_t n) {
+    ensure_sodium();
+    secret_bytes out;
+    const std::size_t capacity = n <= pooled_capacity ? pooled_capacity : n;
+    auto& pool = local_pool();
+    if (capacity == pooled_capacity && pool.count > 0) {
+        out.data_ = pool.blocks[--pool.count];
+    } else {
+        void* p = sodium_malloc(capacity == 0 ? 1 : capacity);
+        if (p == nullptr) {
+            throw std::bad_alloc();
+        }
+        out.data_ = static_cast<unsigned char*>(p);
+        // sodium_malloc fills with 0xdb; callers are promised zeroes.
+        sodium_memzero(out.data_, capacity);
+    }
+    out.size_ = n;
+    out.capacity_ = capacity;
+    return out;
+}
+
+secret_bytes::secret_bytes(secret_bytes&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      capacity_(std::exchange(other.capacity_, 0)) {}
+
+secret_bytes& secret_bytes::operator=(secret_bytes&& other) noexcept {
+    if (this != &other) {
+        release();
+        data_ = std::exchange(other.data_, nullptr);
+        size_ = std::exchange(other.size_, 0);
+        capacity_ = std::exchange(other.capacity_, 0);
+    }
+    return *this;
+}
+
+secret_bytes::~secret_bytes() { release(); }
+
+void secret_bytes::shrink(std::size_t n) noexcept {
+    if (n < size_) {
+        sodium_memzero(data_ + n, size_ - n);
+        size_ = n;
+    }
+}
+
+void secret_bytes::release() noexcept {
+    if (data_ == nullptr) {
+        return;
+    }
+    // Wipe the whole capacity: a pooled block may have held a longer secret before.
+    sodium_memzero(data_, capacity_);
+    auto& pool = local_pool();
+    if (capacity_ == pooled_capacity && pool.count < pool_depth) {
+        pool.blocks[pool.count++] = data_;
+    } else {
+        sodium_free(data_);
+    }
+    data_ = nullptr;
+    size_ = 0;
+    capacity_ = 0;
+}
+
+std::ostream& operator<<(std::ostream& os, const secret_bytes&) { return os << "<redacted>"; }
+
+}  // namespace byok::crypto
