@@ -1,0 +1,247 @@
+// Starts the real binaries for integration tests and seals requests the way
+// a browser would: with libsodium-wrappers from npm, not with our C++ code.
+// Everything started here is stopped by stopAll() (register it with after()).
+import { spawn, execFile } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
+import { promisify } from 'node:util';
+
+const here = new URL('.', import.meta.url).pathname;
+export const sourceDir = process.env.BYOK_SOURCE_DIR ?? resolve(here, '../../..');
+export const buildDir = process.env.BYOK_BUILD_DIR ?? join(sourceDir, 'build');
+export const relayBin = process.env.BYOK_RELAY_BIN ?? join(buildDir, 'byok-relay');
+export const mockBin = process.env.BYOK_MOCK_BIN ?? join(buildDir, 'tests/mock_provider/byok-mock-provider');
+
+const require = createRequire(join(sourceDir, 'web', 'package.json'));
+const sodiumModule = require('libsodium-wrappers');
+export async function sodium() {
+  await sodiumModule.ready;
+  return sodiumModule;
+}
+
+const running = new Set();
+
+export function tempDir(prefix = 'byok-test-') {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+// Spawns a process and resolves once a line of its output matches `ready`.
+function startProcess(bin, args, { ready, stream = 'stderr', timeoutMs = 15000, env } = {}) {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const out = { stdout: '', stderr: '' };
+    let settled = false;
+    const timer = setTimeout(() => {
+      if (!settled) {
+        settled = true;
+        child.kill('SIGKILL');
+        reject(new Error(`${bin} did not become ready in ${timeoutMs} ms; stderr:\n${out.stderr}\nstdout:\n${out.stdout}`));
+      }
+    }, timeoutMs);
+    const onData = (name) => (chunk) => {
+      out[name] += chunk.toString();
+      if (!settled && name === stream) {
+        const m = out[name].match(ready);
+        if (m) {
+          settled = true;
+          clearTimeout(timer);
+          resolvePromise({ child, out, match: m });
+        }
+      }
+    };
+    child.stdout.on('data', onData('stdout'));
+    child.stderr.on('data', onData('stderr'));
+    child.on('exit', (code, signal) => {
+      running.delete(child);
+      if (!settled) {
+        settled = true;
+        clearTimeout(timer);
+        reject(new Error(`${bin} exited (${code ?? signal}) before ready; stderr:\n${out.stderr}\nstdout:\n${out.stdout}`));
+      }
+    });
+    running.add(child);
+  });
+}
+
+export function waitExit(child, timeoutMs = 20000) {
+  if (child.exitCode !== null || child.signalCode !== null) {
+    return Promise.resolve({ code: child.exitCode, signal: child.signalCode });
+  }
+  return new Promise((res, rej) => {
+    const t = setTimeout(() => rej(new Error(`pid ${child.pid} did not exit in ${timeoutMs} ms`)), timeoutMs);
+    child.once('exit', (code, signal) => {
+      clearTimeout(t);
+      res({ code, signal });
+    });
+  });
+}
+
+async function stopChild(child, signal = 'SIGTERM') {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  child.kill(signal);
+  try {
+    await waitExit(child, 10000);
+  } catch {
+    child.kill('SIGKILL');
+    await waitExit(child, 5000);
+  }
+}
+
+export async function stopAll() {
+  await Promise.all([...running].map((c) => stopChild(c)));
+}
+
+export async function startMock({ tls = true, threads = 1, delayMs } = {}) {
+  const dir = tempDir('byok-mock-');
+  const args = ['--listen', '127.0.0.1:0', '--threads', String(threads)];
+  if (tls) args.push('--tls', '--cert-dir', dir);
+  if (delayMs) args.push('--delay-ms', String(delayMs));
+  const { child, out, match } = await startProcess(mockBin, args, {
+    ready: /mock: listening on (https?:\/\/127\.0\.0\.1:\d+)/, stream: 'stdout',
+  });
+  const url = match[1];
+  const caFile = tls ? join(dir, 'ca.pem') : undefined;
+  const control = (path, init) => httpsJson(url + path, { ...init, ca: caFile ? readFileSync(caFile) : undefined });
+  return {
+    url, caFile, dir, child, pid: child.pid, out,
+    requests: () => control('/__mock/requests'),
+    stats: () => control('/__mock/stats'),
+    reset: () => control('/__mock/reset', { method: 'POST' }),
+    stop: (signal) => stopChild(child, signal),
+  };
+}
+
+// Node's fetch cannot take a private CA per call; the mock's control
+// endpoints are read with node:https instead.
+export async function httpsJson(url, { method = 'GET', ca, body } = {}) {
+  const mod = url.startsWith('https:') ? await import('node:https') : await import('node:http');
+  return new Promise((res, rej) => {
+    const req = mod.request(url, { method, ca }, (r) => {
+      let data = '';
+      r.on('data', (c) => (data += c));
+      r.on('end', () => {
+        try {
+          res(data ? JSON.parse(data) : null);
+        } catch (e) {
+          rej(new Error(`bad JSON from ${url}: ${data.slice(0, 200)}`));
+        }
+      });
+    });
+    req.on('error', rej);
+    if (body) req.write(body);
+    req.end();
+  });
+}
+
+export async function makeKeyFile(dir, name = `key-${Date.now()}-${Math.random().toString(36).slice(2)}.json`, days) {
+  const path = join(dir, name);
+  const args = ['keygen', '--out', path];
+  if (days) args.push('--days', String(days));
+  const { stdout } = await promisify(execFile)(relayBin, args);
+  const kid = stdout.match(/kid (\S+)/)?.[1];
+  return Object.assign(path, { kid });  // a String object: usable as a path, carries .kid
+}
+
+// The openai provider pointed at a mock, with the mock's CA.
+export function mockProviders(mock, extra = {}) {
+  const paths = ['/v1/chat/completions', '/v1/completions', '/v1/responses', '/v1/embeddings', '/v1/models'];
+  return {
+    openai: { base_url: mock.url, auth: 'bearer', ca_file: mock.caFile, paths },
+    anthropic: { base_url: mock.url, auth: 'x-api-key', ca_file: mock.caFile, paths: ['/v1/messages'] },
+    ...extra,
+  };
+}
+
+export async function startRelay(overrides = {}, { env, dir = tempDir('byok-relay-') } = {}) {
+  const config = {
+    listen: '127.0.0.1:0',
+    threads: 2,
+    seal_max_age_s: 60,
+    allow_origins: ['http://app.test'],
+    ...overrides,
+  };
+  if (!config.key_files) config.key_files = [String(await makeKeyFile(dir))];
+  config.key_files = config.key_files.map(String);
+  const configPath = join(dir, 'relay.json');
+  writeFileSync(configPath, JSON.stringify(config, null, 2));
+  const { child, out, match } = await startProcess(relayBin, ['serve', '--config', configPath], {
+    ready: /byok-relay: listening on (http:\/\/[^\s]+)/, env,
+  });
+  const url = match[1];
+  const relay = {
+    url, port: Number(new URL(url).port), child, pid: child.pid, config, configPath, dir,
+    stderr: () => out.stderr,
+    stdout: () => out.stdout,
+    stop: (signal = 'SIGTERM') => stopChild(child, signal),
+    kill: (signal) => child.kill(signal),
+    get metricsUrl() {
+      const m = out.stderr.match(/byok-relay: metrics on (http:\/\/\S+)/);
+      return m ? m[1] : undefined;
+    },
+  };
+  return relay;
+}
+
+export async function fetchKeys(relayUrl) {
+  const r = await fetch(new URL('/v1/keys', relayUrl));
+  if (r.status !== 200) throw new Error(`/v1/keys answered ${r.status}`);
+  return r.json();
+}
+
+export function b64url(bytes) {
+  return Buffer.from(bytes).toString('base64url');
+}
+
+export function bodySha256(body) {
+  return b64url(createHash('sha256').update(body ?? '').digest());
+}
+
+// Builds the payload exactly as docs/protocol.md says and seals it with
+// libsodium-wrappers' crypto_box_seal.
+export async function seal({ keyConfig, kid, pk, apiKey, method = 'POST', path, body = '', iat, payload }) {
+  const s = await sodium();
+  const key = keyConfig ? keyConfig.keys[0] : { kid, pk };
+  const p = payload ?? JSON.stringify({
+    key: apiKey, iat: iat ?? Math.floor(Date.now() / 1000), method, path, body_sha256: bodySha256(body),
+  });
+  const box = s.crypto_box_seal(typeof p === 'string' ? s.from_string(p) : p,
+    s.from_base64(key.pk, s.base64_variants.URLSAFE_NO_PADDING));
+  return `Sealed ${key.kid}.${s.to_base64(box, s.base64_variants.URLSAFE_NO_PADDING)}`;
+}
+
+// One sealed request through fetch. `path` is the relay-side target.
+export async function sealedRequest(relayUrl, { apiKey, method = 'POST', path, body, headers = {}, keyConfig, iat, sealPath }) {
+  const keys = keyConfig ?? (await fetchKeys(relayUrl));
+  const text = body === undefined ? (method === 'GET' ? '' : '') : (typeof body === 'string' ? body : JSON.stringify(body));
+  const authorization = await seal({ keyConfig: keys, apiKey, method, path: sealPath ?? path, body: text, iat });
+  return fetch(new URL(path, relayUrl), {
+    method, headers: { 'content-type': 'application/json', ...headers, authorization },
+    body: method === 'GET' || method === 'HEAD' ? undefined : text,
+  });
+}
+
+export function randomApiKey(prefix = 'sk-test-') {
+  const bytes = new Uint8Array(24);
+  globalThis.crypto.getRandomValues(bytes);
+  return prefix + Buffer.from(bytes).toString('hex');
+}
+
+// Reads an SSE response body and records when each chunk arrived.
+export async function readChunksTimed(response) {
+  const reader = response.body.getReader();
+  const chunks = [];
+  const start = Date.now();
+  const dec = new TextDecoder();
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    chunks.push({ t: Date.now() - start, text: dec.decode(value, { stream: true }) });
+  }
+  return chunks;
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+export { existsSync };
