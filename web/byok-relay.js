@@ -1,0 +1,412 @@
+// byok-relay client: seal the user's own provider API key into each request.
+//
+//   import { sealedFetch } from 'byok-relay-client';
+//   const fetch = sealedFetch('https://relay.example.com', () => userKey);
+//   const openai = new OpenAI({ baseURL: 'https://relay.example.com/openai/v1',
+//                               apiKey: 'sealed-by-relay', fetch, dangerouslyAllowBrowser: true });
+//
+// Protocol v1 (docs/protocol.md): per request the key travels only inside
+// `Authorization: Sealed <kid>.<base64url(crypto_box_seal(payload))>`, where
+// payload = {"key","iat","method","path","body_sha256"} describes exactly the
+// request being sent, so a captured seal is worth one copy of that request
+// within the relay's time window and nothing else.
+//
+// One ES module, no build step: it runs unchanged in browsers and Node 20.
+// libsodium-wrappers is loaded with a dynamic import of the bare specifier
+// (browsers need an import map, see demo/index.html) unless the caller passes
+// its own instance as `options.sodium`.
+//
+// The key is never logged, never put in an error message, never stored by
+// this module. JavaScript strings cannot be wiped; the payload bytes are
+// zeroed once sealed, which is as far as a JS client can go.
+
+const DEFAULT_MAX_AGE_S = 60;
+const ALG = 'x25519-sealedbox';
+const RELAY_ERROR_TYPE = 'relay_error';
+
+/** The relay error codes (docs/protocol.md), with the HTTP status each comes with. */
+export const RELAY_ERROR_CODES = Object.freeze({
+  missing_seal: 401,
+  unknown_kid: 401,
+  bad_seal: 401,
+  seal_expired: 401,
+  seal_mismatch: 401,
+  seal_replayed: 401,
+  bad_request: 400,
+  unknown_route: 404,
+  method_not_allowed: 405,
+  request_timeout: 408,
+  body_too_large: 413,
+  headers_too_large: 431,
+  rate_limited: 429,
+  upstream_unreachable: 502,
+  upstream_bad_response: 502,
+  upstream_timeout: 504,
+  overloaded: 503,
+  internal_error: 500,
+});
+
+let sodiumPromise = null;
+
+/** The libsodium-wrappers instance, loaded once and ready. */
+export function loadSodium(injected) {
+  if (injected) {
+    return Promise.resolve(injected.ready).then(() => injected);
+  }
+  if (!sodiumPromise) {
+    sodiumPromise = import('libsodium-wrappers').then(async (mod) => {
+      const s = mod.default ?? mod;
+      await s.ready;
+      return s;
+    });
+    sodiumPromise.catch(() => {
+      sodiumPromise = null;  // let a later call try again
+    });
+  }
+  return sodiumPromise;
+}
+
+/** A key is one header value upstream: visible ASCII only, as the relay checks (crypto/seal.cpp). */
+export function isValidKey(key) {
+  return typeof key === 'string' && key.length > 0 && key.length <= 1024 && /^[\x21-\x7e]+$/.test(key);
+}
+
+/** The request-target the relay will see: path and query exactly as serialized, no fragment. */
+export function requestTarget(url) {
+  const u = new URL(url);
+  u.hash = '';
+  return u.href.slice(u.origin.length);
+}
+
+function stripSlash(s) {
+  return s.endsWith('/') ? s.slice(0, -1) : s;
+}
+
+/**
+ * Resolves `input`/`init` the way fetch will: the method, the URL, the headers
+ * (including a Content-Type the body implies, e.g. a multipart boundary) and
+ * the exact body bytes. Any body type fetch accepts works (string, ArrayBuffer,
+ * typed array, DataView, Blob, URLSearchParams, FormData, ReadableStream).
+ * Returns plain data, so the same bytes can be sent again on a retry.
+ */
+export async function resolveRequest(input, init, baseUrl) {
+  if (typeof input === 'string' && baseUrl && !/^[a-zA-Z][a-zA-Z0-9+.-]*:/.test(input)) {
+    // A relative target is relative to the relay (its path prefix included).
+    input = stripSlash(baseUrl) + (input.startsWith('/') ? input : '/' + input);
+  }
+  const req = new Request(input, init);
+  const url = new URL(req.url);
+  url.hash = '';  // never sent
+  let body = null;
+  if (req.method !== 'GET' && req.method !== 'HEAD' && req.body !== null) {
+    body = new Uint8Array(await req.arrayBuffer());
+  }
+  const passOn = {};
+  for (const k of ['credentials', 'cache', 'redirect', 'referrerPolicy', 'integrity', 'keepalive', 'mode']) {
+    if (init && init[k] !== undefined) {
+      passOn[k] = init[k];
+    } else if (input instanceof Request && input[k] !== undefined && k !== 'mode') {
+      passOn[k] = input[k];
+    }
+  }
+  return {
+    url: url.href,
+    method: req.method,
+    headers: new Headers(req.headers),
+    body,
+    signal: (init && init.signal) || (input instanceof Request ? input.signal : undefined),
+    passOn,
+  };
+}
+
+/** base64url without padding, the protocol's encoding for binary fields. */
+export function base64url(sodium, bytes) {
+  return sodium.to_base64(bytes, sodium.base64_variants.URLSAFE_NO_PADDING);
+}
+
+/** SHA-256 of `bytes` (empty body: SHA-256 of nothing), base64url without padding. */
+export async function bodySha256(sodium, bytes) {
+  const data = bytes ?? new Uint8Array(0);
+  let digest;
+  if (globalThis.crypto && globalThis.crypto.subtle) {
+    digest = new Uint8Array(await globalThis.crypto.subtle.digest('SHA-256', data));
+  } else {
+    // Outside a secure context (plain-http page) WebCrypto's subtle is missing.
+    digest = sodium.crypto_hash_sha256(data);
+  }
+  return base64url(sodium, digest);
+}
+
+/** The payload JSON, fields in the protocol's order. */
+export function buildPayload({ key, iat, method, path, bodySha256: digest }) {
+  if (!Number.isSafeInteger(iat)) {
+    throw new TypeError('byok-relay: iat must be an integer number of seconds');
+  }
+  return JSON.stringify({ key, iat, method, path, body_sha256: digest });
+}
+
+/** "Sealed <kid>.<box>" for a payload string, sealed to `keyEntry`. */
+export function sealPayload(sodium, keyEntry, payload) {
+  const plain = new TextEncoder().encode(payload);
+  try {
+    const box = sodium.crypto_box_seal(plain, keyEntry.pkBytes);
+    return `Sealed ${keyEntry.kid}.${base64url(sodium, box)}`;
+  } finally {
+    plain.fill(0);
+  }
+}
+
+/** Seconds from a Cache-Control header; DEFAULT_MAX_AGE_S when it says nothing. */
+export function cacheSeconds(cacheControl) {
+  if (!cacheControl) {
+    return DEFAULT_MAX_AGE_S;
+  }
+  const cc = cacheControl.toLowerCase();
+  if (/(^|[\s,])(no-store|no-cache)([\s,=]|$)/.test(cc)) {
+    return 0;
+  }
+  const m = /(^|[\s,])max-age\s*=\s*"?(\d+)"?/.exec(cc);
+  return m ? Number(m[2]) : DEFAULT_MAX_AGE_S;
+}
+
+/** Parses and checks a GET /v1/keys answer; returns the usable entries, newest first. */
+export function parseKeyConfig(sodium, json, nowS) {
+  if (!json || !Array.isArray(json.keys)) {
+    throw new RelayClientError('key_config', 'the relay key config has no "keys" list');
+  }
+  const usable = [];
+  for (const k of json.keys) {
+    if (!k || k.alg !== ALG || typeof k.kid !== 'string' || !/^[A-Za-z0-9_-]+$/.test(k.kid) ||
+        typeof k.pk !== 'string') {
+      continue;
+    }
+    let pkBytes;
+    try {
+      pkBytes = sodium.from_base64(k.pk, sodium.base64_variants.URLSAFE_NO_PADDING);
+    } catch {
+      continue;
+    }
+    if (pkBytes.length !== sodium.crypto_box_PUBLICKEYBYTES) {
+      continue;
+    }
+    usable.push({ kid: k.kid, pkBytes, exp: typeof k.exp === 'number' ? k.exp : Infinity });
+  }
+  if (usable.length === 0) {
+    throw new RelayClientError('key_config', `the relay offers no ${ALG} key`);
+  }
+  // The first entry is the one to seal to, unless it is past its exp by our clock.
+  return usable.find((k) => k.exp > nowS) ?? usable[0];
+}
+
+/** A failure on the client side (no response to hand back), never carrying the key. */
+export class RelayClientError extends Error {
+  constructor(code, message, options) {
+    super(`byok-relay: ${message}`, options);
+    this.name = 'RelayClientError';
+    this.code = code;
+  }
+}
+
+/** The relay error code of a response, or null when it is not a relay error. */
+export async function relayErrorCode(res) {
+  if (res.ok || !(res.headers.get('content-type') || '').includes('json')) {
+    return null;
+  }
+  try {
+    const j = await res.clone().json();
+    if (j && j.error && j.error.type === RELAY_ERROR_TYPE && typeof j.error.code === 'string') {
+      return j.error.code;
+    }
+  } catch {
+    // not JSON after all: not ours
+  }
+  return null;
+}
+
+/**
+ * Returns a function with fetch's signature that seals `getKey()`'s key into
+ * every request to the relay at `relayUrl` (which may carry a path prefix,
+ * e.g. https://host/relay; relative request paths are resolved under it).
+ *
+ * options:
+ *   sodium   a ready-or-not libsodium-wrappers instance (default: import it)
+ *   fetch    the fetch to send with (default: globalThis.fetch)
+ *   now      () => milliseconds since the epoch (default: Date.now); for tests
+ *   keysUrl  where the key config lives (default: relayUrl + '/v1/keys')
+ *
+ * Retries, each at most once per request and always with the same body bytes:
+ * `unknown_kid` (fetch the key config again, reseal) and `seal_expired`
+ * (take the relay's clock from its Date header, reseal; the offset is kept
+ * for later requests). Every other answer is returned as is.
+ */
+export function sealedFetch(relayUrl, getKey, options = {}) {
+  if (typeof relayUrl !== 'string' && !(relayUrl instanceof URL)) {
+    throw new TypeError('byok-relay: relayUrl must be a URL');
+  }
+  const base = new URL(String(relayUrl));
+  if (base.search || base.hash) {
+    throw new TypeError('byok-relay: relayUrl must not have a query or fragment');
+  }
+  const baseHref = stripSlash(base.href);
+  const basePath = stripSlash(base.pathname);
+  if (typeof getKey !== 'function') {
+    if (getKey && typeof getKey.get === 'function') {
+      const store = getKey;
+      getKey = () => store.get();
+    } else {
+      throw new TypeError('byok-relay: getKey must be a function returning the key');
+    }
+  }
+  const send = options.fetch ?? ((...a) => globalThis.fetch(...a));
+  const now = options.now ?? Date.now;
+  const keysUrl = options.keysUrl ?? baseHref + '/v1/keys';
+
+  let clockOffsetMs = 0;          // relay clock minus ours, learnt from a Date header
+  let keyCache = null;            // { entry, expiresAt, generation }
+  let keyFetch = null;            // the key config request in flight, shared
+  let generation = 0;
+
+  const relayNowS = () => Math.floor((now() + clockOffsetMs) / 1000);
+
+  async function keyConfig(sodium, { staleGeneration } = {}) {
+    if (keyCache && keyCache.generation !== staleGeneration && now() < keyCache.expiresAt) {
+      return keyCache;
+    }
+    if (!keyFetch) {
+      keyFetch = (async () => {
+        let res;
+        try {
+          res = await send(keysUrl, { method: 'GET', headers: { accept: 'application/json' } });
+        } catch (e) {
+          throw new RelayClientError('key_config', 'cannot reach the relay for its key config', { cause: e });
+        }
+        if (!res.ok) {
+          await res.body?.cancel();
+          throw new RelayClientError('key_config', `the relay key config answered HTTP ${res.status}`);
+        }
+        let json;
+        try {
+          json = await res.json();
+        } catch (e) {
+          throw new RelayClientError('key_config', 'the relay key config is not JSON', { cause: e });
+        }
+        const entry = parseKeyConfig(sodium, json, relayNowS());
+        const ttl = cacheSeconds(res.headers.get('cache-control'));
+        keyCache = { entry, expiresAt: now() + ttl * 1000, generation: ++generation };
+        return keyCache;
+      })().finally(() => {
+        keyFetch = null;
+      });
+    }
+    return keyFetch;
+  }
+
+  async function readKey() {
+    const key = await getKey();
+    if (!isValidKey(key)) {
+      // Say what is wrong without repeating any of it.
+      throw new RelayClientError('invalid_key',
+        'the API key must be 1 to 1024 visible ASCII characters (no spaces or line breaks)');
+    }
+    return key;
+  }
+
+  return async function byokFetch(input, init) {
+    const sodium = await loadSodium(options.sodium);
+    const r = await resolveRequest(input, init, baseHref);
+    const u = new URL(r.url);
+    if (u.origin !== base.origin || !(basePath === '' || u.pathname === basePath ||
+                                      u.pathname.startsWith(basePath + '/'))) {
+      // A seal is worth one request to the relay; never hand one to anyone else.
+      throw new RelayClientError('foreign_url', 'refusing to send a sealed key outside the relay URL');
+    }
+    const path = requestTarget(r.url);
+    const digest = await bodySha256(sodium, r.body);
+
+    const attempt = async (cfg) => {
+      const payload = buildPayload({ key: await readKey(), iat: relayNowS(), method: r.method, path,
+                                     bodySha256: digest });
+      const headers = new Headers(r.headers);
+      headers.set('authorization', sealPayload(sodium, cfg.entry, payload));
+      return send(r.url, { ...r.passOn, method: r.method, headers, body: r.body, signal: r.signal });
+    };
+
+    let cfg = await keyConfig(sodium);
+    let res = await attempt(cfg);
+    let refetched = false;
+    let reclocked = false;
+    for (;;) {
+      const code = res.status === 401 ? await relayErrorCode(res) : null;
+      if (code === 'unknown_kid' && !refetched) {
+        refetched = true;
+        await res.body?.cancel();
+        cfg = await keyConfig(sodium, { staleGeneration: cfg.generation });
+      } else if (code === 'seal_expired' && !reclocked) {
+        const date = Date.parse(res.headers.get('date') ?? '');
+        if (Number.isNaN(date)) {
+          return res;
+        }
+        reclocked = true;
+        await res.body?.cancel();
+        clockOffsetMs = date - now();
+      } else {
+        return res;
+      }
+      res = await attempt(cfg);
+    }
+  };
+}
+
+/**
+ * Where an app keeps the user's key between requests. 'memory' (the default)
+ * keeps it in this object only; 'session' keeps it in sessionStorage (this
+ * tab, until it closes), which is only for when the user asked for it.
+ * Pass the store itself, or `store.get`, as sealedFetch's getKey.
+ */
+export function createKeyStore({ storage = 'memory', name = 'byok-relay.key' } = {}) {
+  if (storage !== 'memory' && storage !== 'session') {
+    throw new TypeError("byok-relay: storage must be 'memory' or 'session'");
+  }
+  const session = () => {
+    const s = globalThis.sessionStorage;
+    if (!s) {
+      throw new RelayClientError('no_session_storage', 'sessionStorage is not available here');
+    }
+    return s;
+  };
+  let memory = null;
+  if (storage === 'session') {
+    memory = session().getItem(name);
+  }
+  return {
+    storage,
+    set(key) {
+      if (!isValidKey(key)) {
+        throw new RelayClientError('invalid_key',
+          'the API key must be 1 to 1024 visible ASCII characters (no spaces or line breaks)');
+      }
+      memory = key;
+      if (storage === 'session') {
+        session().setItem(name, key);
+      }
+    },
+    get() {
+      if (memory === null) {
+        throw new RelayClientError('no_key', 'no API key has been entered');
+      }
+      return memory;
+    },
+    has() {
+      return memory !== null;
+    },
+    clear() {
+      memory = null;
+      if (globalThis.sessionStorage) {
+        globalThis.sessionStorage.removeItem(name);
+      }
+    },
+    toJSON() {
+      return { storage, key: memory === null ? null : '<redacted>' };
+    },
+  };
+}
