@@ -3,6 +3,8 @@
 // the answers. It opens seals with libsodium-wrappers and applies the checks
 // of crypto/seal.cpp; the real relay is exercised by the other test files.
 import http from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { join, normalize, extname } from 'node:path';
 import { createHash } from 'node:crypto';
 import sodium from 'libsodium-wrappers';
 
@@ -22,6 +24,24 @@ export function makeRelayKey(kidHint) {
 function relayError(res, status, code, extraHeaders = {}) {
   res.writeHead(status, { 'content-type': 'application/json', ...extraHeaders });
   res.end(JSON.stringify({ error: { message: `fake relay: ${code}`, type: 'relay_error', code } }));
+}
+
+const MIME = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.mjs': 'text/javascript',
+  '.css': 'text/css', '.json': 'application/json' };
+
+async function serveStatic(root, rel, res) {
+  const path = normalize(join(root, rel.endsWith('/') || rel === '' ? rel + 'index.html' : rel));
+  if (!path.startsWith(root) || !MIME[extname(path)]) {
+    res.writeHead(404).end();
+    return;
+  }
+  try {
+    const data = await readFile(path);
+    res.writeHead(200, { 'content-type': MIME[extname(path)] });
+    res.end(data);
+  } catch {
+    res.writeHead(404).end();
+  }
 }
 
 /**
@@ -54,6 +74,9 @@ export async function startFakeRelay(opts = {}) {
     }
     const target = req.url;  // what the client sent: the seal's path
     const inner = req.url.slice(prefix.length);
+    if (opts.webRoot && req.method === 'GET' && inner.startsWith('/web/')) {
+      return serveStatic(opts.webRoot, decodeURIComponent(inner.slice(5).split('?')[0]), res);
+    }
     if (req.method === 'GET' && inner === '/v1/keys') {
       state.keyFetches += 1;
       const h = { 'content-type': 'application/json' };
@@ -113,6 +136,9 @@ export async function startFakeRelay(opts = {}) {
       return fail(401, 'seal_replayed');
     }
     state.replay.add(m[2].slice(0, 43));
+    if (opts.respond) {
+      return opts.respond({ rec, payload: p, req, res });
+    }
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ ok: true, sawKey: p.key === opts.expectKey ? 'expected' : 'other' }));
   }

@@ -1,0 +1,205 @@
+// The demo page in a real browser (headless Chromium via playwright-core),
+// served by the real relay (web_root), talking to the mock provider: the
+// answer streams in over several steps, nothing the page stores holds the
+// key, every failure shows its relay error code.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+import {
+  startMock, startRelay, mockProviders, randomApiKey, sourceDir, stopAll,
+} from '../../tests/integration/lib/harness.mjs';
+
+const outDir = join(sourceDir, 'tests', 'out');
+mkdirSync(outDir, { recursive: true });
+
+let mock;
+let relay;
+let browser;
+// Set up in a hook, so a failure on the way still reaches the after hook.
+before(async () => {
+  mock = await startMock();
+  relay = await startRelay({
+    web_root: join(sourceDir, 'web'),
+    providers: mockProviders(mock, {
+      // The demo page's "demo" provider: OpenAI-shaped, answered by the mock.
+      demo: { base_url: mock.url, auth: 'bearer', ca_file: mock.caFile, paths: ['/v1/chat/completions'] },
+    }),
+  });
+  browser = await chromium.launch({
+    executablePath: process.env.BYOK_CHROMIUM ?? '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--disable-quic'],
+  });
+});
+after(async () => {
+  await browser?.close();
+  await stopAll();
+});
+
+// A fresh page (own cookies and storage) with its console and failures collected.
+async function openDemo(t) {
+  const context = await browser.newContext();
+  t.after(() => context.close());
+  const page = await context.newPage();
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/status of 4\d\d/.test(m.text())) {
+      problems.push(`console: ${m.text()}`);
+    }
+  });
+  const res = await page.goto(relay.url + '/');
+  assert.equal(res.status(), 200);
+  assert.equal(new URL(page.url()).pathname, '/web/demo/', 'GET / redirects to the demo');
+  await page.waitForFunction(() => document.getElementById('model').value !== '');  // demo.js ran
+  return { context, page, problems };
+}
+
+// Records every state of the answer text, with its time, as the page changes it.
+async function recordAnswer(page) {
+  await page.evaluate(() => {
+    const el = document.getElementById('answer');
+    const start = performance.now();
+    window.__steps = [];
+    new MutationObserver(() => {
+      const text = el.textContent;
+      if (text && window.__steps.at(-1)?.text !== text) {
+        window.__steps.push({ t: Math.round(performance.now() - start), text });
+      }
+    }).observe(el, { childList: true, characterData: true, subtree: true });
+  });
+}
+
+// Everything the page could have kept: web storage, cookies, IndexedDB, Cache Storage.
+async function everythingStored(page, context) {
+  const inPage = await page.evaluate(async () => {
+    const dump = (s) => Object.fromEntries(Array.from({ length: s.length }, (_, i) => [s.key(i), s.getItem(s.key(i))]));
+    const idb = [];
+    for (const info of await indexedDB.databases()) {
+      const db = await new Promise((ok, fail) => {
+        const r = indexedDB.open(info.name);
+        r.onsuccess = () => ok(r.result);
+        r.onerror = () => fail(r.error);
+      });
+      for (const store of db.objectStoreNames) {
+        const all = await new Promise((ok, fail) => {
+          const r = db.transaction(store).objectStore(store).getAll();
+          r.onsuccess = () => ok(r.result);
+          r.onerror = () => fail(r.error);
+        });
+        idb.push({ db: info.name, store, all });
+      }
+      db.close();
+    }
+    const cached = [];
+    for (const name of await caches.keys()) {
+      for (const req of await (await caches.open(name)).keys()) {
+        cached.push(req.url);
+      }
+    }
+    return { local: dump(localStorage), session: dump(sessionStorage), cookie: document.cookie, idb, cached,
+             url: location.href, history: history.length };
+  });
+  return { ...inPage, cookies: await context.cookies(), storageState: await context.storageState() };
+}
+
+test('the demo streams an answer in several steps; nothing stored holds the key', async (t) => {
+  const { context, page, problems } = await openDemo(t);
+  await mock.reset();
+  const key = randomApiKey('sk-browser-');
+  await page.selectOption('#provider', 'demo');
+  await page.fill('#key', key);
+  await page.fill('#prompt', 'Stream me something.');
+  await recordAnswer(page);
+  await page.click('#send');
+  await page.waitForFunction(() => /^Done/.test(document.getElementById('status').textContent) ||
+                                   !document.getElementById('error').hidden, null, { timeout: 30_000 });
+  const errorText = await page.evaluate(() => {
+    const e = document.getElementById('error');
+    return e.hidden ? '' : e.innerText;
+  });
+  assert.equal(errorText, '', 'the page showed an error');
+
+  const steps = await page.evaluate(() => window.__steps);
+  const expected = Array.from({ length: 24 }, (_, i) => `tok${i} `).join('');  // demo.js asks the mock for 24
+  assert.equal(steps.at(-1).text, expected);
+  assert.ok(steps.length >= 5, `the answer appeared in ${steps.length} step(s): ${JSON.stringify(steps)}`);
+  for (let i = 1; i < steps.length; i++) {
+    assert.ok(steps[i].text.startsWith(steps[i - 1].text), 'the answer only grows');
+  }
+  assert.ok(steps.at(-1).t - steps[0].t >= 1000,
+    `steps spread over ${steps.at(-1).t - steps[0].t} ms, not streamed? ${steps.map((s) => s.t).join(',')}`);
+  await page.screenshot({ path: join(outDir, 'browser-demo-streamed.png'), fullPage: true });
+
+  const seen = await mock.requests();
+  assert.equal(seen.length, 1);
+  assert.equal(seen[0].headers.authorization, `Bearer ${key}`, 'the mock saw exactly the key');
+
+  const stored = await everythingStored(page, context);
+  assert.ok(!JSON.stringify(stored).includes(key), `the key is stored somewhere: ${JSON.stringify(stored)}`);
+  assert.deepEqual(problems, []);
+});
+
+test('"remember for this tab" is the only way the key reaches storage, and only sessionStorage', async (t) => {
+  const { context, page } = await openDemo(t);
+  const key = randomApiKey('sk-remember-');
+  await page.fill('#key', key);
+  await page.check('#remember');
+  await page.click('#send');
+  await page.waitForFunction(() => /^Done/.test(document.getElementById('status').textContent), null,
+    { timeout: 30_000 });
+  const stored = await everythingStored(page, context);
+  assert.deepEqual(Object.values(stored.session), [key], 'kept in sessionStorage when asked');
+  assert.ok(!JSON.stringify({ ...stored, session: null, storageState: null }).includes(key));
+  // A reload of the tab keeps it; unticking removes it.
+  await page.reload();
+  await page.waitForFunction(() => document.getElementById('key').value !== '');
+  assert.equal(await page.inputValue('#key'), key);
+  await page.uncheck('#remember');
+  assert.ok(!JSON.stringify(await everythingStored(page, context)).includes(key));
+});
+
+test('a relay error is shown with its code and message (body changed in flight → seal_mismatch)', async (t) => {
+  const { page } = await openDemo(t);
+  await mock.reset();
+  // Something between the page and the relay rewrites the body after sealing.
+  await page.route('**/demo/v1/chat/completions', (route) => {
+    const body = JSON.parse(route.request().postData());
+    body.messages[0].content += ' (rewritten)';
+    return route.continue({ postData: JSON.stringify(body) });
+  });
+  await page.fill('#key', randomApiKey());
+  await page.click('#send');
+  const alert = page.getByRole('alert');
+  await alert.waitFor({ state: 'visible', timeout: 15_000 });
+  const text = await alert.innerText();
+  assert.match(text, /Relay error \(HTTP 401\)/);
+  assert.match(text, /seal_mismatch/);
+  assert.match(text, /different method, path or body/);  // the relay's own message
+  assert.equal(await alert.getAttribute('data-code'), 'seal_mismatch');
+  assert.equal((await mock.requests()).length, 0, 'nothing reached the provider');
+  await page.screenshot({ path: join(outDir, 'browser-demo-error.png'), fullPage: true });
+});
+
+test('the Anthropic path: Messages API streamed through sealedFetch and the page\'s SSE reader', async (t) => {
+  const { page } = await openDemo(t);
+  await mock.reset();
+  const key = randomApiKey('sk-ant-');
+  await page.selectOption('#provider', 'anthropic');
+  assert.equal(await page.inputValue('#model'), 'claude-3-5-haiku-latest');
+  await page.fill('#key', key);
+  await page.click('#send');
+  await page.waitForFunction(() => /^Done/.test(document.getElementById('status').textContent) ||
+                                   !document.getElementById('error').hidden, null, { timeout: 30_000 });
+  assert.equal(await page.evaluate(() => document.getElementById('error').hidden), true,
+    await page.evaluate(() => document.getElementById('error').innerText));
+  const text = await page.textContent('#answer');
+  assert.match(text, /^tok0 tok1 tok2 /);
+  const seen = await mock.requests();
+  assert.equal(seen.length, 1);
+  assert.equal(seen[0].headers['x-api-key'], key);
+  assert.equal(seen[0].headers.authorization, undefined);
+});
