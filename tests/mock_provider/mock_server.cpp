@@ -140,16 +140,17 @@ private:
     }
 
     asio::awaitable<void> serve() {
+        bool ok = true;
         if constexpr (is_tls) {
             arm(handshake_timeout);
-            auto [ec] = co_await stream_.async_handshake(ssl::stream_base::server, nothrow);
+            const auto result = co_await stream_.async_handshake(ssl::stream_base::server, nothrow);
             disarm();
-            if (ec) {
-                co_return;
-            }
+            ok = !std::get<0>(result);
         }
-        while (co_await serve_one()) {
+        while (ok) {
+            ok = co_await serve_one();
         }
+        co_return;
     }
 
     asio::awaitable<bool> write(std::string_view data) {
