@@ -128,6 +128,10 @@ function reportError(e, provider) {
     statusEl.textContent = 'Stopped.';
     return;
   }
+  // The openai client wraps anything its fetch throws as a connection error.
+  if (e instanceof OpenAI.APIConnectionError && e.cause instanceof RelayClientError) {
+    e = e.cause;
+  }
   const info = errorInfo(e);
   if (info.type === 'relay_error') {
     showError(`Relay error (HTTP ${info.status ?? '?'}):`, info.code, info.message, RELAY_HINTS[info.code]);

@@ -4,8 +4,10 @@
 // key, every failure shows its relay error code.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { join, normalize } from 'node:path';
 import { chromium } from 'playwright-core';
 
 import {
@@ -202,4 +204,88 @@ test('the Anthropic path: Messages API streamed through sealedFetch and the page
   assert.equal(seen.length, 1);
   assert.equal(seen[0].headers['x-api-key'], key);
   assert.equal(seen[0].headers.authorization, undefined);
+});
+
+// A web app on its own origin (the usual case) using the library and the
+// openai client against the relay: needs the relay's CORS answers (preflight
+// allowing the openai client's headers, Date exposed for the clock retry).
+test('cross-origin app: openai client through sealedFetch, clock 5 min off, CORS from the relay', async (t) => {
+  const webDir = join(sourceDir, 'web');
+  const app = http.createServer(async (req, res) => {
+    const path = new URL(req.url, 'http://x').pathname;
+    if (path === '/app.html') {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end(`<!doctype html><meta charset="utf-8"><title>app</title><link rel="icon" href="data:,">
+<script type="importmap">{"imports":{
+  "libsodium-wrappers":"/web/node_modules/libsodium-wrappers/dist/modules-esm/libsodium-wrappers.mjs",
+  "libsodium":"/web/node_modules/libsodium/dist/modules-esm/libsodium.mjs",
+  "openai":"/web/node_modules/openai/index.mjs"}}</script><p>app</p>`);
+      return;
+    }
+    const file = normalize(join(webDir, path.replace(/^\/web\//, '')));
+    if (!path.startsWith('/web/') || !file.startsWith(webDir + '/') || !/\.m?js$/.test(file)) {
+      res.writeHead(404).end();
+      return;
+    }
+    try {
+      const data = await readFile(file);
+      res.writeHead(200, { 'content-type': 'text/javascript' });
+      res.end(data);
+    } catch {
+      res.writeHead(404).end();
+    }
+  });
+  await new Promise((ok) => app.listen(0, '127.0.0.1', ok));
+  t.after(() => new Promise((ok) => {
+    app.closeAllConnections();
+    app.close(ok);
+  }));
+  const appOrigin = `http://127.0.0.1:${app.address().port}`;
+  const r = await startRelay({
+    allow_origins: [appOrigin],
+    providers: mockProviders(mock, {
+      demo: { base_url: mock.url, auth: 'bearer', ca_file: mock.caFile, paths: ['/v1/chat/completions'] },
+    }),
+  });
+  t.after(() => r.stop());
+  const context = await browser.newContext();
+  t.after(() => context.close());
+  const page = await context.newPage();
+  await page.goto(appOrigin + '/app.html');
+  await mock.reset();
+  const key = randomApiKey('sk-xorigin-');
+  const result = await page.evaluate(async ({ relayUrl, key }) => {
+    const { sealedFetch } = await import('/web/byok-relay.js');
+    const { default: OpenAI } = await import('openai');
+    const log = [];
+    const f = sealedFetch(relayUrl, () => key, {
+      now: () => Date.now() + 5 * 60_000,
+      fetch: async (url, init) => {
+        const res = await fetch(url, init);
+        log.push(`${new URL(url).pathname} ${res.status}`);
+        return res;
+      },
+    });
+    const openai = new OpenAI({ baseURL: relayUrl + '/demo/v1', apiKey: 'sealed-by-relay', fetch: f,
+                                dangerouslyAllowBrowser: true, maxRetries: 0 });
+    try {
+      const stream = await openai.chat.completions.create({
+        model: 'demo-model', stream: true, messages: [{ role: 'user', content: 'cross-origin' }],
+        mock: { events: 4, interval_ms: 20 },
+      });
+      let text = '';
+      for await (const c of stream) {
+        text += c.choices?.[0]?.delta?.content ?? '';
+      }
+      return { text, log };
+    } catch (e) {
+      return { error: `${e.constructor.name}: ${e.message} ${e.cause ? '(' + e.cause.message + ')' : ''}`, log };
+    }
+  }, { relayUrl: r.url, key });
+  assert.equal(result.error, undefined, JSON.stringify(result));
+  assert.equal(result.text, 'tok0 tok1 tok2 tok3 ');
+  assert.deepEqual(result.log, ['/v1/keys 200', '/demo/v1/chat/completions 401', '/demo/v1/chat/completions 200'],
+    'one seal_expired answer, then through (the Date header must be readable cross-origin)');
+  const seen = await mock.requests();
+  assert.equal(seen.at(-1).headers.authorization, `Bearer ${key}`);
 });
