@@ -13,6 +13,7 @@ import { chromium } from 'playwright-core';
 import {
   startMock, startRelay, mockProviders, randomApiKey, sourceDir, stopAll,
 } from '../../tests/integration/lib/harness.mjs';
+import { startPrefixProxy } from './lib/prefix-proxy.mjs';
 
 const outDir = join(sourceDir, 'tests', 'out');
 mkdirSync(outDir, { recursive: true });
@@ -288,4 +289,34 @@ test('cross-origin app: openai client through sealedFetch, clock 5 min off, CORS
     'one seal_expired answer, then through (the Date header must be readable cross-origin)');
   const seen = await mock.requests();
   assert.equal(seen.at(-1).headers.authorization, `Bearer ${key}`);
+});
+
+test('the demo behind a front proxy at /relay (public_path_prefix) works unchanged', async (t) => {
+  const r = await startRelay({
+    web_root: join(sourceDir, 'web'),
+    public_path_prefix: '/relay',
+    providers: mockProviders(mock, {
+      demo: { base_url: mock.url, auth: 'bearer', ca_file: mock.caFile, paths: ['/v1/chat/completions'] },
+    }),
+  });
+  t.after(() => r.stop());
+  const proxy = await startPrefixProxy(r.url, '/relay');
+  t.after(() => proxy.stop());
+  const context = await browser.newContext();
+  t.after(() => context.close());
+  const page = await context.newPage();
+  await page.goto(proxy.url + '/');
+  assert.equal(new URL(page.url()).pathname, '/relay/web/demo/', 'the / redirect stays under the prefix');
+  await page.waitForFunction(() => document.getElementById('model').value !== '');
+  assert.equal(await page.textContent('#relay-url'), proxy.url);
+  await mock.reset();
+  const key = randomApiKey('sk-prefix-');
+  await page.fill('#key', key);
+  await page.click('#send');
+  await page.waitForFunction(() => /^Done/.test(document.getElementById('status').textContent) ||
+                                   !document.getElementById('error').hidden, null, { timeout: 30_000 });
+  assert.equal(await page.evaluate(() => document.getElementById('error').hidden), true,
+    await page.evaluate(() => document.getElementById('error').innerText));
+  assert.match(await page.textContent('#answer'), /^tok0 tok1 .*tok23 $/);
+  assert.equal((await mock.requests()).at(-1).headers.authorization, `Bearer ${key}`);
 });

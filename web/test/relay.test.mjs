@@ -3,7 +3,6 @@
 // clock five minutes off, a relay behind a path-prefix proxy.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { renameSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -12,6 +11,7 @@ import {
   readChunksTimed, tempDir, stopAll, sleep,
 } from '../../tests/integration/lib/harness.mjs';
 import { sealedFetch } from '../byok-relay.js';
+import { startPrefixProxy } from './lib/prefix-proxy.mjs';
 
 after(stopAll);
 
@@ -176,29 +176,9 @@ test('a key rotation on the relay (SIGHUP) is picked up after one unknown_kid', 
 test('behind a front proxy at /relay (public_path_prefix): the seal covers the prefixed path', async (t) => {
   const r = await startRelay({ providers: mockProviders(mock), public_path_prefix: '/relay' });
   t.after(() => r.stop());
-  // The front proxy: strips /relay, forwards everything else as is, streams.
-  const upstream = new URL(r.url);
-  const proxy = http.createServer((req, res) => {
-    if (!req.url.startsWith('/relay/')) {
-      res.writeHead(404).end();
-      return;
-    }
-    const out = http.request({
-      host: upstream.hostname, port: upstream.port, method: req.method, path: req.url.slice('/relay'.length),
-      headers: req.headers,
-    }, (up) => {
-      res.writeHead(up.statusCode, up.headers);
-      up.pipe(res);
-    });
-    out.on('error', () => res.destroy());
-    req.pipe(out);
-  });
-  await new Promise((ok) => proxy.listen(0, '127.0.0.1', ok));
-  t.after(() => new Promise((ok) => {
-    proxy.closeAllConnections();
-    proxy.close(ok);
-  }));
-  const base = `http://127.0.0.1:${proxy.address().port}/relay`;
+  const proxy = await startPrefixProxy(r.url, '/relay');
+  t.after(() => proxy.stop());
+  const base = proxy.url;
   const key = randomApiKey();
   const f = sealedFetch(base, () => key);
   const body = JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'prefix' }] });
