@@ -6,6 +6,7 @@
 namespace byok::crypto::json_lite {
 namespace {
 
+// Containers nested at most this deep, the top-level object counting as 1.
 constexpr int max_depth = 32;
 
 class reader {
@@ -24,7 +25,7 @@ public:
 private:
     // `sink` is set only for the top-level object.
     bool object(int depth, member_sink* sink) noexcept {
-        if (depth > max_depth || !eat('{')) {
+        if (depth >= max_depth || !eat('{')) {
             return false;
         }
         skip_ws();
@@ -60,7 +61,7 @@ private:
     }
 
     bool array(int depth) noexcept {
-        if (depth > max_depth || !eat('[')) {
+        if (depth >= max_depth || !eat('[')) {
             return false;
         }
         skip_ws();

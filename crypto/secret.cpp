@@ -25,23 +25,37 @@ namespace {
 constexpr std::size_t pooled_capacity = 4096;
 constexpr std::size_t pool_depth = 8;
 
+// A secret_bytes can outlive its thread's pool: one owned by an object of
+// static storage duration (a keyring held in a global, say) is released
+// after the main thread's thread_local objects are destroyed. This flag is
+// trivially destructible, so it can still be read then; once the pool is
+// gone, blocks are freed directly instead of touching a destroyed object.
+enum class pool_state : unsigned char { unborn, alive, gone };
+constinit thread_local pool_state local_pool_state = pool_state::unborn;
+
 struct block_pool {
     std::array<unsigned char*, pool_depth> blocks{};
     std::size_t count = 0;
 
-    block_pool() = default;
+    block_pool() noexcept { local_pool_state = pool_state::alive; }
     block_pool(const block_pool&) = delete;
     block_pool& operator=(const block_pool&) = delete;
     ~block_pool() {
+        local_pool_state = pool_state::gone;
         for (std::size_t i = 0; i < count; ++i) {
             sodium_free(blocks[i]);
         }
+        count = 0;
     }
 };
 
-block_pool& local_pool() {
+// This thread's pool, or nullptr once it has been destroyed (thread exit).
+block_pool* local_pool() noexcept {
+    if (local_pool_state == pool_state::gone) {
+        return nullptr;
+    }
     thread_local block_pool pool;
-    return pool;
+    return &pool;
 }
 
 }  // namespace
@@ -50,9 +64,9 @@ secret_bytes secret_bytes::allocate(std::size_t n) {
     ensure_sodium();
     secret_bytes out;
     const std::size_t capacity = n <= pooled_capacity ? pooled_capacity : n;
-    auto& pool = local_pool();
-    if (capacity == pooled_capacity && pool.count > 0) {
-        out.data_ = pool.blocks[--pool.count];
+    block_pool* pool = local_pool();
+    if (capacity == pooled_capacity && pool != nullptr && pool->count > 0) {
+        out.data_ = pool->blocks[--pool->count];
     } else {
         void* p = sodium_malloc(capacity == 0 ? 1 : capacity);
         if (p == nullptr) {
@@ -97,9 +111,9 @@ void secret_bytes::release() noexcept {
     }
     // Wipe the whole capacity: a pooled block may have held a longer secret before.
     sodium_memzero(data_, capacity_);
-    auto& pool = local_pool();
-    if (capacity_ == pooled_capacity && pool.count < pool_depth) {
-        pool.blocks[pool.count++] = data_;
+    block_pool* pool = local_pool();
+    if (capacity_ == pooled_capacity && pool != nullptr && pool->count < pool_depth) {
+        pool->blocks[pool->count++] = data_;
     } else {
         sodium_free(data_);
     }
