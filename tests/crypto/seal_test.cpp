@@ -1,0 +1,592 @@
+#include "crypto/seal.hpp"
+
+#include <doctest/doctest.h>
+
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tests/crypto/test_support.hpp"
+
+using namespace byok;
+using namespace byok::test;
+using crypto::seal_error;
+
+namespace {
+
+// The error, or a failed check if the seal was accepted.
+seal_error error_of(const crypto::check_result& r) {
+    REQUIRE_FALSE(r.ok());
+    return r.error();
+}
+
+std::string replaced(std::string s, std::string_view from, std::string_view to) {
+    const auto at = s.find(from);
+    REQUIRE(at != std::string::npos);
+    s.replace(at, from.size(), to);
+    return s;
+}
+
+// A payload with one field's value replaced by raw JSON text.
+std::string payload_with(std::string_view field, std::string_view json_value) {
+    std::string p = "{";
+    auto add = [&](std::string_view name, const std::string& value) {
+        if (p.size() > 1) {
+            p += ',';
+        }
+        p += '"';
+        p += name;
+        p += "\":";
+        p += name == field ? std::string(json_value) : value;
+    };
+    add("key", "\"" + std::string(api_key) + "\"");
+    add("iat", std::to_string(t0));
+    add("method", "\"POST\"");
+    add("path", "\"" + std::string(path) + "\"");
+    add("body_sha256", "\"" + body_hash_b64(body) + "\"");
+    return p + "}";
+}
+
+std::string payload_without(std::string_view field) {
+    std::string p = payload_with(field, "DROP");
+    const std::string member = "\"" + std::string(field) + "\":DROP";
+    const auto at = p.find(member);
+    REQUIRE(at != std::string::npos);
+    // Drop the member and the comma that joins it to a neighbour.
+    if (p[at + member.size()] == ',') {
+        p.erase(at, member.size() + 1);
+    } else {
+        p.erase(at - 1, member.size() + 1);
+    }
+    return p;
+}
+
+}  // namespace
+
+TEST_CASE("round trip: a seal made with libsodium opens and yields the key") {
+    relay_fixture f;
+    const auto r = f.check(f.seal_header_for(payload()));
+    REQUIRE(r.ok());
+    CHECK(r.key().value() == api_key);
+    CHECK(f.checker.replay_entries() == 1);
+}
+
+TEST_CASE("the test payload helpers are accepted as built (controls for the rejections below)") {
+    relay_fixture f;
+    CHECK(payload_with("none", "") == payload());
+    CHECK(f.check(f.seal_header_for(payload_with("iat", std::to_string(t0)))).ok());
+    CHECK(f.check(f.seal_header_for(payload_with("method", "\"POST\""))).ok());
+}
+
+TEST_CASE("unknown fields in the payload are ignored; field order does not matter") {
+    relay_fixture f;
+    const std::string p = R"({"v":2,"extra":{"nested":[1,2,{"x":null}]},"body_sha256":")" + body_hash_b64(body) +
+                          R"(","path":")" + std::string(path) + R"(","method":"POST","iat":)" + std::to_string(t0) +
+                          R"(,"key":")" + std::string(api_key) + R"("})";
+    const auto r = f.check(f.seal_header_for(p));
+    REQUIRE(r.ok());
+    CHECK(r.key().value() == api_key);
+}
+
+TEST_CASE("opened_key and secret_bytes print <redacted>, never the key") {
+    relay_fixture f;
+    const auto r = f.check(f.seal_header_for(payload()));
+    REQUIRE(r.ok());
+    std::ostringstream os;
+    os << r.key();
+    CHECK(os.str() == "<redacted>");
+    auto s = crypto::secret_bytes::allocate(4);
+    std::ostringstream os2;
+    os2 << s;
+    CHECK(os2.str() == "<redacted>");
+}
+
+// ---- missing_seal / unknown_kid ---------------------------------------------
+
+TEST_CASE("missing header or another scheme -> missing_seal") {
+    relay_fixture f;
+    const std::string good = f.seal_header_for(payload());
+    const std::string token = good.substr(7);
+    for (const std::string& auth : std::vector<std::string>{std::string(), std::string("Bearer ") + std::string(api_key), "Basic dXNlcjpwYXNz",
+                                   std::string("Sealed"), std::string("Sealed "), "Sealedx " + token,
+                                   "Seal " + token, token}) {
+        CAPTURE(auth);
+        CHECK(error_of(f.check(auth)) == seal_error::missing_seal);
+    }
+    // The scheme is case-insensitive (RFC 9110 §11.1): the control is accepted.
+    CHECK(f.check("sEALED " + token).ok());
+}
+
+TEST_CASE("malformed credentials after the scheme -> bad_seal") {
+    relay_fixture f;
+    const auto box = b64(f.seal(payload()));
+    CHECK(error_of(f.check("Sealed " + box)) == seal_error::bad_seal);       // no '.'
+    CHECK(error_of(f.check("Sealed ." + box)) == seal_error::bad_seal);      // empty kid
+    CHECK(error_of(f.check("Sealed " + f.key().kid() + ".")) == seal_error::bad_seal);  // empty box
+}
+
+TEST_CASE("a kid this relay does not hold -> unknown_kid") {
+    relay_fixture f;
+    const auto box = f.seal(payload());
+    const auto other = crypto::relay_key::generate(t0);
+    for (const std::string& kid : std::vector<std::string>{other.kid(), std::string("AAAAAAAAAAAA"), f.key().kid() + "x",
+                                  f.key().kid().substr(1), std::string("AAAA-_AAAA")}) {
+        CAPTURE(kid);
+        CHECK(error_of(f.check(header(kid, box))) == seal_error::unknown_kid);
+    }
+    CHECK(f.check(header(f.key().kid(), box)).ok());
+}
+
+TEST_CASE("a seal to the right kid but another key's box -> bad_seal") {
+    relay_fixture f;
+    const auto other = crypto::relay_key::generate(t0);
+    CHECK(error_of(f.check(header(f.key().kid(), raw_seal(other.pk(), payload())))) == seal_error::bad_seal);
+}
+
+TEST_CASE("an expired key -> unknown_kid, from the second of exp on") {
+    std::vector<crypto::relay_key> keys;
+    keys.push_back(crypto::relay_key::generate(t0 - 100, 100));  // exp == t0
+    const auto ring = crypto::keyring::from_keys(std::move(keys));
+    const auto& key = ring->keys()[0];
+    REQUIRE(key.exp() == t0);
+    crypto::seal_checker checker({}, 64);
+    const auto digest = crypto::sha256(body);
+
+    const auto at_exp = header(key.kid(), raw_seal(key.pk(), payload(api_key, t0)));
+    CHECK(checker.check(*ring, {method, path, &digest, at_exp}, t0).error() == seal_error::unknown_kid);
+    CHECK(checker.check(*ring, {method, path, &digest, at_exp}, t0 + 86400).error() == seal_error::unknown_kid);
+
+    const auto before = header(key.kid(), raw_seal(key.pk(), payload(api_key, t0 - 1)));
+    CHECK(checker.check(*ring, {method, path, &digest, before}, t0 - 1).ok());
+}
+
+// ---- bad_seal: the ciphertext ---------------------------------------------
+
+TEST_CASE("every truncation of the box -> bad_seal") {
+    relay_fixture f;
+    const auto box = f.seal(payload());
+    for (std::size_t n = 0; n < box.size(); ++n) {
+        CAPTURE(n);
+        const bytes cut(box.begin(), box.begin() + static_cast<std::ptrdiff_t>(n));
+        CHECK(error_of(f.check(header(f.key().kid(), cut))) == seal_error::bad_seal);
+    }
+    CHECK(f.check(header(f.key().kid(), box)).ok());
+}
+
+TEST_CASE("one trailing extra byte -> bad_seal") {
+    relay_fixture f;
+    const auto box = f.seal(payload());
+    for (const unsigned char extra : {0x00, 0x01, 0xff}) {
+        auto longer = box;
+        longer.push_back(extra);
+        CHECK(error_of(f.check(header(f.key().kid(), longer))) == seal_error::bad_seal);
+    }
+    CHECK(f.check(header(f.key().kid(), box)).ok());
+}
+
+TEST_CASE("one flipped bit anywhere in a short box -> bad_seal") {
+    relay_fixture f;
+    // Short, but still a valid payload, so the control below is accepted.
+    const std::string p = R"({"key":"k-1234567890","iat":)" + std::to_string(t0) +
+                          R"(,"method":"GET","path":"/","body_sha256":")" + body_hash_b64("") + R"("})";
+    const auto box = f.seal(p);
+    for (std::size_t i = 0; i < box.size(); ++i) {
+        for (int bit = 0; bit < 8; ++bit) {
+            auto flipped = box;
+            flipped[i] ^= static_cast<unsigned char>(1U << bit);
+            CAPTURE(i);
+            CAPTURE(bit);
+            CHECK(error_of(f.check(header(f.key().kid(), flipped), "GET", "/", "")) == seal_error::bad_seal);
+        }
+    }
+    CHECK(f.check(header(f.key().kid(), box), "GET", "/", "").ok());
+}
+
+TEST_CASE("a box larger than any payload -> bad_seal without opening") {
+    relay_fixture f;
+    const std::string big_key(5000, 'k');
+    CHECK(error_of(f.check(f.seal_header_for(payload(big_key)))) == seal_error::bad_seal);
+}
+
+// ---- bad_seal: base64url -----------------------------------------------------
+
+TEST_CASE("non-alphabet characters in the box -> bad_seal") {
+    relay_fixture f;
+    const auto box = f.seal(payload());
+    const std::string good = b64(box);
+    for (const char c : {'+', '/', '!', ' ', '.', '\t', '~', '\0'}) {
+        CAPTURE(static_cast<int>(c));
+        std::string bad = good;
+        bad[10] = c;
+        CHECK(error_of(f.check("Sealed " + f.key().kid() + "." + bad)) == seal_error::bad_seal);
+    }
+    // Standard base64 spells the same bytes with '+' and '/' for '-' and '_'.
+    bytes with_dash = box;
+    std::string enc = good;
+    while (enc.find_first_of("-_") == std::string::npos) {
+        with_dash = f.seal(payload());
+        enc = b64(with_dash);
+    }
+    std::string standard = enc;
+    for (auto& c : standard) {
+        c = c == '-' ? '+' : c == '_' ? '/' : c;
+    }
+    CHECK(error_of(f.check("Sealed " + f.key().kid() + "." + standard)) == seal_error::bad_seal);
+    CHECK(f.check("Sealed " + f.key().kid() + "." + enc).ok());
+}
+
+TEST_CASE("padding '=' -> bad_seal") {
+    for (const std::size_t extra : {0U, 1U}) {  // box lengths with 2 and 1 bytes in the last group
+        relay_fixture f;
+        // payload length chosen so that the box length mod 3 is 1 or 2
+        std::string key{api_key};
+        while ((payload(key).size() + crypto_box_SEALBYTES) % 3 != 1 + extra) {
+            key += 'x';
+        }
+        const auto box = f.seal(payload(key));
+        const std::string enc = b64(box);
+        const std::string pad = extra == 0 ? "==" : "=";
+        CAPTURE(box.size());
+        CHECK(error_of(f.check("Sealed " + f.key().kid() + "." + enc + pad)) == seal_error::bad_seal);
+        CHECK(error_of(f.check("Sealed " + f.key().kid() + "." + enc + "=")) == seal_error::bad_seal);
+        CHECK(f.check("Sealed " + f.key().kid() + "." + enc).ok());
+    }
+}
+
+TEST_CASE("non-canonical trailing bits and impossible lengths -> bad_seal") {
+    static constexpr std::string_view alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    for (const std::size_t rem : {1U, 2U}) {  // 4 or 2 unused bits in the last character
+        relay_fixture f;
+        std::string key{api_key};
+        while ((payload(key).size() + crypto_box_SEALBYTES) % 3 != rem) {
+            key += 'x';
+        }
+        const std::string enc = b64(f.seal(payload(key)));
+        const auto last = alphabet.find(enc.back());
+        const std::size_t unused_mask = rem == 1 ? 0x0f : 0x03;
+        REQUIRE((last & unused_mask) == 0);
+        for (std::size_t bits = 1; bits <= unused_mask; ++bits) {
+            std::string bad = enc;
+            bad.back() = alphabet[last | bits];
+            CAPTURE(bad.back());
+            CHECK(error_of(f.check("Sealed " + f.key().kid() + "." + bad)) == seal_error::bad_seal);
+        }
+        CHECK(error_of(f.check("Sealed " + f.key().kid() + "." + enc + "A")) == seal_error::bad_seal);
+        CHECK(f.check("Sealed " + f.key().kid() + "." + enc).ok());
+    }
+}
+
+// ---- bad_seal: the payload ---------------------------------------------------
+
+TEST_CASE("a payload that is not a JSON object -> bad_seal") {
+    relay_fixture f;
+    const std::string good = payload();
+    for (const std::string& p : std::vector<std::string>{std::string("not json"), std::string("[]"), std::string("\"str\""), std::string("42"),
+                                std::string("null"), good + "x", good + "{}", good.substr(0, good.size() - 1),
+                                replaced(good, ",", ";"), "\xEF\xBB\xBF" + good, std::string(1, '\0')}) {
+        CAPTURE(p);
+        CHECK(error_of(f.check(f.seal_header_for(p))) == seal_error::bad_seal);
+    }
+}
+
+TEST_CASE("a payload missing any one field -> bad_seal") {
+    for (const char* field : {"key", "iat", "method", "path", "body_sha256"}) {
+        relay_fixture f;
+        CAPTURE(field);
+        CHECK(error_of(f.check(f.seal_header_for(payload_without(field)))) == seal_error::bad_seal);
+    }
+}
+
+TEST_CASE("a field of the wrong type -> bad_seal") {
+    const std::vector<std::pair<const char*, std::vector<std::string>>> cases = {
+        {"key", {"42", "null", "true", "[\"" + std::string(api_key) + "\"]", "{}"}},
+        {"iat", {"\"" + std::to_string(t0) + "\"", std::to_string(t0) + ".0", std::to_string(t0) + "e0", "1.8e9",
+                 "null", "[]", "false"}},
+        {"method", {"1", "null", "[\"POST\"]", "{}"}},
+        {"path", {"1", "null", "[]", "true"}},
+        {"body_sha256", {"1", "null", "[]", "{\"v\":1}"}},
+    };
+    for (const auto& [field, values] : cases) {
+        for (const auto& v : values) {
+            relay_fixture f;
+            CAPTURE(field);
+            CAPTURE(v);
+            CHECK(error_of(f.check(f.seal_header_for(payload_with(field, v)))) == seal_error::bad_seal);
+        }
+    }
+}
+
+TEST_CASE("a duplicated field -> bad_seal, even with the same value") {
+    for (const char* field : {"key", "iat", "method", "path", "body_sha256"}) {
+        relay_fixture f;
+        std::string p = payload();
+        const std::string start = "\"" + std::string(field) + "\":";
+        const auto at = p.find(start);
+        auto end = p.find(",\"", at + start.size());
+        if (end == std::string::npos) {
+            end = p.size() - 1;
+        }
+        const std::string member = p.substr(at, end - at);
+        p.insert(p.size() - 1, "," + member);
+        CAPTURE(p);
+        CHECK(error_of(f.check(f.seal_header_for(p))) == seal_error::bad_seal);
+    }
+}
+
+TEST_CASE("body_sha256 that is not 32 bytes of canonical base64url -> bad_seal") {
+    const auto digest = crypto::sha256(body);
+    const std::string good = body_hash_b64(body);
+    const std::vector<std::string> bad = {
+        "",
+        good.substr(0, good.size() - 1),                                        // 31 bytes + 2 bits
+        crypto::base64url_encode(std::span(digest.data(), 31)),                 // 31 bytes
+        good + "AA",                                                            // 33 bytes
+        good + "=",                                                             // padded
+        [&] { std::string s = good; s[3] = '+'; return s; }(),                 // not the URL alphabet
+        [&] {  // the 2 unused low bits of the last character set: same bytes, non-canonical spelling
+            static constexpr std::string_view alphabet =
+                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            std::string s = good;
+            s.back() = alphabet[alphabet.find(s.back()) | 1];
+            return s;
+        }(),
+    };
+    for (const auto& v : bad) {
+        relay_fixture f;
+        CAPTURE(v);
+        CHECK(error_of(f.check(f.seal_header_for(payload_with("body_sha256", "\"" + v + "\"")))) ==
+              seal_error::bad_seal);
+    }
+}
+
+TEST_CASE("a key that could inject a header or is empty or too long -> bad_seal") {
+    const std::vector<std::string> bad = {
+        "",       "sk-abc\r\nX-Evil: 1", "sk-abc\ndef", "sk-abc\rdef", "sk abc", "sk-abc\tdef", "sk-abc\x7f",
+        "sk-\xc3\xa9t\xc3\xa9", std::string(1025, 'k'),
+    };
+    for (const auto& k : bad) {
+        relay_fixture f;
+        // JSON-escape what JSON requires, so the payload itself is valid.
+        std::string json;
+        for (const char c : k) {
+            if (static_cast<unsigned char>(c) < 0x20) {
+                static constexpr char hex[] = "0123456789abcdef";
+                json += "\\u00";
+                json += hex[(c >> 4) & 15];
+                json += hex[c & 15];
+            } else {
+                json += c;
+            }
+        }
+        CAPTURE(json);
+        CHECK(error_of(f.check(f.seal_header_for(payload(json)))) == seal_error::bad_seal);
+    }
+    relay_fixture f;
+    const std::string longest(1024, 'k');
+    const auto r = f.check(f.seal_header_for(payload(longest)));
+    REQUIRE(r.ok());
+    CHECK(r.key().value() == longest);
+}
+
+// ---- seal_expired --------------------------------------------------------------
+
+TEST_CASE("iat window: exactly max_age old and max_future ahead are accepted, one second more is not") {
+    relay_fixture f;
+    CHECK(error_of(f.check(f.seal_header_for(payload(api_key, t0 - 61)))) == seal_error::seal_expired);
+    CHECK(error_of(f.check(f.seal_header_for(payload(api_key, t0 + 31)))) == seal_error::seal_expired);
+    CHECK(f.check(f.seal_header_for(payload(api_key, t0 - 60))).ok());
+    CHECK(f.check(f.seal_header_for(payload(api_key, t0 + 30))).ok());
+}
+
+TEST_CASE("stale iat -> seal_expired") {
+    relay_fixture f;
+    for (const std::int64_t iat : {t0 - 61, t0 - 3600, std::int64_t{0}, std::int64_t{-1},
+                                   std::numeric_limits<std::int64_t>::min()}) {
+        CAPTURE(iat);
+        CHECK(error_of(f.check(f.seal_header_for(payload(api_key, iat)))) == seal_error::seal_expired);
+    }
+}
+
+TEST_CASE("future iat -> seal_expired") {
+    relay_fixture f;
+    for (const std::int64_t iat : {t0 + 31, t0 + 3600, std::numeric_limits<std::int64_t>::max()}) {
+        CAPTURE(iat);
+        CHECK(error_of(f.check(f.seal_header_for(payload(api_key, iat)))) == seal_error::seal_expired);
+    }
+}
+
+TEST_CASE("the window is configurable") {
+    relay_fixture f(crypto::seal_policy{.max_age_s = 5, .max_future_s = 0, .max_key_bytes = 1024});
+    CHECK(error_of(f.check(f.seal_header_for(payload(api_key, t0 - 6)))) == seal_error::seal_expired);
+    CHECK(error_of(f.check(f.seal_header_for(payload(api_key, t0 + 1)))) == seal_error::seal_expired);
+    CHECK(f.check(f.seal_header_for(payload(api_key, t0 - 5))).ok());
+    CHECK(f.check(f.seal_header_for(payload(api_key, t0))).ok());
+}
+
+// ---- seal_mismatch -------------------------------------------------------------
+
+TEST_CASE("mismatched method -> seal_mismatch") {
+    relay_fixture f;
+    const auto h = f.seal_header_for(payload());
+    for (const char* m : {"GET", "post", "PUT", "POST ", ""}) {
+        CAPTURE(m);
+        CHECK(error_of(f.check(h, m)) == seal_error::seal_mismatch);
+    }
+    CHECK(f.check(h).ok());
+}
+
+TEST_CASE("mismatched path -> seal_mismatch") {
+    relay_fixture f;
+    const auto h = f.seal_header_for(payload());
+    for (const char* p : {"/openai/v1/embeddings", "/openai/v1/chat/completions/", "/OpenAI/v1/chat/completions",
+                          "/relay/openai/v1/chat/completions", "/openai/v1/chat/completions?x=1",
+                          "/openai/v1/chat//completions", "/openai/v1/chat/completions%20"}) {
+        CAPTURE(p);
+        CHECK(error_of(f.check(h, method, p)) == seal_error::seal_mismatch);
+    }
+    CHECK(f.check(h).ok());
+}
+
+TEST_CASE("mismatched query string -> seal_mismatch") {
+    relay_fixture f;
+    const std::string p = std::string(path) + "?api-version=2024-06-01&a=1";
+    const auto h = f.seal_header_for(payload(api_key, t0, method, p));
+    for (const std::string& q : std::vector<std::string>{std::string(path), std::string(path) + "?api-version=2024-06-01&a=2",
+                                std::string(path) + "?a=1&api-version=2024-06-01", p + "&"}) {
+        CAPTURE(q);
+        CHECK(error_of(f.check(h, method, q)) == seal_error::seal_mismatch);
+    }
+    CHECK(f.check(h, method, p).ok());
+}
+
+TEST_CASE("mismatched body -> seal_mismatch; the empty body has its own hash") {
+    relay_fixture f;
+    const auto h = f.seal_header_for(payload());
+    std::string one_off(body);
+    one_off.back() = ' ';
+    for (const std::string& b : std::vector<std::string>{one_off, std::string(body) + "\n", std::string(), std::string(body).substr(1)}) {
+        CAPTURE(b);
+        CHECK(error_of(f.check(h, method, path, b)) == seal_error::seal_mismatch);
+    }
+    // No body digest at all (the server could not hash the body) is never a match.
+    const crypto::request_facts no_digest{method, path, nullptr, h};
+    CHECK(error_of(f.checker.check(*f.ring, no_digest, f.now)) == seal_error::seal_mismatch);
+    CHECK(f.check(h).ok());
+
+    const auto empty = f.seal_header_for(payload(api_key, t0, "GET", "/openai/v1/models", ""));
+    CHECK(body_hash_b64("") == "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU");
+    CHECK(f.check(empty, "GET", "/openai/v1/models", "").ok());
+}
+
+// ---- seal_replayed -------------------------------------------------------------
+
+TEST_CASE("a replayed seal -> seal_replayed") {
+    relay_fixture f;
+    const auto h = f.seal_header_for(payload());
+    CHECK(f.check(h).ok());
+    CHECK(error_of(f.check(h)) == seal_error::seal_replayed);
+    f.now += 60;  // the last second the seal's iat is still inside the window
+    CHECK(error_of(f.check(h)) == seal_error::seal_replayed);
+    // Another seal of the same payload is a different seal (fresh ephemeral key).
+    CHECK(f.check(f.seal_header_for(payload())).ok());
+}
+
+TEST_CASE("the replay lookup happens before the box is opened") {
+    relay_fixture f;
+    const auto box = f.seal(payload());
+    REQUIRE(f.check(header(f.key().kid(), box)).ok());
+    // Same ephemeral key, broken ciphertext: if the box were opened first this
+    // would be bad_seal; the replay identifier is found without any X25519.
+    auto broken = box;
+    broken.back() ^= 1;
+    CHECK(error_of(f.check(header(f.key().kid(), broken))) == seal_error::seal_replayed);
+    bytes only_id(box.begin(), box.begin() + crypto_box_SEALBYTES + 1);
+    CHECK(error_of(f.check(header(f.key().kid(), only_id))) == seal_error::seal_replayed);
+}
+
+TEST_CASE("a seal that was refused is not remembered, so its honest use still works") {
+    relay_fixture f;
+    const auto h = f.seal_header_for(payload());
+    CHECK(error_of(f.check(h, "GET")) == seal_error::seal_mismatch);
+    CHECK(f.checker.replay_entries() == 0);
+    CHECK(f.check(h).ok());
+}
+
+TEST_CASE("a replay after the window has passed -> seal_expired, not accepted") {
+    relay_fixture f;
+    const auto h = f.seal_header_for(payload());
+    CHECK(f.check(h).ok());
+    f.now = t0 + 61;
+    CHECK(error_of(f.check(h)) == seal_error::seal_expired);
+    f.now = t0 + 100000;
+    CHECK(error_of(f.check(h)) == seal_error::seal_expired);
+    CHECK(f.checker.replay_entries() == 0);  // forgotten, yet still refused
+}
+
+TEST_CASE("a full replay cache refuses (overloaded) rather than forgetting early") {
+    relay_fixture f({}, 1);  // 16 shards of one entry each
+    std::vector<std::string> accepted;
+    bool full = false;
+    for (int i = 0; i < 17 && !full; ++i) {
+        const auto h = f.seal_header_for(payload());
+        const auto r = f.check(h);
+        if (r.ok()) {
+            accepted.push_back(h);
+        } else {
+            CHECK(r.error() == seal_error::replay_cache_full);
+            CHECK(crypto::to_string(r.error()) == "overloaded");
+            full = true;
+        }
+    }
+    CHECK(full);  // 17 seals into 16 single-entry shards: one must collide
+    for (const auto& h : accepted) {
+        CHECK(error_of(f.check(h)) == seal_error::seal_replayed);
+    }
+    f.now = t0 + 61;  // every entry has aged out
+    CHECK(f.check(f.seal_header_for(payload(api_key, f.now))).ok());
+}
+
+// ---- several keys, the client half -------------------------------------------
+
+TEST_CASE("two keys loaded: each opens its own seals and not the other's") {
+    std::vector<crypto::relay_key> keys;
+    keys.push_back(crypto::relay_key::generate(t0));
+    keys.push_back(crypto::relay_key::generate(t0 - 86400));
+    const auto ring = crypto::keyring::from_keys(std::move(keys));
+    const auto& a = ring->keys()[0];
+    const auto& b = ring->keys()[1];
+    REQUIRE(a.kid() != b.kid());
+    crypto::seal_checker checker({}, 64);
+    const auto digest = crypto::sha256(body);
+    auto check = [&](const std::string& h) { return checker.check(*ring, {method, path, &digest, h}, t0); };
+
+    CHECK(check(header(a.kid(), raw_seal(a.pk(), payload()))).ok());
+    CHECK(check(header(b.kid(), raw_seal(b.pk(), payload()))).ok());
+    CHECK(error_of(check(header(a.kid(), raw_seal(b.pk(), payload())))) == seal_error::bad_seal);
+    CHECK(error_of(check(header(b.kid(), raw_seal(a.pk(), payload())))) == seal_error::bad_seal);
+}
+
+TEST_CASE("make_payload + seal_header produce what the checker accepts, escapes included") {
+    relay_fixture f;
+    const std::string p = "/openai/v1/files?purpose=\"x\"&q=a\\b";
+    const auto digest = crypto::sha256(body);
+    const auto plain = crypto::make_payload(api_key, t0, method, p, digest);
+    CHECK(plain.view() == R"({"key":")" + std::string(api_key) + R"(","iat":)" + std::to_string(t0) +
+                              R"(,"method":"POST","path":"/openai/v1/files?purpose=\"x\"&q=a\\b","body_sha256":")" +
+                              body_hash_b64(body) + R"("})");
+    const auto h = crypto::seal_header(f.key().kid(), f.key().pk(), plain.span());
+    const auto r = f.check(h, method, p);
+    REQUIRE(r.ok());
+    CHECK(r.key().value() == api_key);
+}
+
+TEST_CASE("seal_error codes are the wire codes") {
+    CHECK(crypto::to_string(seal_error::missing_seal) == "missing_seal");
+    CHECK(crypto::to_string(seal_error::unknown_kid) == "unknown_kid");
+    CHECK(crypto::to_string(seal_error::bad_seal) == "bad_seal");
+    CHECK(crypto::to_string(seal_error::seal_expired) == "seal_expired");
+    CHECK(crypto::to_string(seal_error::seal_mismatch) == "seal_mismatch");
+    CHECK(crypto::to_string(seal_error::seal_replayed) == "seal_replayed");
+    CHECK(crypto::to_string(seal_error::replay_cache_full) == "overloaded");
+}
