@@ -14,6 +14,7 @@ import {
   startMock, startRelay, mockProviders, randomApiKey, sourceDir, stopAll,
 } from '../../tests/integration/lib/harness.mjs';
 import { startPrefixProxy } from './lib/prefix-proxy.mjs';
+import { RELAY_ERROR_CODES } from '../byok-relay.js';
 
 const outDir = join(sourceDir, 'tests', 'out');
 mkdirSync(outDir, { recursive: true });
@@ -319,4 +320,28 @@ test('the demo behind a front proxy at /relay (public_path_prefix) works unchang
     await page.evaluate(() => document.getElementById('error').innerText));
   assert.match(await page.textContent('#answer'), /^tok0 tok1 .*tok23 $/);
   assert.equal((await mock.requests()).at(-1).headers.authorization, `Bearer ${key}`);
+});
+
+test('every relay error code is shown with its code, the relay\'s message and a hint', async (t) => {
+  const { page } = await openDemo(t);
+  let current = null;
+  // Answer the sealed request with each relay error in turn (the wire shape of docs/protocol.md).
+  await page.route('**/demo/v1/chat/completions', (route) => route.fulfill({
+    status: RELAY_ERROR_CODES[current],
+    contentType: 'application/json',
+    body: JSON.stringify({ error: { message: `relay says ${current}`, type: 'relay_error', code: current } }),
+  }));
+  await page.fill('#key', randomApiKey());
+  for (const code of Object.keys(RELAY_ERROR_CODES)) {
+    current = code;
+    await page.click('#send');
+    await page.waitForFunction((c) => {
+      const e = document.getElementById('error');
+      return !e.hidden && e.dataset.code === c && !document.getElementById('send').disabled;
+    }, code, { timeout: 10_000 });
+    const lines = (await page.getByRole('alert').innerText()).split('\n').filter(Boolean);
+    assert.equal(lines[0], `Relay error (HTTP ${RELAY_ERROR_CODES[code]}): ${code}`);
+    assert.equal(lines[1], `relay says ${code}`);
+    assert.ok(lines[2] && lines[2].length > 10, `a hint for ${code}: ${lines}`);
+  }
 });
