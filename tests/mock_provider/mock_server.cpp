@@ -160,8 +160,13 @@ private:
         co_return !ec;
     }
 
+    // length == chunked: chunked transfer coding; length == until_close: the
+    // body ends when the connection closes (an HTTP/1.0 stream).
+    static constexpr std::size_t chunked = static_cast<std::size_t>(-1);
+    static constexpr std::size_t until_close = static_cast<std::size_t>(-2);
+
     static std::string head(unsigned status, std::string_view content_type, std::size_t length,
-                            bool chunked, bool keep_alive, unsigned version, std::string_view extra) {
+                            bool keep_alive, unsigned version, std::string_view extra) {
         std::string out;
         out.reserve(400);
         out += version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
@@ -170,8 +175,10 @@ private:
         out += http::obsolete_reason(static_cast<http::status>(status));
         out += "\r\nserver: byok-mock-provider\r\ncontent-type: ";
         out += content_type;
-        if (chunked) {
+        if (length == chunked) {
             out += "\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n";
+        } else if (length == until_close) {
+            out += "\r\ncache-control: no-cache\r\n";
         } else {
             out += "\r\ncontent-length: ";
             out += std::to_string(length);
@@ -191,7 +198,7 @@ private:
     asio::awaitable<void> reject(unsigned status, std::string_view message) {
         const std::string body = render_error(route::unknown, "invalid_request_error", message,
                                               "mock_bad_request");
-        co_await write(head(status, "application/json", body.size(), false, false, 11, {}) + body);
+        co_await write(head(status, "application/json", body.size(), false, 11, {}) + body);
     }
 
     asio::awaitable<bool> serve_one() {
@@ -270,7 +277,7 @@ private:
         auto send_error = [&](unsigned status, std::string_view type, std::string_view message,
                               std::string_view code) -> asio::awaitable<bool> {
             const std::string err = render_error(r, type, message, code);
-            if (!co_await write(head(status, "application/json", err.size(), false, keep_alive,
+            if (!co_await write(head(status, "application/json", err.size(), keep_alive,
                                      version, extra) + err)) {
                 co_return false;
             }
@@ -334,7 +341,7 @@ private:
                 co_return outcome::aborted;
             }
             const bool ok = co_await write(head(static_cast<unsigned>(opts.status), "application/json",
-                                                err.size(), false, keep_alive, version, extra) + err);
+                                                err.size(), keep_alive, version, extra) + err);
             co_return ok ? outcome::done : outcome::aborted;
         }
         const bool stream = opts.mode == mock_mode::reset ||
@@ -344,7 +351,7 @@ private:
                 co_return outcome::aborted;
             }
             const std::string body = render_json_answer(ctx);
-            const bool ok = co_await write(head(200, "application/json", body.size(), false,
+            const bool ok = co_await write(head(200, "application/json", body.size(),
                                                 keep_alive, version, extra) + body);
             co_return ok ? outcome::done : outcome::aborted;
         }
@@ -353,8 +360,8 @@ private:
         if (version == 10) {
             keep_alive = false;  // no chunked coding in HTTP/1.0: close delimits the body
         }
-        std::string first = head(200, "text/event-stream; charset=utf-8", 0, version != 10,
-                                 keep_alive, version, extra);
+        std::string first = head(200, "text/event-stream; charset=utf-8",
+                                 version == 10 ? until_close : chunked, keep_alive, version, extra);
         const auto frame = [version](std::string_view data) {
             return version == 10 ? std::string(data) : chunk(data);
         };
@@ -404,7 +411,7 @@ private:
             shared_.state.reset();
             body = "{\"ok\":true}";
         }
-        if (!co_await write(head(status, "application/json", body.size(), false, keep_alive, version,
+        if (!co_await write(head(status, "application/json", body.size(), keep_alive, version,
                                  "cache-control: no-store\r\n") + body)) {
             co_return false;
         }
