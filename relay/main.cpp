@@ -5,12 +5,24 @@
 #include <string>
 
 #include "crypto/keyring.hpp"
+#include "relay/access_log.hpp"
+#include "relay/config.hpp"
+#include "relay/hardening.hpp"
+#include "relay/server.hpp"
 
 namespace {
 
+constexpr const char* usage_text =
+    "usage: byok-relay serve --config FILE\n"
+    "       byok-relay keygen --out FILE [--days N]\n"
+    "\n"
+    "serve   runs the relay with the JSON configuration FILE (see docs/operations.md).\n"
+    "        SIGTERM/SIGINT drain in-flight requests and exit; SIGHUP reloads the key files.\n"
+    "keygen  writes a new X25519 relay key to FILE (mode 0600; never overwrites),\n"
+    "        valid for N days (default 90), and prints its kid.\n";
+
 int usage(std::FILE* to) {
-    std::fputs("usage: byok-relay serve --config FILE\n"
-               "       byok-relay keygen --out FILE [--days N]\n", to);
+    std::fputs(usage_text, to);
     return to == stdout ? 0 : 2;
 }
 
@@ -22,15 +34,21 @@ int keygen(int argc, char** argv) {
         if (a == "--out" && i + 1 < argc) {
             out = argv[++i];
         } else if (a == "--days" && i + 1 < argc) {
-            days = std::strtol(argv[++i], nullptr, 10);
+            char* end = nullptr;
+            days = std::strtol(argv[++i], &end, 10);
+            if (end == nullptr || *end != '\0' || days <= 0 || days > 3650) {
+                std::fputs("byok-relay keygen: --days must be a whole number from 1 to 3650\n", stderr);
+                return 2;
+            }
         } else if (a == "--help" || a == "-h") {
             return usage(stdout);
         } else {
             return usage(stderr);
         }
     }
-    if (out.empty() || days <= 0) {
-        return usage(stderr);
+    if (out.empty()) {
+        std::fputs("byok-relay keygen: --out FILE is required\n", stderr);
+        return 2;
     }
     try {
         const auto key = byok::crypto::relay_key::generate(std::time(nullptr), days * 86400L);
@@ -44,16 +62,49 @@ int keygen(int argc, char** argv) {
     }
 }
 
+int serve(int argc, char** argv) {
+    std::string config_path;
+    for (int i = 2; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--config" && i + 1 < argc) {
+            config_path = argv[++i];
+        } else if (a == "--help" || a == "-h") {
+            return usage(stdout);
+        } else {
+            return usage(stderr);
+        }
+    }
+    if (config_path.empty()) {
+        std::fputs("byok-relay serve: --config FILE is required\n", stderr);
+        return 2;
+    }
+    for (const auto& m : byok::relay::harden_process()) {
+        byok::relay::log_line("hardening not applied: " + m);
+    }
+    try {
+        byok::relay::server srv(byok::relay::load_config(config_path));
+        return srv.run();
+    } catch (const std::exception& e) {
+        // Configuration and key-file errors: the message names the field or file.
+        std::fprintf(stderr, "byok-relay: %s\n", e.what());
+        return 1;
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     if (argc < 2) {
         return usage(stderr);
     }
-    if (std::strcmp(argv[1], "keygen") == 0) {
+    const std::string cmd = argv[1];
+    if (cmd == "keygen") {
         return keygen(argc, argv);
     }
-    if (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+    if (cmd == "serve") {
+        return serve(argc, argv);
+    }
+    if (cmd == "--help" || cmd == "-h" || cmd == "help") {
         return usage(stdout);
     }
     return usage(stderr);

@@ -1,0 +1,401 @@
+#include "relay/config.hpp"
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <boost/asio/ip/address.hpp>
+// GCC 12 reports false maybe-uninitialized warnings inside nlohmann::json's
+// iterators at -O2 (a known GCC issue with that header); they are not ours.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <nlohmann/json.hpp>
+
+namespace byok::relay {
+namespace {
+
+using json = nlohmann::json;
+
+[[noreturn]] void fail(std::string_view field, std::string_view what) {
+    throw config_error("config: \"" + std::string(field) + "\" " + std::string(what));
+}
+
+bool is_loopback_host(const std::string& host) {
+    if (host == "localhost") {
+        return true;
+    }
+    boost::system::error_code ec;
+    const auto addr = boost::asio::ip::make_address(host, ec);
+    return !ec && addr.is_loopback();
+}
+
+std::string resolve_path(const std::string& p, const std::string& base_dir) {
+    if (p.empty() || p.front() == '/' || base_dir.empty()) {
+        return p;
+    }
+    return base_dir + "/" + p;
+}
+
+std::int64_t get_int(const json& j, const char* field, std::int64_t def, std::int64_t lo, std::int64_t hi) {
+    if (!j.contains(field)) {
+        return def;
+    }
+    const auto& v = j.at(field);
+    if (!v.is_number_integer()) {
+        fail(field, "must be an integer");
+    }
+    const auto n = v.get<std::int64_t>();
+    if (n < lo || n > hi) {
+        fail(field, "must be between " + std::to_string(lo) + " and " + std::to_string(hi));
+    }
+    return n;
+}
+
+std::vector<std::string> get_strings(const json& j, const char* field) {
+    std::vector<std::string> out;
+    if (!j.contains(field)) {
+        return out;
+    }
+    const auto& v = j.at(field);
+    if (!v.is_array()) {
+        fail(field, "must be a list of strings");
+    }
+    for (const auto& s : v) {
+        if (!s.is_string()) {
+            fail(field, "must be a list of strings");
+        }
+        out.push_back(s.get<std::string>());
+    }
+    return out;
+}
+
+provider parse_provider(const std::string& name, const json& j, const std::string& base_dir) {
+    const std::string field = "providers." + name;
+    if (!j.is_object()) {
+        fail(field, "must be an object");
+    }
+    for (const char c : name) {
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_')) {
+            fail(field, "name may only contain letters, digits, '-' and '_'");
+        }
+    }
+    if (name.empty() || name == "v1" || name == "web" || name == "healthz" || name == "metrics") {
+        fail(field, "name is empty or reserved");
+    }
+    provider p;
+    p.name = name;
+    if (!j.contains("base_url") || !j["base_url"].is_string()) {
+        fail(field + ".base_url", "is required (a string such as \"https://api.openai.com\")");
+    }
+    p.base_url = j["base_url"].get<std::string>();
+    std::string rest;
+    if (p.base_url.rfind("https://", 0) == 0) {
+        p.tls = true;
+        p.port = 443;
+        rest = p.base_url.substr(8);
+    } else if (p.base_url.rfind("http://", 0) == 0) {
+        p.tls = false;
+        p.port = 80;
+        rest = p.base_url.substr(7);
+    } else {
+        fail(field + ".base_url", "must start with https:// (or http:// for a loopback host)");
+    }
+    const auto slash = rest.find('/');
+    std::string authority = rest.substr(0, slash);
+    p.base_path = slash == std::string::npos ? "" : rest.substr(slash);
+    while (!p.base_path.empty() && p.base_path.back() == '/') {
+        p.base_path.pop_back();
+    }
+    if (authority.empty() || authority.find('@') != std::string::npos ||
+        p.base_path.find_first_of("?#") != std::string::npos) {
+        fail(field + ".base_url", "must be scheme://host[:port][/path] with no user info, query or fragment");
+    }
+    std::string host = authority;
+    if (authority.front() == '[') {
+        const auto close = authority.find(']');
+        if (close == std::string::npos) {
+            fail(field + ".base_url", "has an unterminated IPv6 literal");
+        }
+        host = authority.substr(1, close - 1);
+        if (close + 1 < authority.size()) {
+            if (authority[close + 1] != ':') {
+                fail(field + ".base_url", "has garbage after the IPv6 literal");
+            }
+            p.port = parse_endpoint("[::]" + authority.substr(close + 1), field + ".base_url").port;
+        }
+    } else if (const auto colon = authority.rfind(':'); colon != std::string::npos) {
+        host = authority.substr(0, colon);
+        const std::string port_text = authority.substr(colon + 1);
+        if (port_text.empty() || port_text.size() > 5 ||
+            !std::all_of(port_text.begin(), port_text.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+            std::stoi(port_text) < 1 || std::stoi(port_text) > 65535) {
+            fail(field + ".base_url", "has an invalid port");
+        }
+        p.port = static_cast<std::uint16_t>(std::stoi(port_text));
+    }
+    if (host.empty()) {
+        fail(field + ".base_url", "has no host");
+    }
+    p.host = host;
+    if (!p.tls && !is_loopback_host(host)) {
+        fail(field + ".base_url", "uses http:// for a host that is not loopback; only https:// is allowed there");
+    }
+    const bool default_port = (p.tls && p.port == 443) || (!p.tls && p.port == 80);
+    const std::string host_text = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+    p.host_header = default_port ? host_text : host_text + ":" + std::to_string(p.port);
+
+    const std::string auth = j.value("auth", std::string("bearer"));
+    if (j.contains("auth") && !j["auth"].is_string()) {
+        fail(field + ".auth", "must be \"bearer\", \"x-api-key\" or \"api-key\"");
+    }
+    if (auth == "bearer") {
+        p.auth = auth_style::bearer;
+    } else if (auth == "x-api-key") {
+        p.auth = auth_style::x_api_key;
+    } else if (auth == "api-key") {
+        p.auth = auth_style::api_key;
+    } else {
+        fail(field + ".auth", "must be \"bearer\", \"x-api-key\" or \"api-key\"");
+    }
+    if (j.contains("ca_file")) {
+        if (!j["ca_file"].is_string() || j["ca_file"].get<std::string>().empty()) {
+            fail(field + ".ca_file", "must be the path of a PEM file");
+        }
+        p.ca_file = resolve_path(j["ca_file"].get<std::string>(), base_dir);
+        if (!std::ifstream(*p.ca_file)) {
+            fail(field + ".ca_file", "cannot be read: " + *p.ca_file);
+        }
+    }
+    p.paths = get_strings(j, "paths");
+    if (p.paths.empty()) {
+        fail(field + ".paths", "must list at least one allowed path prefix, such as \"/v1/chat/completions\"");
+    }
+    for (auto& path : p.paths) {
+        if (path.empty() || path.front() != '/' || path.find_first_of("?#%\\") != std::string::npos ||
+            path.find("/.") != std::string::npos || path.find("//") != std::string::npos) {
+            fail(field + ".paths", "entries must be plain absolute paths such as \"/v1/chat/completions\"");
+        }
+        while (path.size() > 1 && path.back() == '/') {
+            path.pop_back();
+        }
+    }
+    return p;
+}
+
+json provider_json(const char* base, const char* auth, std::initializer_list<const char*> paths) {
+    json j;
+    j["base_url"] = base;
+    j["auth"] = auth;
+    j["paths"] = json::array();
+    for (const char* p : paths) {
+        j["paths"].push_back(p);
+    }
+    return j;
+}
+
+json default_providers_json() {
+    json j;
+    j["openai"] = provider_json("https://api.openai.com", "bearer",
+                                {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings",
+                                 "/v1/moderations", "/v1/models", "/v1/audio", "/v1/images"});
+    j["anthropic"] = provider_json("https://api.anthropic.com", "x-api-key", {"/v1/messages"});
+    return j;
+}
+
+const std::vector<std::string> known_fields = {
+    "listen", "threads", "key_files", "seal_max_age_s", "seal_max_future_s", "max_body_bytes",
+    "max_header_bytes", "allow_origins", "public_path_prefix", "trusted_proxies", "web_root",
+    "metrics_listen", "header_timeout_s", "body_timeout_s", "idle_timeout_s", "write_timeout_s",
+    "upstream_connect_timeout_s", "upstream_timeout_s", "sse_keepalive_s", "shutdown_grace_s",
+    "max_in_flight", "replay_cache_entries", "max_connections_per_ip", "rate_limit", "providers"};
+
+}  // namespace
+
+const provider* config::find_provider(std::string_view name) const noexcept {
+    for (const auto& p : providers) {
+        if (p.name == name) {
+            return &p;
+        }
+    }
+    return nullptr;
+}
+
+endpoint parse_endpoint(std::string_view text, std::string_view field) {
+    endpoint e;
+    std::string s(text);
+    std::string port_text;
+    if (!s.empty() && s.front() == '[') {
+        const auto close = s.find(']');
+        if (close == std::string::npos || close + 1 >= s.size() || s[close + 1] != ':') {
+            fail(field, "must be \"host:port\" or \"[v6]:port\"");
+        }
+        e.host = s.substr(1, close - 1);
+        port_text = s.substr(close + 2);
+    } else {
+        const auto colon = s.rfind(':');
+        if (colon == std::string::npos) {
+            fail(field, "must be \"host:port\"");
+        }
+        e.host = s.substr(0, colon);
+        port_text = s.substr(colon + 1);
+    }
+    if (port_text.empty() || port_text.size() > 5 ||
+        !std::all_of(port_text.begin(), port_text.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+        std::stoi(port_text) > 65535) {
+        fail(field, "has an invalid port");
+    }
+    e.port = static_cast<std::uint16_t>(std::stoi(port_text));
+    boost::system::error_code ec;
+    (void)boost::asio::ip::make_address(e.host, ec);
+    if (ec) {
+        fail(field, "host must be an IP address (got \"" + e.host + "\")");
+    }
+    return e;
+}
+
+std::vector<provider> default_providers() {
+    std::vector<provider> out;
+    for (const auto& [name, j] : default_providers_json().items()) {
+        out.push_back(parse_provider(name, j, ""));
+    }
+    return out;
+}
+
+std::shared_ptr<const config> parse_config(std::string_view json_text, const std::string& base_dir) {
+    json j;
+    try {
+        j = json::parse(json_text);
+    } catch (const json::parse_error& e) {
+        throw config_error(std::string("config: not valid JSON (") + e.what() + ")");
+    }
+    if (!j.is_object()) {
+        throw config_error("config: must be a JSON object");
+    }
+    for (const auto& [k, v] : j.items()) {
+        if (std::find(known_fields.begin(), known_fields.end(), k) == known_fields.end()) {
+            fail(k, "is not a known setting (misspelt?)");
+        }
+    }
+    auto c = std::make_shared<config>();
+    try {
+        if (j.contains("listen")) {
+            if (!j["listen"].is_string()) {
+                fail("listen", "must be a string \"host:port\"");
+            }
+            c->listen = parse_endpoint(j["listen"].get<std::string>(), "listen");
+        }
+        const auto hw = std::max(1u, std::thread::hardware_concurrency());
+        c->threads = static_cast<unsigned>(get_int(j, "threads", hw, 1, 256));
+        for (const auto& k : get_strings(j, "key_files")) {
+            c->key_files.push_back(resolve_path(k, base_dir));
+        }
+        if (c->key_files.empty()) {
+            fail("key_files", "must list at least one key file (create one with: byok-relay keygen --out FILE)");
+        }
+        c->seal_max_age_s = get_int(j, "seal_max_age_s", 60, 1, 3600);
+        c->seal_max_future_s = get_int(j, "seal_max_future_s", 30, 0, 3600);
+        c->max_body_bytes = static_cast<std::size_t>(get_int(j, "max_body_bytes", 8 << 20, 0, 1ll << 30));
+        c->max_header_bytes = static_cast<std::size_t>(get_int(j, "max_header_bytes", 16 << 10, 1024, 1 << 20));
+        c->allow_origins = get_strings(j, "allow_origins");
+        for (const auto& o : c->allow_origins) {
+            if (o != "*" && (o.find("://") == std::string::npos || o.back() == '/')) {
+                fail("allow_origins", "entries must be origins such as \"https://app.example.com\" (no path), or \"*\"");
+            }
+        }
+        if (j.contains("public_path_prefix")) {
+            if (!j["public_path_prefix"].is_string()) {
+                fail("public_path_prefix", "must be a string such as \"/relay\"");
+            }
+            std::string p = j["public_path_prefix"].get<std::string>();
+            while (!p.empty() && p.back() == '/') {
+                p.pop_back();
+            }
+            if (!p.empty() && (p.front() != '/' || p.find_first_of("?#%") != std::string::npos)) {
+                fail("public_path_prefix", "must be an absolute path such as \"/relay\"");
+            }
+            c->public_path_prefix = p;
+        }
+        c->trusted_proxies = get_strings(j, "trusted_proxies");
+        for (const auto& ip : c->trusted_proxies) {
+            boost::system::error_code ec;
+            (void)boost::asio::ip::make_address(ip, ec);
+            if (ec) {
+                fail("trusted_proxies", "entries must be IP addresses (got \"" + ip + "\")");
+            }
+        }
+        if (j.contains("web_root") && !j["web_root"].is_null()) {
+            if (!j["web_root"].is_string()) {
+                fail("web_root", "must be a directory path");
+            }
+            c->web_root = resolve_path(j["web_root"].get<std::string>(), base_dir);
+        }
+        if (j.contains("metrics_listen") && !j["metrics_listen"].is_null()) {
+            if (!j["metrics_listen"].is_string()) {
+                fail("metrics_listen", "must be a string \"host:port\"");
+            }
+            c->metrics_listen = parse_endpoint(j["metrics_listen"].get<std::string>(), "metrics_listen");
+        }
+        c->header_timeout_s = get_int(j, "header_timeout_s", 10, 1, 3600);
+        c->body_timeout_s = get_int(j, "body_timeout_s", 30, 1, 3600);
+        c->idle_timeout_s = get_int(j, "idle_timeout_s", 60, 1, 3600);
+        c->write_timeout_s = get_int(j, "write_timeout_s", 30, 1, 3600);
+        c->upstream_connect_timeout_s = get_int(j, "upstream_connect_timeout_s", 10, 1, 600);
+        c->upstream_timeout_s = get_int(j, "upstream_timeout_s", 300, 1, 86400);
+        c->sse_keepalive_s = get_int(j, "sse_keepalive_s", 15, 1, 3600);
+        c->shutdown_grace_s = get_int(j, "shutdown_grace_s", 30, 0, 3600);
+        c->max_in_flight = static_cast<std::size_t>(get_int(j, "max_in_flight", 1024, 1, 1 << 20));
+        c->replay_cache_entries =
+            static_cast<std::size_t>(get_int(j, "replay_cache_entries", 1 << 20, 1024, 1ll << 28));
+        c->max_connections_per_ip = static_cast<std::size_t>(get_int(j, "max_connections_per_ip", 256, 0, 1 << 20));
+        if (j.contains("rate_limit")) {
+            const auto& r = j["rate_limit"];
+            if (!r.is_object() || !r.contains("requests_per_s") || !r["requests_per_s"].is_number() ||
+                r["requests_per_s"].get<double>() < 0) {
+                fail("rate_limit", "must be {\"requests_per_s\": N, \"burst\": M} with N >= 0");
+            }
+            c->per_ip_rate.requests_per_s = r["requests_per_s"].get<double>();
+            c->per_ip_rate.burst = r.value("burst", c->per_ip_rate.requests_per_s);
+            if (c->per_ip_rate.burst < 1 && c->per_ip_rate.requests_per_s > 0) {
+                fail("rate_limit.burst", "must be at least 1");
+            }
+        }
+        // Configured providers are merged over the built-in ones; null removes one.
+        json providers = default_providers_json();
+        if (j.contains("providers")) {
+            if (!j["providers"].is_object()) {
+                fail("providers", "must be an object from a name to a provider");
+            }
+            for (const auto& [name, v] : j["providers"].items()) {
+                if (v.is_null()) {
+                    providers.erase(name);
+                } else {
+                    providers[name] = v;
+                }
+            }
+        }
+        for (const auto& [name, v] : providers.items()) {
+            c->providers.push_back(parse_provider(name, v, base_dir));
+        }
+    } catch (const json::exception& e) {
+        throw config_error(std::string("config: ") + e.what());
+    } catch (const std::invalid_argument&) {
+        throw config_error("config: a number could not be read");
+    } catch (const std::out_of_range&) {
+        throw config_error("config: a number is out of range");
+    }
+    return c;
+}
+
+std::shared_ptr<const config> load_config(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        throw config_error("config: cannot read file '" + path + "'");
+    }
+    std::ostringstream text;
+    text << in.rdbuf();
+    const auto slash = path.rfind('/');
+    const std::string base_dir = slash == std::string::npos ? "." : path.substr(0, slash);
+    return parse_config(text.str(), base_dir);
+}
+
+}  // namespace byok::relay

@@ -1,0 +1,90 @@
+#pragma once
+// The relay's configuration: parsed once at start from a JSON file into an
+// immutable value, shared as std::shared_ptr<const config>. Only this code
+// reads the configuration file. Keys are never in the config, only the paths
+// of key files.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace byok::relay {
+
+// A configuration error: what() names the field and what is wrong with it.
+class config_error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+enum class auth_style { bearer, x_api_key, api_key };
+
+struct endpoint {
+    std::string host;  // as written ("127.0.0.1", "::1", "localhost")
+    std::uint16_t port = 0;
+};
+
+struct provider {
+    std::string name;         // the path prefix: /<name>/...
+    std::string base_url;     // as configured
+    bool tls = true;          // https (always, unless a loopback http:// base URL)
+    std::string host;         // from base_url
+    std::uint16_t port = 443;
+    std::string base_path;    // base_url's path without trailing '/', may be empty
+    auth_style auth = auth_style::bearer;
+    std::optional<std::string> ca_file;  // PEM bundle; system store when absent
+    std::vector<std::string> paths;      // allowed path prefixes, e.g. "/v1/chat/completions"
+    std::string host_header;             // "host" or "host:port"
+};
+
+struct rate_limit {
+    double requests_per_s = 0;  // 0 = off
+    double burst = 0;
+};
+
+struct config {
+    endpoint listen{"127.0.0.1", 8080};
+    unsigned threads = 1;
+    std::vector<std::string> key_files;
+    std::int64_t seal_max_age_s = 60;
+    std::int64_t seal_max_future_s = 30;
+    std::size_t max_body_bytes = 8u << 20;
+    std::size_t max_header_bytes = 16u << 10;
+    std::vector<std::string> allow_origins;  // exact origins, or "*"
+    std::string public_path_prefix;          // "" or "/relay" (no trailing '/')
+    std::vector<std::string> trusted_proxies;  // peer IPs whose X-Forwarded-For is believed
+    std::optional<std::string> web_root;
+    std::optional<endpoint> metrics_listen;
+    std::int64_t header_timeout_s = 10;
+    std::int64_t body_timeout_s = 30;
+    std::int64_t idle_timeout_s = 60;
+    std::int64_t write_timeout_s = 30;
+    std::int64_t upstream_connect_timeout_s = 10;
+    std::int64_t upstream_timeout_s = 300;
+    std::int64_t sse_keepalive_s = 15;
+    std::int64_t shutdown_grace_s = 30;
+    std::size_t max_in_flight = 1024;
+    std::size_t replay_cache_entries = 1u << 20;
+    std::size_t max_connections_per_ip = 256;  // 0 = off
+    rate_limit per_ip_rate;
+    std::vector<provider> providers;
+
+    [[nodiscard]] const provider* find_provider(std::string_view name) const noexcept;
+};
+
+// Parses the JSON text of a configuration file. Throws config_error naming
+// the field. Relative key_files / ca_file / web_root are resolved against
+// `base_dir` (the config file's directory).
+[[nodiscard]] std::shared_ptr<const config> parse_config(std::string_view json_text, const std::string& base_dir);
+// Reads and parses a configuration file.
+[[nodiscard]] std::shared_ptr<const config> load_config(const std::string& path);
+
+// Parses "host:port", "[v6]:port". Throws config_error mentioning `field`.
+[[nodiscard]] endpoint parse_endpoint(std::string_view text, std::string_view field);
+
+// The built-in providers (openai, anthropic).
+[[nodiscard]] std::vector<provider> default_providers();
+
+}  // namespace byok::relay

@@ -1,0 +1,95 @@
+#include "relay/http_util.hpp"
+
+#include <array>
+#include <ctime>
+
+namespace byok::relay {
+
+namespace http = boost::beast::http;
+
+bool iequals(std::string_view a, std::string_view b) noexcept {
+    if (a.size() != b.size()) {
+        return false;
+    }
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        char x = a[i];
+        char y = b[i];
+        if (x >= 'A' && x <= 'Z') {
+            x = static_cast<char>(x + 32);
+        }
+        if (y >= 'A' && y <= 'Z') {
+            y = static_cast<char>(y + 32);
+        }
+        if (x != y) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool framing_ok(const http::fields& f, unsigned version) noexcept {
+    const auto cl = f.count(http::field::content_length);
+    const auto te = f.count(http::field::transfer_encoding);
+    if (cl > 1 || te > 1 || (cl == 1 && te == 1)) {
+        return false;
+    }
+    if (te == 1) {
+        if (version < 11) {
+            return false;
+        }
+        std::string_view v = f[http::field::transfer_encoding];
+        while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) {
+            v.remove_prefix(1);
+        }
+        while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) {
+            v.remove_suffix(1);
+        }
+        if (!iequals(v, "chunked")) {
+            return false;  // also covers "gzip, chunked" (no codings but chunked are accepted) and "chunked, gzip"
+        }
+    }
+    return true;
+}
+
+std::string http_date(std::int64_t unix_seconds) {
+    const std::time_t t = static_cast<std::time_t>(unix_seconds);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    static constexpr std::array<const char*, 7> days{"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static constexpr std::array<const char*, 12> months{"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[static_cast<std::size_t>(tm.tm_wday)],
+                  tm.tm_mday, months[static_cast<std::size_t>(tm.tm_mon)], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                  tm.tm_sec);
+    return buf;
+}
+
+std::string_view reason_phrase(unsigned status) noexcept {
+    const auto r = http::obsolete_reason(static_cast<http::status>(status));
+    return r.empty() ? std::string_view("Unknown") : std::string_view(r.data(), r.size());
+}
+
+bool forward_request_header(std::string_view n) noexcept {
+    return n == "content-type" || n == "accept" || n == "openai-organization" || n == "openai-project" ||
+           n == "openai-beta" || n == "anthropic-version" || n == "anthropic-beta" || n == "idempotency-key" ||
+           n == "user-agent";
+}
+
+bool forward_response_header(std::string_view n) noexcept {
+    auto starts = [&](std::string_view p) { return n.substr(0, p.size()) == p; };
+    return n == "content-type" || n == "x-request-id" || n == "retry-after" || n == "request-id" ||
+           starts("openai-") || starts("x-ratelimit-") || starts("anthropic-ratelimit-");
+}
+
+bool field_value_ok(std::string_view v) noexcept {
+    for (const char c : v) {
+        const auto u = static_cast<unsigned char>(c);
+        if ((u < 0x20 && c != '\t') || u == 0x7f) {
+            return false;
+        }
+    }
+    return true;
+}
+
+}  // namespace byok::relay

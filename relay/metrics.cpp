@@ -1,0 +1,98 @@
+#include "relay/metrics.hpp"
+
+#include <cstdio>
+
+namespace byok::relay {
+
+void histogram::observe(double seconds) noexcept {
+    std::size_t i = 0;
+    while (i < bounds.size() && seconds > bounds[i]) {
+        ++i;
+    }
+    counts_[i].fetch_add(1, std::memory_order_relaxed);
+    sum_us_.fetch_add(static_cast<std::uint64_t>(seconds * 1e6), std::memory_order_relaxed);
+}
+
+void histogram::render(std::string& out, const std::string& name, const std::string& labels) const {
+    std::uint64_t cumulative = 0;
+    char buf[64];
+    for (std::size_t i = 0; i <= bounds.size(); ++i) {
+        cumulative += counts_[i].load(std::memory_order_relaxed);
+        if (i < bounds.size()) {
+            std::snprintf(buf, sizeof buf, "%g", bounds[i]);
+        } else {
+            std::snprintf(buf, sizeof buf, "+Inf");
+        }
+        out += name + "_bucket{" + labels + (labels.empty() ? "" : ",") + "le=\"" + buf + "\"} " +
+               std::to_string(cumulative) + "\n";
+    }
+    std::snprintf(buf, sizeof buf, "%.6f", static_cast<double>(sum_us_.load(std::memory_order_relaxed)) / 1e6);
+    out += name + "_sum{" + labels + "} " + buf + "\n";
+    out += name + "_count{" + labels + "} " + std::to_string(cumulative) + "\n";
+}
+
+metrics::metrics(std::vector<std::string> provider_names) : providers_(std::move(provider_names)) {
+    for (std::size_t i = 0; i < providers_.size(); ++i) {
+        ttfb_.push_back(std::make_unique<histogram>());
+        total_.push_back(std::make_unique<histogram>());
+    }
+}
+
+void metrics::request_done(std::string_view provider, std::string_view route, unsigned status) {
+    std::lock_guard lock(mu_);
+    ++requests_[{std::string(provider), std::string(route), status}];
+}
+
+void metrics::seal_rejected(error_code code) noexcept {
+    seal_rejections_[static_cast<std::size_t>(code)].fetch_add(1, std::memory_order_relaxed);
+}
+
+void metrics::upstream_ttfb(std::size_t provider_index, double seconds) noexcept {
+    if (provider_index < ttfb_.size()) {
+        ttfb_[provider_index]->observe(seconds);
+    }
+}
+
+void metrics::upstream_total(std::size_t provider_index, double seconds) noexcept {
+    if (provider_index < total_.size()) {
+        total_[provider_index]->observe(seconds);
+    }
+}
+
+std::string metrics::render() const {
+    std::string out;
+    out += "# HELP byok_requests_total Requests answered, by provider, route kind and HTTP status.\n";
+    out += "# TYPE byok_requests_total counter\n";
+    {
+        std::lock_guard lock(mu_);
+        for (const auto& [k, n] : requests_) {
+            out += "byok_requests_total{provider=\"" + std::get<0>(k) + "\",route=\"" + std::get<1>(k) +
+                   "\",status=\"" + std::to_string(std::get<2>(k)) + "\"} " + std::to_string(n) + "\n";
+        }
+    }
+    out += "# HELP byok_seal_rejections_total Sealed requests refused before any upstream work, by error code.\n";
+    out += "# TYPE byok_seal_rejections_total counter\n";
+    for (const auto code : {error_code::missing_seal, error_code::unknown_kid, error_code::bad_seal,
+                            error_code::seal_expired, error_code::seal_mismatch, error_code::seal_replayed}) {
+        out += "byok_seal_rejections_total{code=\"" + std::string(describe(code).code) + "\"} " +
+               std::to_string(seal_rejections_[static_cast<std::size_t>(code)].load(std::memory_order_relaxed)) +
+               "\n";
+    }
+    out += "# HELP byok_upstream_ttfb_seconds Time from sending the request upstream to its response head.\n";
+    out += "# TYPE byok_upstream_ttfb_seconds histogram\n";
+    for (std::size_t i = 0; i < providers_.size(); ++i) {
+        ttfb_[i]->render(out, "byok_upstream_ttfb_seconds", "provider=\"" + providers_[i] + "\"");
+    }
+    out += "# HELP byok_upstream_duration_seconds Time from sending the request upstream to the end of its body.\n";
+    out += "# TYPE byok_upstream_duration_seconds histogram\n";
+    for (std::size_t i = 0; i < providers_.size(); ++i) {
+        total_[i]->render(out, "byok_upstream_duration_seconds", "provider=\"" + providers_[i] + "\"");
+    }
+    out += "# HELP byok_in_flight_requests Sealed requests being relayed now.\n# TYPE byok_in_flight_requests gauge\n";
+    out += "byok_in_flight_requests " + std::to_string(in_flight.load()) + "\n";
+    out += "# HELP byok_open_connections Client connections open now.\n# TYPE byok_open_connections gauge\n";
+    out += "byok_open_connections " + std::to_string(open_connections.load()) + "\n";
+    return out;
+}
+
+}  // namespace byok::relay

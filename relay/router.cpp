@@ -1,0 +1,141 @@
+#include "relay/router.hpp"
+
+namespace byok::relay {
+namespace {
+
+bool is_pchar(char c) noexcept {
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) {
+        return true;
+    }
+    switch (c) {
+    case '-': case '.': case '_': case '~': case '!': case '$': case '&': case '\'': case '(': case ')':
+    case '*': case '+': case ',': case ';': case '=': case ':': case '@': case '%': case '/':
+        return true;
+    default:
+        return false;
+    }
+}
+
+bool is_hex(char c) noexcept {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+bool starts_with_segment(std::string_view path, std::string_view prefix) noexcept {
+    return path.substr(0, prefix.size()) == prefix && (path.size() == prefix.size() || path[prefix.size()] == '/');
+}
+
+bool is_query_safe(std::string_view q) noexcept {
+    for (const char c : q) {
+        const auto u = static_cast<unsigned char>(c);
+        if (u <= 0x20 || u >= 0x7f || c == '#' || c == '\\') {
+            return false;
+        }
+    }
+    return true;
+}
+
+}  // namespace
+
+bool is_plain_path(std::string_view path) noexcept {
+    if (path.empty() || path.front() != '/') {
+        return false;
+    }
+    for (std::size_t i = 0; i < path.size(); ++i) {
+        const char c = path[i];
+        if (!is_pchar(c)) {
+            return false;
+        }
+        if (c == '%') {
+            if (i + 2 >= path.size() || !is_hex(path[i + 1]) || !is_hex(path[i + 2])) {
+                return false;
+            }
+            const char hi = path[i + 1];
+            const char lo = static_cast<char>(path[i + 2] | 0x20);
+            // %2e ('.'), %2f ('/'), %5c ('\'), %00: a provider could decode them into a different path.
+            if ((hi == '2' && (lo == 'e' || lo == 'f')) || (hi == '5' && lo == 'c') || (hi == '0' && lo == '0')) {
+                return false;
+            }
+        }
+    }
+    std::size_t start = 1;
+    for (;;) {
+        const auto end = path.find('/', start);
+        const auto seg = path.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start);
+        if (seg == "." || seg == "..") {
+            return false;
+        }
+        if (seg.empty() && end != std::string_view::npos) {
+            return false;  // "//": an empty segment
+        }
+        if (end == std::string_view::npos) {
+            break;
+        }
+        start = end + 1;
+    }
+    return true;
+}
+
+route classify(const config& cfg, std::string_view target) noexcept {
+    route r;
+    const auto q = target.find('?');
+    const std::string_view path = target.substr(0, q);
+    if (path.empty() || path.front() != '/') {
+        return r;  // absolute-form, authority-form and asterisk-form are not served
+    }
+    if (q != std::string_view::npos && !is_query_safe(target.substr(q + 1))) {
+        return r;
+    }
+    if (path == "/v1/keys") {
+        r.kind = route_kind::keys;
+        return r;
+    }
+    if (path == "/healthz") {
+        r.kind = route_kind::healthz;
+        return r;
+    }
+    if (cfg.web_root) {
+        if (path == "/") {
+            r.kind = route_kind::root;
+            return r;
+        }
+        if (path.substr(0, 5) == "/web/" && is_plain_path(path)) {
+            r.kind = route_kind::web;
+            r.web_path = path.substr(5);
+            return r;
+        }
+    }
+    if (path.size() < 2) {
+        return r;
+    }
+    const auto slash = path.find('/', 1);
+    if (slash == std::string_view::npos) {
+        return r;
+    }
+    const provider* p = cfg.find_provider(path.substr(1, slash - 1));
+    if (p == nullptr) {
+        return r;
+    }
+    const std::string_view rest_path = path.substr(slash);
+    if (!is_plain_path(rest_path)) {
+        return r;
+    }
+    for (const auto& allowed : p->paths) {
+        if (starts_with_segment(rest_path, allowed)) {
+            r.kind = route_kind::sealed;
+            r.prov = p;
+            r.rest = target.substr(slash);
+            r.rest_path = rest_path;
+            return r;
+        }
+    }
+    return r;
+}
+
+std::string upstream_target(const provider& p, std::string_view rest) {
+    std::string out;
+    out.reserve(p.base_path.size() + rest.size());
+    out.append(p.base_path).append(rest);
+    return out;
+}
+
+}  // namespace byok::relay

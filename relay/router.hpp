@@ -1,0 +1,39 @@
+#pragma once
+// Maps a request target to what the relay does with it. Pure functions over
+// the immutable config; thread-safe.
+//
+// Open-proxy guard: a sealed request can only ever reach a configured
+// provider's host (the host comes from the config, never from the request),
+// and only a path under one of that provider's allowed prefixes. Targets
+// that a provider might normalise into another path (dot segments, encoded
+// dots or slashes, backslashes, empty segments) are refused outright.
+
+#include <string>
+#include <string_view>
+
+#include "relay/config.hpp"
+
+namespace byok::relay {
+
+enum class route_kind { keys, healthz, web, root, sealed, unknown };
+
+struct route {
+    route_kind kind = route_kind::unknown;
+    const provider* prov = nullptr;
+    std::string_view rest;      // sealed: target after "/<provider>", query included
+    std::string_view rest_path; // sealed: the same without the query
+    std::string_view web_path;  // web: path after "/web/"
+};
+
+// `target` is the request-target exactly as received (origin-form only).
+[[nodiscard]] route classify(const config& cfg, std::string_view target) noexcept;
+
+// True if `path` (no query) is a plain absolute path: only RFC 3986 pchars,
+// no "." or ".." segment (also percent-encoded), no %2F / %5C, no
+// backslash, no empty segment.
+[[nodiscard]] bool is_plain_path(std::string_view path) noexcept;
+
+// The upstream request-target for a sealed route: base path + rest.
+[[nodiscard]] std::string upstream_target(const provider& p, std::string_view rest);
+
+}  // namespace byok::relay

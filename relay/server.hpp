@@ -1,0 +1,108 @@
+#pragma once
+// The relay server: N worker threads, each with its own io_context, its own
+// SO_REUSEPORT acceptor and its own upstream pools; one control context on
+// the main thread for signals, key reloads and /metrics.
+//
+// Lifetime: a server is built from a config, run() blocks until SIGTERM or
+// SIGINT has drained the in-flight requests (or the grace period ran out).
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+
+#include "crypto/keyring.hpp"
+#include "crypto/seal.hpp"
+#include "relay/config.hpp"
+#include "relay/metrics.hpp"
+#include "relay/upstream.hpp"
+
+namespace byok::relay {
+
+// Per-client-IP limits: concurrent connections and a token bucket of
+// requests. Thread-safe; bounded in memory.
+class ip_limiter {
+public:
+    ip_limiter(std::size_t max_connections, rate_limit rate);
+    [[nodiscard]] bool connection_opened(const std::string& ip);
+    void connection_closed(const std::string& ip);
+    // 0 if allowed; otherwise the seconds to wait (for Retry-After).
+    [[nodiscard]] unsigned request(const std::string& ip);
+
+private:
+    struct entry {
+        std::size_t connections = 0;
+        double tokens = 0;
+        std::chrono::steady_clock::time_point refreshed{};
+    };
+    void prune_locked(std::chrono::steady_clock::time_point now);
+
+    std::size_t max_connections_;
+    rate_limit rate_;
+    std::mutex mu_;
+    std::unordered_map<std::string, entry> entries_;
+};
+
+// A client connection, as its worker sees it (for draining).
+struct session_slot {
+    boost::beast::tcp_stream* stream = nullptr;
+    bool idle = false;  // waiting for a request; may be closed when draining
+};
+
+struct shared_state {
+    explicit shared_state(std::shared_ptr<const config> c, std::shared_ptr<const crypto::keyring> k);
+
+    std::shared_ptr<const config> cfg;
+    std::atomic<std::shared_ptr<const crypto::keyring>> keys;
+    crypto::seal_checker checker;
+    metrics stats;
+    ip_limiter limiter;
+    std::vector<std::shared_ptr<boost::asio::ssl::context>> tls;  // by provider index
+    std::atomic<bool> draining{false};
+    std::atomic<std::int64_t> sessions{0};
+
+    [[nodiscard]] std::size_t provider_index(const provider* p) const noexcept;
+};
+
+struct worker {
+    explicit worker(shared_state& s);
+    // Declared first so it is destroyed last: destroying `ioc` destroys the
+    // coroutine frames still pending in it, and their sessions unregister here.
+    std::unordered_set<session_slot*> sessions;  // touched only on this worker's thread
+    boost::asio::io_context ioc{1};
+    std::vector<std::unique_ptr<upstream_pool>> pools;  // by provider index
+    std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor;
+};
+
+class server {
+public:
+    // Loads the keys and builds every TLS context; throws config_error or
+    // crypto::key_error with a message naming the field or file.
+    explicit server(std::shared_ptr<const config> cfg);
+    ~server();
+    // Binds, prints the listening line, serves until drained. Returns the exit code.
+    int run();
+
+private:
+    void start_draining();
+    void reload_keys();
+
+    std::shared_ptr<shared_state> state_;
+    std::vector<std::unique_ptr<worker>> workers_;
+    boost::asio::io_context control_{1};
+};
+
+// Serves one client connection until it closes. Defined in session.cpp.
+boost::asio::awaitable<void> run_session(shared_state& s, worker& w, boost::asio::ip::tcp::socket socket);
+
+}  // namespace byok::relay

@@ -1,0 +1,843 @@
+// One client connection: read a request, route it, answer it; for a sealed
+// request, check the seal, forward the one call to the provider and stream
+// the answer back. Runs as one coroutine on its worker's thread; every
+// upstream connection it uses belongs to the same thread.
+
+#include <array>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <optional>
+#include <string>
+
+#include <sys/socket.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include "crypto/encoding.hpp"
+#include "crypto/secret.hpp"
+#include "relay/access_log.hpp"
+#include "relay/errors.hpp"
+#include "relay/http_util.hpp"
+#include "relay/router.hpp"
+#include "relay/server.hpp"
+
+namespace byok::relay {
+
+namespace {
+
+namespace http = beast::http;
+using asio::as_tuple;
+using asio::use_awaitable;
+using namespace asio::experimental::awaitable_operators;
+using clock_type = std::chrono::steady_clock;
+
+constexpr std::size_t pump_chunk = 8192;
+constexpr std::size_t upstream_header_limit = 16 * 1024;
+constexpr std::uint64_t upstream_body_limit = 1ull << 32;
+constexpr std::size_t max_web_file = 16u << 20;
+
+std::int64_t unix_now() { return static_cast<std::int64_t>(std::time(nullptr)); }
+
+// Request state the handlers share.
+struct request_ctx {
+    clock_type::time_point start = clock_type::now();
+    std::string client_ip;
+    std::string method;
+    std::string target;
+    std::string provider_name;
+    std::string route_name = "unknown";
+    unsigned status = 0;
+    unsigned upstream_status = 0;
+    std::uint64_t bytes_in = 0;
+    std::uint64_t bytes_out = 0;
+    std::string_view error;
+    std::string cors;  // CORS response header lines, "" when the origin is not allowed
+    bool keep_alive = true;
+    unsigned version = 11;
+};
+
+class session {
+public:
+    session(shared_state& s, worker& w, asio::ip::tcp::socket sock)
+        : s_(s), w_(w), cfg_(*s.cfg), stream_(std::move(sock)) {
+        boost::system::error_code ec;
+        const auto ep = stream_.socket().remote_endpoint(ec);
+        if (!ec) {
+            peer_ip_ = ep.address().to_string();
+        }
+        stream_.socket().set_option(asio::ip::tcp::no_delay(true), ec);
+        slot_.stream = &stream_;
+        w_.sessions.insert(&slot_);
+        s_.sessions.fetch_add(1);
+        s_.stats.open_connections.fetch_add(1);
+    }
+    ~session() {
+        w_.sessions.erase(&slot_);
+        s_.sessions.fetch_sub(1);
+        s_.stats.open_connections.fetch_sub(1);
+        if (counted_) {
+            s_.limiter.connection_closed(peer_ip_);
+        }
+    }
+    session(const session&) = delete;
+    session& operator=(const session&) = delete;
+
+    asio::awaitable<void> run();
+
+private:
+    asio::awaitable<bool> serve_one();
+    asio::awaitable<void> handle_sealed(http::request_parser<http::string_body>& parser, const route& r,
+                                        request_ctx& rq);
+    asio::awaitable<void> forward(http::request<http::string_body>& req, const route& r, request_ctx& rq,
+                                  crypto::opened_key key);
+    asio::awaitable<void> serve_web(const route& r, request_ctx& rq, bool head_only);
+
+    asio::awaitable<bool> write_all(std::span<const asio::const_buffer> bufs, std::uint64_t& counter);
+    asio::awaitable<bool> write_text(std::string_view text, request_ctx& rq);
+    asio::awaitable<void> respond(request_ctx& rq, unsigned status, std::string_view content_type,
+                                  std::string_view body, std::string_view extra_headers = {});
+    asio::awaitable<void> respond_error(request_ctx& rq, error_code e, std::string_view extra_headers = {});
+
+    std::string client_ip_for(const http::request<http::string_body>& req) const;
+    std::string cors_for(const http::request<http::string_body>& req) const;
+    bool origin_allowed(std::string_view origin) const;
+
+    shared_state& s_;
+    worker& w_;
+    const config& cfg_;
+    beast::tcp_stream stream_;
+    beast::flat_buffer buffer_{64 * 1024};  // also holds pipelined bytes
+    std::string peer_ip_;
+    session_slot slot_;
+    bool counted_ = false;
+    bool first_ = true;
+};
+
+asio::awaitable<void> session::run() {
+    if (!s_.cfg->trusted_proxies.empty() &&
+        std::find(cfg_.trusted_proxies.begin(), cfg_.trusted_proxies.end(), peer_ip_) != cfg_.trusted_proxies.end()) {
+        // A trusted proxy multiplexes many clients; it is not capped per IP.
+    } else if (!s_.limiter.connection_opened(peer_ip_)) {
+        request_ctx rq;
+        rq.client_ip = peer_ip_;
+        rq.keep_alive = false;
+        co_await respond_error(rq, error_code::rate_limited, "Retry-After: 1\r\n");
+        write_access_log({rq.client_ip, "-", "", "-", rq.status, 0, 0, 0, rq.bytes_out, "too_many_connections"});
+        co_return;
+    } else {
+        counted_ = true;
+    }
+    while (co_await serve_one()) {
+    }
+    boost::system::error_code ec;
+    stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+    stream_.socket().close(ec);
+}
+
+// Reads and answers one request. False when the connection is done.
+asio::awaitable<bool> session::serve_one() {
+    if (s_.draining.load() && buffer_.size() == 0) {
+        co_return false;
+    }
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(static_cast<std::uint32_t>(cfg_.max_header_bytes));
+    parser.body_limit(cfg_.max_body_bytes);
+    stream_.expires_after(std::chrono::seconds(first_ ? cfg_.header_timeout_s : cfg_.idle_timeout_s));
+    slot_.idle = buffer_.size() == 0;
+    auto [ec, n] = co_await http::async_read_header(stream_, buffer_, parser, as_tuple(use_awaitable));
+    slot_.idle = false;
+    first_ = false;
+
+    request_ctx rq;
+    rq.client_ip = peer_ip_;
+    if (ec) {
+        if (ec == http::error::end_of_stream || ec == asio::error::operation_aborted ||
+            ec == asio::error::connection_reset || ec == asio::error::eof) {
+            co_return false;
+        }
+        if (ec == beast::error::timeout) {
+            // Silence between requests is an idle close, not an error; a
+            // request that started and stalled gets an answer.
+            if (n > 0 || buffer_.size() > 0) {
+                rq.keep_alive = false;
+                co_await respond_error(rq, error_code::request_timeout);
+                write_access_log({rq.client_ip, "-", "", "-", rq.status, 0, 0, 0, rq.bytes_out, "request_timeout"});
+            }
+            co_return false;
+        }
+        rq.keep_alive = false;
+        const error_code e = ec == http::error::header_limit ? error_code::headers_too_large
+                             : ec == http::error::body_limit ? error_code::body_too_large
+                                                             : error_code::bad_request;
+        co_await respond_error(rq, e);
+        rq.error = describe(e).code;
+        write_access_log({rq.client_ip, "-", "", "-", rq.status, 0, 0, 0, rq.bytes_out, rq.error});
+        s_.stats.request_done("", "invalid", rq.status);
+        co_return false;
+    }
+
+    auto& req = parser.get();
+    rq.method = std::string(req.method_string());
+    rq.target = std::string(req.target());
+    rq.version = req.version();
+    rq.client_ip = client_ip_for(req);
+    rq.cors = cors_for(req);
+    rq.keep_alive = req.keep_alive() && !s_.draining.load();
+
+    if (!framing_ok(req.base(), req.version())) {
+        rq.keep_alive = false;  // the next request's boundary is unknowable
+        co_await respond_error(rq, error_code::bad_request);
+    } else if (const unsigned wait = s_.limiter.request(rq.client_ip); wait > 0) {
+        rq.keep_alive = rq.keep_alive && parser.content_length().value_or(0) == 0 && !parser.chunked();
+        co_await respond_error(rq, error_code::rate_limited, "Retry-After: " + std::to_string(wait) + "\r\n");
+    } else {
+        const route r = classify(cfg_, rq.target);
+        const bool has_body = parser.chunked() || parser.content_length().value_or(0) > 0;
+        const auto verb = req.method();
+        switch (r.kind) {
+        case route_kind::sealed:
+            rq.route_name = "sealed";
+            rq.provider_name = r.prov->name;
+            if (verb == http::verb::options) {
+                break;  // preflight, below
+            }
+            co_await handle_sealed(parser, r, rq);
+            break;
+        case route_kind::keys:
+            rq.route_name = "keys";
+            break;
+        case route_kind::healthz:
+            rq.route_name = "healthz";
+            break;
+        case route_kind::web:
+        case route_kind::root:
+            rq.route_name = "web";
+            break;
+        case route_kind::unknown:
+            break;
+        }
+        if (rq.status == 0) {
+            // Everything but a sealed request is answered without reading a
+            // body; a connection whose body was not read cannot be reused.
+            if (has_body) {
+                rq.keep_alive = false;
+            }
+            if (verb == http::verb::options) {
+                rq.route_name = "preflight";
+                std::string h = "Allow: GET, POST, DELETE, OPTIONS\r\n";
+                if (!rq.cors.empty() && req.count(http::field::access_control_request_method) > 0) {
+                    std::string_view asked = req[http::field::access_control_request_headers];
+                    h += "Access-Control-Allow-Methods: GET, POST, DELETE, OPTIONS\r\n"
+                         "Access-Control-Max-Age: 600\r\n";
+                    // Echo the requested header names if they are plain tokens
+                    // (the openai client sends many x-stainless-* headers).
+                    bool tokens = asked.size() < 2048;
+                    for (const char c : asked) {
+                        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == ',' ||
+                              c == ' ')) {
+                            tokens = false;
+                        }
+                    }
+                    if (tokens && !asked.empty()) {
+                        h += "Access-Control-Allow-Headers: " + std::string(asked) + "\r\n";
+                    } else {
+                        h += "Access-Control-Allow-Headers: authorization, content-type\r\n";
+                    }
+                }
+                co_await respond(rq, 204, "", "", h);
+            } else if (r.kind == route_kind::unknown) {
+                co_await respond_error(rq, error_code::unknown_route);
+            } else if (verb != http::verb::get && verb != http::verb::head) {
+                co_await respond_error(rq, error_code::method_not_allowed, "Allow: GET, HEAD\r\n");
+            } else if (r.kind == route_kind::keys) {
+                const auto keys = s_.keys.load();
+                co_await respond(rq, 200, "application/json", keys->key_config_json(unix_now()),
+                                 "Cache-Control: public, max-age=300\r\n");
+            } else if (r.kind == route_kind::healthz) {
+                if (s_.draining.load()) {
+                    rq.keep_alive = false;
+                    co_await respond(rq, 503, "application/json", R"({"status":"draining"})");
+                } else {
+                    co_await respond(rq, 200, "application/json", R"({"status":"ok"})");
+                }
+            } else if (r.kind == route_kind::root) {
+                co_await respond(rq, 302, "text/plain", "see web/demo/\n", "Location: web/demo/\r\n");
+            } else {
+                co_await serve_web(r, rq, verb == http::verb::head);
+            }
+        }
+    }
+
+    if (rq.status != 0) {
+        const double ms = std::chrono::duration<double, std::milli>(clock_type::now() - rq.start).count();
+        write_access_log({rq.client_ip, rq.method, rq.provider_name, rq.target, rq.status, rq.upstream_status, ms,
+                          rq.bytes_in, rq.bytes_out, rq.error});
+        s_.stats.request_done(rq.provider_name, rq.route_name, rq.status);
+    }
+    co_return rq.keep_alive && stream_.socket().is_open();
+}
+
+asio::awaitable<void> session::handle_sealed(http::request_parser<http::string_body>& parser, const route& r,
+                                             request_ctx& rq) {
+    auto& req = parser.get();
+    const auto verb = req.method();
+    if (verb != http::verb::post && verb != http::verb::get && verb != http::verb::delete_) {
+        rq.keep_alive = rq.keep_alive && !parser.chunked() && parser.content_length().value_or(0) == 0;
+        co_await respond_error(rq, error_code::method_not_allowed, "Allow: GET, POST, DELETE\r\n");
+        co_return;
+    }
+    // Counted from here to the end of the upstream exchange.
+    struct in_flight_guard {
+        std::atomic<std::int64_t>& n;
+        ~in_flight_guard() { n.fetch_sub(1); }
+    };
+    const auto now_in_flight = s_.stats.in_flight.fetch_add(1) + 1;
+    in_flight_guard guard{s_.stats.in_flight};
+    if (static_cast<std::size_t>(now_in_flight) > cfg_.max_in_flight || s_.draining.load()) {
+        rq.keep_alive = false;
+        co_await respond_error(rq, error_code::overloaded, "Retry-After: 1\r\n");
+        co_return;
+    }
+
+    // The body: the seal binds its hash, so all of it is needed before anything goes upstream.
+    if (!parser.is_done()) {
+        if (req[http::field::expect] == "100-continue" || iequals(req[http::field::expect], "100-continue")) {
+            co_await write_text("HTTP/1.1 100 Continue\r\n\r\n", rq);
+        }
+        stream_.expires_after(std::chrono::seconds(cfg_.body_timeout_s));
+        auto [ec, n] = co_await http::async_read(stream_, buffer_, parser, as_tuple(use_awaitable));
+        if (ec) {
+            rq.keep_alive = false;
+            if (ec == http::error::body_limit) {
+                co_await respond_error(rq, error_code::body_too_large);
+            } else if (ec == beast::error::timeout) {
+                co_await respond_error(rq, error_code::request_timeout);
+            } else if (ec != http::error::end_of_stream && ec != asio::error::connection_reset &&
+                       ec != asio::error::eof) {
+                co_await respond_error(rq, error_code::bad_request);
+            } else {
+                rq.status = 499;  // the client went away (nginx's convention, for the log)
+                rq.error = "client_closed";
+            }
+            co_return;
+        }
+    }
+    rq.bytes_in = req.body().size();
+
+    const auto digest = crypto::sha256(req.body());
+    std::string sealed_path;
+    sealed_path.reserve(cfg_.public_path_prefix.size() + rq.target.size());
+    sealed_path.append(cfg_.public_path_prefix).append(rq.target);
+    const crypto::request_facts facts{req.method_string(), sealed_path, &digest, req[http::field::authorization]};
+    const auto keys = s_.keys.load();
+    auto result = s_.checker.check(*keys, facts, unix_now());
+    if (!result) {
+        const error_code e = from_seal_error(result.error());
+        if (e != error_code::overloaded) {
+            s_.stats.seal_rejected(e);
+        }
+        co_await respond_error(rq, e, e == error_code::overloaded ? "Retry-After: 1\r\n" : "");
+        co_return;
+    }
+    co_await forward(req, r, rq, std::move(result).take_key());
+}
+
+asio::awaitable<void> session::forward(http::request<http::string_body>& req, const route& r, request_ctx& rq,
+                                       crypto::opened_key key) {
+    const std::size_t pidx = s_.provider_index(r.prov);
+    upstream_pool& pool = *w_.pools[pidx];
+    const provider& prov = *r.prov;
+
+    // 1. A verified connection, before the key is put anywhere.
+    std::unique_ptr<upstream_conn> conn = pool.take();
+    if (!conn) {
+        boost::system::error_code ec;
+        conn = co_await pool.connect(std::chrono::seconds(cfg_.upstream_connect_timeout_s), ec);
+        if (!conn) {
+            co_await respond_error(rq, ec == beast::error::timeout ? error_code::upstream_timeout
+                                                                   : error_code::upstream_unreachable);
+            co_return;
+        }
+    }
+
+    // 2. The request head, in wiped memory; the key is copied exactly once, into it.
+    {
+        crypto::secret_string head(crypto::wiping_allocator<char>{});
+        head.reserve(512 + key.value().size() + (req.body().size() <= 16384 ? req.body().size() : 0));
+        head.append(req.method_string()).append(" ").append(upstream_target(prov, r.rest)).append(" HTTP/1.1\r\n");
+        head.append("Host: ").append(prov.host_header).append("\r\n");
+        switch (prov.auth) {
+        case auth_style::bearer: head.append("Authorization: Bearer "); break;
+        case auth_style::x_api_key: head.append("x-api-key: "); break;
+        case auth_style::api_key: head.append("api-key: "); break;
+        }
+        head.append(key.value()).append("\r\n");
+        for (const auto& f : req.base()) {
+            std::string name(f.name_string());
+            for (auto& c : name) {
+                c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            }
+            if (forward_request_header(name) && field_value_ok(f.value())) {
+                head.append(name).append(": ").append(f.value()).append("\r\n");
+            }
+        }
+        if (!req.body().empty() || req.method() == http::verb::post) {
+            head.append("Content-Length: ").append(std::to_string(req.body().size())).append("\r\n");
+        }
+        head.append("\r\n");
+        const bool inline_body = req.body().size() <= 16384;
+        if (inline_body) {
+            head.append(req.body());
+        }
+        std::array<asio::const_buffer, 2> bufs{asio::buffer(head.data(), head.size()),
+                                               asio::buffer(inline_body ? std::string_view() : req.body())};
+        conn->tcp().expires_after(std::chrono::seconds(cfg_.upstream_timeout_s));
+        boost::system::error_code wec;
+        if (conn->is_tls()) {
+            std::tie(wec, std::ignore) = co_await asio::async_write(conn->tls(), bufs, as_tuple(use_awaitable));
+        } else {
+            std::tie(wec, std::ignore) = co_await asio::async_write(conn->tcp(), bufs, as_tuple(use_awaitable));
+        }
+        if (wec) {
+            conn->close();
+            co_await respond_error(rq, wec == beast::error::timeout ? error_code::upstream_timeout
+                                                                    : error_code::upstream_unreachable);
+            co_return;
+        }
+    }
+    // The request has been written (and `head` wiped on leaving the block
+    // above): nothing here needs the key any more.
+    { [[maybe_unused]] const crypto::opened_key wiped = std::move(key); }
+    req.body().clear();
+    req.body().shrink_to_fit();
+    const auto sent_at = clock_type::now();
+
+    // 3. From here on three activities share this connection's thread:
+    //    the upstream reader, the client writer, and a watcher that notices
+    //    the client going away (and then closes the upstream at once).
+    struct pump_state {
+        explicit pump_state(const asio::any_io_executor& ex) : writer_wake(ex), reader_wake(ex) {}
+        asio::steady_timer writer_wake;
+        asio::steady_timer reader_wake;
+        std::array<std::array<char, pump_chunk>, 2> bufs{};
+        const char* chunk = nullptr;
+        std::size_t chunk_len = 0;
+        bool pending = false;      // a chunk waits for the writer
+        bool head_ready = false;   // the response head is parsed
+        bool finished = false;     // the reader is done (complete or failed)
+        bool complete = false;     // the upstream message arrived whole
+        bool client_gone = false;
+        bool done = false;         // the exchange is over; the watcher should stop
+        error_code failure = error_code::internal_error;
+        bool failed_before_head = false;
+    };
+    auto ps = std::make_unique<pump_state>(stream_.get_executor());
+    http::response_parser<http::buffer_body> up;
+    up.header_limit(upstream_header_limit);
+    up.body_limit(upstream_body_limit);
+
+    auto read_some = [&](upstream_conn& c) -> asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> {
+        c.tcp().expires_after(std::chrono::seconds(cfg_.upstream_timeout_s));
+        if (c.is_tls()) {
+            co_return co_await http::async_read_some(c.tls(), c.buffer, up, as_tuple(use_awaitable));
+        }
+        co_return co_await http::async_read_some(c.tcp(), c.buffer, up, as_tuple(use_awaitable));
+    };
+    auto read_head = [&](upstream_conn& c) -> asio::awaitable<boost::system::error_code> {
+        c.tcp().expires_after(std::chrono::seconds(cfg_.upstream_timeout_s));
+        if (c.is_tls()) {
+            auto [e, n] = co_await http::async_read_header(c.tls(), c.buffer, up, as_tuple(use_awaitable));
+            co_return e;
+        }
+        auto [e, n] = co_await http::async_read_header(c.tcp(), c.buffer, up, as_tuple(use_awaitable));
+        co_return e;
+    };
+
+    auto wake = [](asio::steady_timer& t) { t.cancel(); };
+
+    auto reader = [&]() -> asio::awaitable<void> {
+        const auto ec = co_await read_head(*conn);
+        if (ec) {
+            ps->finished = true;
+            ps->failed_before_head = true;
+            ps->failure = ec == beast::error::timeout ? error_code::upstream_timeout
+                          : ec.category() == http::make_error_code(http::error::bad_version).category()
+                              ? error_code::upstream_bad_response
+                              : error_code::upstream_unreachable;
+            wake(ps->writer_wake);
+            co_return;
+        }
+        ps->head_ready = true;
+        wake(ps->writer_wake);
+        std::size_t idx = 0;
+        while (!up.is_done() && !ps->client_gone) {
+            up.get().body().data = ps->bufs[idx].data();
+            up.get().body().size = pump_chunk;
+            auto [rec, n] = co_await read_some(*conn);
+            if (rec == http::error::need_buffer) {
+                rec = {};
+            }
+            const std::size_t got = pump_chunk - up.get().body().size;
+            if (got > 0) {
+                while (ps->pending && !ps->client_gone) {
+                    ps->reader_wake.expires_at(asio::steady_timer::time_point::max());
+                    co_await ps->reader_wake.async_wait(as_tuple(use_awaitable));
+                }
+                if (ps->client_gone) {
+                    break;
+                }
+                ps->chunk = ps->bufs[idx].data();
+                ps->chunk_len = got;
+                ps->pending = true;
+                idx ^= 1;
+                wake(ps->writer_wake);
+            }
+            if (rec && !(rec == http::error::end_of_stream && up.is_done())) {
+                break;
+            }
+        }
+        ps->complete = up.is_done();
+        ps->finished = true;
+        wake(ps->writer_wake);
+    };
+
+    bool chunked_out = false;
+    auto writer = [&]() -> asio::awaitable<void> {
+        // Wait for the head (or failure), watching for the client leaving.
+        while (!ps->head_ready && !ps->finished && !ps->client_gone) {
+            ps->writer_wake.expires_at(asio::steady_timer::time_point::max());
+            co_await ps->writer_wake.async_wait(as_tuple(use_awaitable));
+        }
+        if (ps->client_gone) {
+            co_return;
+        }
+        const double ttfb = std::chrono::duration<double>(clock_type::now() - sent_at).count();
+        if (!ps->head_ready) {
+            co_await respond_error(rq, ps->failure);
+            co_return;
+        }
+        auto& res = up.get();
+        rq.upstream_status = res.result_int();
+        rq.status = rq.upstream_status;
+        const bool is_sse = res[http::field::content_type].substr(0, 17) == "text/event-stream";
+        std::string h;
+        h.reserve(512);
+        h.append("HTTP/1.1 ").append(std::to_string(rq.status)).append(" ").append(reason_phrase(rq.status));
+        h.append("\r\nDate: ").append(http_date(unix_now())).append("\r\n");
+        for (const auto& f : res.base()) {
+            std::string name(f.name_string());
+            for (auto& c : name) {
+                c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            }
+            if (forward_response_header(name) && field_value_ok(f.value())) {
+                h.append(name).append(": ").append(f.value()).append("\r\n");
+            }
+        }
+        h.append("Cache-Control: no-store\r\nX-Accel-Buffering: no\r\n").append(rq.cors);
+        const bool no_body = rq.status == 204 || rq.status == 304 || (rq.status >= 100 && rq.status < 200);
+        if (no_body) {
+        } else if (up.content_length() && !up.chunked()) {
+            h.append("Content-Length: ").append(std::to_string(*up.content_length())).append("\r\n");
+        } else if (rq.version >= 11) {
+            h.append("Transfer-Encoding: chunked\r\n");
+            chunked_out = true;
+        } else {
+            rq.keep_alive = false;  // HTTP/1.0: the end of the body is the end of the connection
+        }
+        if (!rq.keep_alive) {
+            h.append("Connection: close\r\n");
+        }
+        h.append("\r\n");
+        if (!co_await write_text(h, rq)) {
+            ps->client_gone = true;
+            conn->close();
+            wake(ps->reader_wake);
+            co_return;
+        }
+        s_.stats.upstream_ttfb(pidx, ttfb);
+        for (;;) {
+            if (ps->client_gone) {
+                co_return;
+            }
+            if (ps->pending) {
+                char size_line[24];
+                const int sl = std::snprintf(size_line, sizeof size_line, "%zx\r\n", ps->chunk_len);
+                std::array<asio::const_buffer, 3> bufs{
+                    asio::buffer(size_line, chunked_out ? static_cast<std::size_t>(sl) : 0),
+                    asio::buffer(ps->chunk, ps->chunk_len), asio::buffer("\r\n", chunked_out ? 2 : 0)};
+                const bool ok = co_await write_all(bufs, rq.bytes_out);
+                ps->pending = false;
+                wake(ps->reader_wake);
+                if (!ok) {
+                    ps->client_gone = true;
+                    conn->close();
+                    co_return;
+                }
+                continue;
+            }
+            if (ps->finished) {
+                break;
+            }
+            ps->writer_wake.expires_after(is_sse ? std::chrono::seconds(cfg_.sse_keepalive_s)
+                                                 : std::chrono::seconds(24 * 3600));
+            auto [wec] = co_await ps->writer_wake.async_wait(as_tuple(use_awaitable));
+            if (!wec && is_sse && !ps->pending && !ps->finished && !ps->client_gone) {
+                // A comment line: ignored by SSE parsers, keeps idle-timeout proxies from cutting the stream.
+                static constexpr std::string_view ka_chunked = "d\r\n: keep-alive\n\n\r\n";
+                static constexpr std::string_view ka_plain = ": keep-alive\n\n";
+                if (!co_await write_text(chunked_out ? ka_chunked : ka_plain, rq)) {
+                    ps->client_gone = true;
+                    conn->close();
+                    co_return;
+                }
+            }
+        }
+        if (ps->complete) {
+            if (chunked_out) {
+                if (!co_await write_text("0\r\n\r\n", rq)) {
+                    ps->client_gone = true;
+                }
+            }
+        } else {
+            // The provider broke off mid-answer: the client must see a broken
+            // response, not a complete-looking one, so the connection is closed
+            // without the final chunk.
+            rq.keep_alive = false;
+            rq.error = describe(error_code::upstream_bad_response).code;
+            boost::system::error_code ec;
+            stream_.socket().close(ec);
+        }
+    };
+
+    auto watcher = [&]() -> asio::awaitable<void> {
+        // Bypasses tcp_stream's timer: this read may last as long as a long generation.
+        auto [ec, n] = co_await stream_.socket().async_read_some(buffer_.prepare(4096), as_tuple(use_awaitable));
+        if (!ec && n > 0) {
+            buffer_.commit(n);  // a pipelined request: kept for the next round
+            co_return;
+        }
+        if (ps->done || ec == asio::error::operation_aborted) {
+            co_return;
+        }
+        ps->client_gone = true;
+        conn->close();
+        wake(ps->reader_wake);
+        wake(ps->writer_wake);
+    };
+
+    auto exchange = [&]() -> asio::awaitable<void> {
+        co_await (reader() && writer());
+        ps->done = true;
+        boost::system::error_code ec;
+        stream_.socket().cancel(ec);  // stops the watcher
+    };
+    co_await (exchange() && watcher());
+
+    const double total = std::chrono::duration<double>(clock_type::now() - sent_at).count();
+    if (ps->head_ready) {
+        s_.stats.upstream_total(pidx, total);
+    }
+    if (ps->client_gone) {
+        rq.keep_alive = false;
+        if (rq.status == 0) {
+            rq.status = 499;
+        }
+        rq.error = "client_closed";
+    }
+    if (ps->complete && !ps->client_gone && up.keep_alive() && conn->tcp().socket().is_open()) {
+        pool.remember_session(*conn);
+        pool.give_back(std::move(conn));
+    } else {
+        conn->close();
+    }
+}
+
+asio::awaitable<void> session::serve_web(const route& r, request_ctx& rq, bool head_only) {
+    std::string rel(r.web_path);
+    if (rel.empty() || rel.back() == '/') {
+        rel += "index.html";
+    }
+    // is_plain_path already refused dot segments; also refuse hidden files and any escape.
+    if (rel.find('%') != std::string::npos || rel.find("/.") != std::string::npos || rel.front() == '.') {
+        co_await respond_error(rq, error_code::unknown_route);
+        co_return;
+    }
+    const std::string path = *cfg_.web_root + "/" + rel;
+    std::ifstream in(path, std::ios::binary);
+    std::string body;
+    if (in) {
+        in.seekg(0, std::ios::end);
+        const auto size = in.tellg();
+        if (size >= 0 && static_cast<std::size_t>(size) <= max_web_file) {
+            body.resize(static_cast<std::size_t>(size));
+            in.seekg(0);
+            in.read(body.data(), size);
+            if (!in) {
+                body.clear();
+                in.setstate(std::ios::failbit);
+            }
+        } else {
+            in.setstate(std::ios::failbit);
+        }
+    }
+    if (!in) {
+        co_await respond_error(rq, error_code::unknown_route);
+        co_return;
+    }
+    const auto dot = rel.rfind('.');
+    const std::string_view ext = dot == std::string::npos ? "" : std::string_view(rel).substr(dot);
+    std::string_view type = "application/octet-stream";
+    if (ext == ".html") {
+        type = "text/html; charset=utf-8";
+    } else if (ext == ".js" || ext == ".mjs" || ext == ".cjs") {
+        type = "text/javascript; charset=utf-8";
+    } else if (ext == ".css") {
+        type = "text/css; charset=utf-8";
+    } else if (ext == ".json" || ext == ".map") {
+        type = "application/json";
+    } else if (ext == ".wasm") {
+        type = "application/wasm";
+    } else if (ext == ".svg") {
+        type = "image/svg+xml";
+    } else if (ext == ".png") {
+        type = "image/png";
+    } else if (ext == ".ico") {
+        type = "image/x-icon";
+    } else if (ext == ".txt" || ext == ".md") {
+        type = "text/plain; charset=utf-8";
+    }
+    const std::string_view extra = "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n"
+                                   "Referrer-Policy: no-referrer\r\nX-Frame-Options: DENY\r\n";
+    if (head_only) {
+        std::string h = "Content-Length: " + std::to_string(body.size()) + "\r\n";
+        co_await respond(rq, 200, type, "", std::string(extra) + h);
+        co_return;
+    }
+    co_await respond(rq, 200, type, body, extra);
+}
+
+asio::awaitable<bool> session::write_all(std::span<const asio::const_buffer> bufs, std::uint64_t& counter) {
+    stream_.expires_after(std::chrono::seconds(cfg_.write_timeout_s));
+    auto [ec, n] = co_await asio::async_write(stream_, bufs, as_tuple(use_awaitable));
+    counter += n;
+    co_return !ec;
+}
+
+asio::awaitable<bool> session::write_text(std::string_view text, request_ctx& rq) {
+    const std::array<asio::const_buffer, 1> b{asio::buffer(text)};
+    co_return co_await write_all(b, rq.bytes_out);
+}
+
+asio::awaitable<void> session::respond(request_ctx& rq, unsigned status, std::string_view content_type,
+                                       std::string_view body, std::string_view extra_headers) {
+    rq.status = status;
+    std::string h;
+    h.reserve(256 + extra_headers.size() + rq.cors.size());
+    h.append("HTTP/1.1 ").append(std::to_string(status)).append(" ").append(reason_phrase(status));
+    h.append("\r\nDate: ").append(http_date(unix_now())).append("\r\n");
+    if (!content_type.empty()) {
+        h.append("Content-Type: ").append(content_type).append("\r\n");
+    }
+    if (status != 204 && status != 304 && extra_headers.find("Content-Length:") == std::string_view::npos) {
+        h.append("Content-Length: ").append(std::to_string(body.size())).append("\r\n");
+    }
+    h.append(extra_headers).append(rq.cors);
+    if (!rq.keep_alive) {
+        h.append("Connection: close\r\n");
+    }
+    h.append("\r\n");
+    const std::array<asio::const_buffer, 2> bufs{asio::buffer(h), asio::buffer(body)};
+    if (!co_await write_all(bufs, rq.bytes_out)) {
+        rq.keep_alive = false;
+    }
+}
+
+asio::awaitable<void> session::respond_error(request_ctx& rq, error_code e, std::string_view extra_headers) {
+    rq.error = describe(e).code;
+    co_await respond(rq, describe(e).status, "application/json", error_body(e), extra_headers);
+}
+
+std::string session::client_ip_for(const http::request<http::string_body>& req) const {
+    if (std::find(cfg_.trusted_proxies.begin(), cfg_.trusted_proxies.end(), peer_ip_) == cfg_.trusted_proxies.end()) {
+        return peer_ip_;  // an untrusted peer's X-Forwarded-For is ignored entirely
+    }
+    // Rightmost address that is not one of our proxies: everything left of
+    // it was written by the client and proves nothing.
+    std::vector<std::string_view> hops;
+    for (const auto& f : req.base()) {
+        if (!iequals(f.name_string(), "x-forwarded-for")) {
+            continue;
+        }
+        std::string_view v = f.value();
+        while (!v.empty()) {
+            const auto comma = v.find(',');
+            std::string_view hop = v.substr(0, comma);
+            while (!hop.empty() && (hop.front() == ' ' || hop.front() == '\t')) {
+                hop.remove_prefix(1);
+            }
+            while (!hop.empty() && (hop.back() == ' ' || hop.back() == '\t')) {
+                hop.remove_suffix(1);
+            }
+            hops.push_back(hop);
+            if (comma == std::string_view::npos) {
+                break;
+            }
+            v.remove_prefix(comma + 1);
+        }
+    }
+    for (auto it = hops.rbegin(); it != hops.rend(); ++it) {
+        boost::system::error_code ec;
+        const auto addr = asio::ip::make_address(std::string(*it), ec);
+        if (ec) {
+            break;  // garbage: stop believing the chain here
+        }
+        const std::string ip = addr.to_string();
+        if (std::find(cfg_.trusted_proxies.begin(), cfg_.trusted_proxies.end(), ip) == cfg_.trusted_proxies.end()) {
+            return ip;
+        }
+    }
+    return peer_ip_;
+}
+
+bool session::origin_allowed(std::string_view origin) const {
+    for (const auto& o : cfg_.allow_origins) {
+        if (o == "*" || o == origin) {
+            return true;
+        }
+    }
+    return false;
+}
+
+std::string session::cors_for(const http::request<http::string_body>& req) const {
+    const auto it = req.find(http::field::origin);
+    if (it == req.end() || !origin_allowed(it->value()) || !field_value_ok(it->value())) {
+        return "Vary: Origin\r\n";
+    }
+    std::string out = "Access-Control-Allow-Origin: ";
+    out.append(it->value()).append("\r\nVary: Origin\r\n");
+    // Date is exposed so a browser client can correct its clock after seal_expired.
+    out.append("Access-Control-Expose-Headers: Date, X-Request-Id, Request-Id, Retry-After, Openai-Processing-Ms, "
+               "Openai-Version, X-Ratelimit-Limit-Requests, X-Ratelimit-Remaining-Requests, "
+               "X-Ratelimit-Reset-Requests, X-Ratelimit-Limit-Tokens, X-Ratelimit-Remaining-Tokens, "
+               "X-Ratelimit-Reset-Tokens\r\n");
+    return out;
+}
+
+}  // namespace
+
+asio::awaitable<void> run_session(shared_state& s, worker& w, asio::ip::tcp::socket socket) {
+    session sess(s, w, std::move(socket));
+    co_await sess.run();
+}
+
+}  // namespace byok::relay
