@@ -1,4 +1,23 @@
 // byok-mock-provider: argument parsing and wiring only.
+//
+// Behaviour (docs/CONTRACTS.md, plus the details tests may rely on):
+//  - Provider routes: POST .../v1/chat/completions, .../v1/completions,
+//    .../v1/responses, .../v1/embeddings, .../v1/messages (Anthropic), GET
+//    .../v1/models; any prefix before /v1/ is accepted. Other paths: 404,
+//    wrong method: 405, body not JSON: 400 (all JSON error bodies).
+//  - Every provider answer carries x-request-id (request-id for /v1/messages),
+//    openai-processing-ms, x-ratelimit-remaining-requests, and two headers a
+//    relay must strip: set-cookie and x-internal-secret.
+//  - Body "mock" object: mode json|fail|hang|reset, events (default 20),
+//    interval_ms (between events), first_delay_ms (before the first event, or
+//    before a non-streamed answer), status (for fail; default 500).
+//    --delay-ms applies before the response headers of every provider answer.
+//    "reset" always streams: headers, min(events, 2) events, then a TCP RST.
+//  - /__mock/stats also reports "requests"; records also carry "body_bytes".
+//    connections_open is a gauge (connections open now); /__mock/reset zeroes
+//    the counters and the recording but not the gauge.
+//  - streams_aborted counts answers (streamed, hanging or delayed) abandoned
+//    because the peer closed or a write failed.
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
