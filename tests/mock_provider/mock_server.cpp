@@ -18,12 +18,14 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/parser.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <optional>
 #include <thread>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
