@@ -61,7 +61,8 @@ struct request_ctx {
     std::uint64_t bytes_in = 0;
     std::uint64_t bytes_out = 0;
     std::string_view error;
-    std::string cors;  // CORS response header lines, "" when the origin is not allowed
+    std::string cors;  // CORS response header lines (just "Vary: Origin" when the origin is not allowed)
+    bool cors_allowed = false;
     bool keep_alive = true;
     unsigned version = 11;
 };
@@ -192,6 +193,7 @@ asio::awaitable<bool> session::serve_one() {
     rq.version = req.version();
     rq.client_ip = client_ip_for(req);
     rq.cors = cors_for(req);
+    rq.cors_allowed = rq.cors.find("Access-Control-Allow-Origin") != std::string::npos;
     rq.keep_alive = req.keep_alive() && !s_.draining.load();
 
     if (!framing_ok(req.base(), req.version())) {
@@ -235,7 +237,7 @@ asio::awaitable<bool> session::serve_one() {
             if (verb == http::verb::options) {
                 rq.route_name = "preflight";
                 std::string h = "Allow: GET, POST, DELETE, OPTIONS\r\n";
-                if (!rq.cors.empty() && req.count(http::field::access_control_request_method) > 0) {
+                if (rq.cors_allowed && req.count(http::field::access_control_request_method) > 0) {
                     std::string_view asked = req[http::field::access_control_request_headers];
                     h += "Access-Control-Allow-Methods: GET, POST, DELETE, OPTIONS\r\n"
                          "Access-Control-Max-Age: 600\r\n";
@@ -593,9 +595,13 @@ asio::awaitable<void> session::forward(http::request<http::string_body>& req, co
             auto [wec] = co_await ps->writer_wake.async_wait(as_tuple(use_awaitable));
             if (!wec && is_sse && !ps->pending && !ps->finished && !ps->client_gone) {
                 // A comment line: ignored by SSE parsers, keeps idle-timeout proxies from cutting the stream.
-                static constexpr std::string_view ka_chunked = "d\r\n: keep-alive\n\n\r\n";
-                static constexpr std::string_view ka_plain = ": keep-alive\n\n";
-                if (!co_await write_text(chunked_out ? ka_chunked : ka_plain, rq)) {
+                static constexpr std::string_view ka = ": keep-alive\n\n";
+                char size_line[8];
+                const int sl = std::snprintf(size_line, sizeof size_line, "%zx\r\n", ka.size());
+                std::array<asio::const_buffer, 3> bufs{
+                    asio::buffer(size_line, chunked_out ? static_cast<std::size_t>(sl) : 0), asio::buffer(ka),
+                    asio::buffer("\r\n", chunked_out ? 2 : 0)};
+                if (!co_await write_all(bufs, rq.bytes_out)) {
                     ps->client_gone = true;
                     conn->close();
                     co_return;
