@@ -10,10 +10,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 
 import * as h from './lib/harness.mjs';
 import {
-  freePort, makeCert, startNginx, request, request2, parseMetrics, metricSum,
+  nginxBin, freePort, makeCert, startNginx, request, request2, parseMetrics, metricSum,
 } from './nginx/nginx.mjs';
 
 const MAX_BODY = 8 * 1024 * 1024;  // relay max_body_bytes == nginx client_max_body_size
@@ -29,6 +30,7 @@ let nginxB;
 const usedSecrets = [];  // every API key and seal the test sent: none may appear in a log
 
 before(async () => {
+  assert.ok(existsSync(nginxBin), `${nginxBin} is missing: scripts/install-deps.sh --test installs Debian's nginx`);
   dir = h.tempDir('byok-nginx-');
   tlsFiles = makeCert(dir);
   mock = await h.startMock({ tls: true });
