@@ -3,7 +3,7 @@
 // clock five minutes off, a relay behind a path-prefix proxy.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { renameSync } from 'node:fs';
+import { renameSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import {
@@ -24,6 +24,9 @@ before(async () => {
 });
 
 // A fetch that records what the relay answered, for counting retries.
+// The kid a key file holds (its "kid" field).
+const kidOf = (path) => JSON.parse(readFileSync(String(path), 'utf8')).kid;
+
 function recordingFetch() {
   const log = [];
   const f = async (url, init) => {
@@ -138,6 +141,7 @@ test('a key rotation on the relay (SIGHUP) is picked up after one unknown_kid', 
   const dir = tempDir('byok-rotate-');
   const keyPath = join(dir, 'current.json');
   const first = await makeKeyFile(dir);
+  const firstKid = kidOf(first);
   renameSync(String(first), keyPath);
   const r = await startRelay({ providers: mockProviders(mock), key_files: [keyPath] }, { dir });
   t.after(() => r.stop());
@@ -149,18 +153,20 @@ test('a key rotation on the relay (SIGHUP) is picked up after one unknown_kid', 
     body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'rotate' }] }),
   });
   assert.equal((await send()).status, 200);
-  assert.equal((await fetchKeys(r.url)).keys[0].kid, first.kid);
+  assert.equal((await fetchKeys(r.url)).keys[0].kid, firstKid);
 
   const second = await makeKeyFile(dir);
+  const secondKid = kidOf(second);
+  assert.notEqual(secondKid, firstKid);
   renameSync(String(second), keyPath);
   r.kill('SIGHUP');
   const deadline = Date.now() + 10_000;
-  while ((await fetchKeys(r.url)).keys[0].kid !== second.kid) {
+  while ((await fetchKeys(r.url)).keys[0].kid !== secondKid) {
     assert.ok(Date.now() < deadline, 'the relay did not reload its key file after SIGHUP');
     await sleep(50);
   }
   const keysAfter = await fetchKeys(r.url);
-  assert.deepEqual(keysAfter.keys.map((k) => k.kid), [second.kid], 'the old key is gone');
+  assert.deepEqual(keysAfter.keys.map((k) => k.kid), [secondKid], 'the old key is gone');
 
   log.length = 0;
   const res = await send();
