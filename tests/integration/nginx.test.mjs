@@ -303,6 +303,15 @@ test('two replicas behind "hash consistent": every copy of a seal reaches the sa
   const routed = await upstreamOf(1 + spellings.length);
   assert.equal(new Set(routed).size, 1, `the seal and its replays all went to one replica: ${routed}`);
 
+  // Two Authorization headers (one to steer the hash, one for the relay)
+  // never get that far: nginx refuses a duplicated Authorization itself.
+  const dup = await request(nginxA.origin + CHAT, {
+    method: 'POST', ca: ca(), localAddress: '127.0.0.5', body: first.text,
+    headers: { 'content-type': 'application/json', authorization: [`Sealed x.${'A'.repeat(40)}`, first.authorization] },
+  });
+  assert.equal(dup.status, 400);
+  assert.equal((await nginxLogLines(nginxA, /^127\.0\.0\.5 .*" 400 .*upstream=- /)).length, 1);
+
   // Metrics moved as predicted: 16 + 1 successes, 5 replays refused.
   const after = await scrape();
   const d = (name, labels) => total(after, name, labels) - total(before, name, labels);
