@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Configures and builds byok-relay into ${BUILD_DIR:-build}. Extra arguments go to cmake.
+# Configures and builds byok-relay into ${BUILD_DIR:-build}. Extra arguments go to cmake;
+# BUILD_TARGETS (space-separated) limits what is built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
@@ -10,4 +11,6 @@ if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
 else
   cmake -S . -B "$BUILD_DIR" "$@" >/dev/null
 fi
-cmake --build "$BUILD_DIR" -j "$(nproc)"
+TARGETS=()
+for t in ${BUILD_TARGETS:-}; do TARGETS+=(--target "$t"); done
+cmake --build "$BUILD_DIR" -j "$(nproc)" "${TARGETS[@]}"

@@ -9,7 +9,7 @@ ROOT=$PWD
 PORT=${BYOK_DEMO_PORT:-8080}
 
 scripts/install-deps.sh --web
-BUILD_DIR=build scripts/build.sh >/dev/null
+BUILD_DIR=build BUILD_TARGETS="byok-relay byok-mock-provider" scripts/build.sh >/dev/null
 
 DEMO=$ROOT/.demo
 mkdir -p "$DEMO"
