@@ -38,7 +38,7 @@ function parseMaps(pid) {
 
 function wanted(map) {
   if (map.perms[0] !== 'r') return false;
-  if (map.path === '[vvar]' || map.path === '[vsyscall]' || map.path === '[vdso]') return false;
+  if (map.path.startsWith('[vvar') || map.path === '[vsyscall]' || map.path === '[vdso]') return false;
   return map.perms[1] === 'w' || map.inode === 0;
 }
 
@@ -78,7 +78,7 @@ export function scanBuffer(buf, n, index, onHit) {
   }
 }
 
-// Scans the process; returns { maps, bytes, unreadable, hits: [{ path, perms, mapStart, offset, length, secret }] }.
+// Scans the process; returns { maps, bytes, unreadable, unreadableMaps, hits: [{ path, perms, mapStart, offset, length, secret }] }.
 // Overlapping window hits of the same secret are merged into one region.
 export function scanProcess(pid, secrets, { slice = SLICE, chunk = 1 << 20 } = {}) {
   const index = buildIndex(secrets, slice);
@@ -88,6 +88,7 @@ export function scanProcess(pid, secrets, { slice = SLICE, chunk = 1 << 20 } = {
   const hits = [];
   let bytes = 0;
   let unreadable = 0;
+  const unreadableMaps = [];
   try {
     for (const map of maps) {
       let last = null;
@@ -100,6 +101,7 @@ export function scanProcess(pid, secrets, { slice = SLICE, chunk = 1 << 20 } = {
           n = readSync(fd, buf, 0, len, from);
         } catch {
           unreadable += Math.min(map.end, pos + chunk) - pos;
+          unreadableMaps.push(`${map.path} (${map.perms}) 0x${map.start.toString(16)}-0x${map.end.toString(16)}`);
           continue;
         }
         bytes += Math.min(map.end, pos + chunk) - pos;
@@ -121,7 +123,7 @@ export function scanProcess(pid, secrets, { slice = SLICE, chunk = 1 << 20 } = {
   } finally {
     closeSync(fd);
   }
-  return { maps: maps.length, bytes, unreadable, hits };
+  return { maps: maps.length, bytes, unreadable, unreadableMaps, hits };
 }
 
 export function formatHit(h) {
