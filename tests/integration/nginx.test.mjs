@@ -10,7 +10,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 
 import * as h from './lib/harness.mjs';
 import {
@@ -69,6 +69,9 @@ after(async () => {
   // theirs), then the relays and the mock (harness, by PID).
   await Promise.allSettled([nginxA?.stop(), nginxB?.stop()]);
   await h.stopAll();
+  // The nginx trees, logs, certificate and relay key of this run; kept for a
+  // look when BYOK_KEEP_TMP is set.
+  if (dir && !process.env.BYOK_KEEP_TMP) rmSync(dir, { recursive: true, force: true });
 });
 
 const ca = () => tlsFiles.ca;
