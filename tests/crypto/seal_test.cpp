@@ -3,7 +3,9 @@
 #include <doctest/doctest.h>
 
 #include <limits>
+#include <atomic>
 #include <sstream>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -503,6 +505,36 @@ TEST_CASE("the replay lookup happens before the box is opened") {
     CHECK(error_of(f.check(header(f.key().kid(), broken))) == seal_error::seal_replayed);
     bytes only_id(box.begin(), box.begin() + crypto_box_SEALBYTES + 1);
     CHECK(error_of(f.check(header(f.key().kid(), only_id))) == seal_error::seal_replayed);
+}
+
+TEST_CASE("the same seal presented on many threads at once is accepted exactly once") {
+    relay_fixture f;
+    for (int round = 0; round < 20; ++round) {
+        const auto h = f.seal_header_for(payload());
+        std::atomic<int> accepted{0};
+        std::atomic<int> replayed{0};
+        std::atomic<bool> go{false};
+        std::vector<std::thread> threads;
+        for (int i = 0; i < 8; ++i) {
+            threads.emplace_back([&] {
+                while (!go.load()) {
+                }
+                const auto digest = crypto::sha256(body);
+                const auto r = f.checker.check(*f.ring, {method, path, &digest, h}, f.now);
+                if (r.ok()) {
+                    accepted.fetch_add(1);
+                } else if (r.error() == seal_error::seal_replayed) {
+                    replayed.fetch_add(1);
+                }
+            });
+        }
+        go.store(true);
+        for (auto& t : threads) {
+            t.join();
+        }
+        CHECK(accepted.load() == 1);
+        CHECK(replayed.load() == 7);
+    }
 }
 
 TEST_CASE("a seal that was refused is not remembered, so its honest use still works") {
