@@ -30,6 +30,9 @@ export function tempDir(prefix = 'byok-test-') {
 
 // Spawns a process and resolves once a line of its output matches `ready`.
 function startProcess(bin, args, { ready, stream = 'stderr', timeoutMs = 15000, env } = {}) {
+  if (!existsSync(bin)) {
+    return Promise.reject(new Error(`${bin} does not exist: build it first (scripts/build.sh)`));
+  }
   return new Promise((resolvePromise, reject) => {
     const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     const out = { stdout: '', stderr: '' };
@@ -141,7 +144,7 @@ export async function makeKeyFile(dir, name = `key-${Date.now()}-${Math.random()
   const args = ['keygen', '--out', path];
   if (days) args.push('--days', String(days));
   const { stdout } = await promisify(execFile)(relayBin, args);
-  const kid = stdout.match(/kid (\S+)/)?.[1];
+  const kid = stdout.match(/kid ([^\s,)]+)/)?.[1];
   return Object.assign(path, { kid });  // a String object: usable as a path, carries .kid
 }
 
