@@ -1,0 +1,97 @@
+#include "relay/config.hpp"
+
+#include <doctest/doctest.h>
+
+using namespace byok::relay;
+
+namespace {
+std::string error_of(const std::string& json) {
+    try {
+        (void)parse_config(json, "/etc/byok");
+    } catch (const config_error& e) {
+        return e.what();
+    }
+    return "";
+}
+}  // namespace
+
+TEST_CASE("defaults and the built-in providers") {
+    const auto c = parse_config(R"({"key_files":["k.json"]})", "/etc/byok");
+    CHECK(c->key_files.at(0) == "/etc/byok/k.json");
+    CHECK(c->listen.host == "127.0.0.1");
+    CHECK(c->listen.port == 8080);
+    CHECK(c->max_body_bytes == 8u << 20);
+    CHECK(c->seal_max_age_s == 60);
+    CHECK(c->seal_max_future_s == 30);
+    const provider* openai = c->find_provider("openai");
+    REQUIRE(openai != nullptr);
+    CHECK(openai->tls);
+    CHECK(openai->host == "api.openai.com");
+    CHECK(openai->port == 443);
+    CHECK(openai->auth == auth_style::bearer);
+    const provider* anthropic = c->find_provider("anthropic");
+    REQUIRE(anthropic != nullptr);
+    CHECK(anthropic->auth == auth_style::x_api_key);
+}
+
+TEST_CASE("providers merge over the built-ins; null removes one") {
+    const auto c = parse_config(
+        R"({"key_files":["k"],"providers":{"anthropic":null,
+            "local":{"base_url":"http://127.0.0.1:11434","auth":"bearer","paths":["/v1/chat/completions"]},
+            "azure":{"base_url":"https://x.openai.azure.com:8443/openai","auth":"api-key","paths":["/deployments"]},
+            "v6":{"base_url":"https://[::1]:9443","paths":["/v1"]}}})",
+        "");
+    CHECK(c->find_provider("anthropic") == nullptr);
+    CHECK(c->find_provider("openai") != nullptr);
+    const provider* local = c->find_provider("local");
+    REQUIRE(local != nullptr);
+    CHECK_FALSE(local->tls);
+    CHECK(local->port == 11434);
+    CHECK(local->host_header == "127.0.0.1:11434");
+    const provider* azure = c->find_provider("azure");
+    REQUIRE(azure != nullptr);
+    CHECK(azure->auth == auth_style::api_key);
+    CHECK(azure->base_path == "/openai");
+    CHECK(azure->host_header == "x.openai.azure.com:8443");
+    const provider* v6 = c->find_provider("v6");
+    REQUIRE(v6 != nullptr);
+    CHECK(v6->host == "::1");
+    CHECK(v6->port == 9443);
+    CHECK(v6->host_header == "[::1]:9443");
+}
+
+TEST_CASE("every bad setting is named in the error") {
+    CHECK(error_of("{") .find("not valid JSON") != std::string::npos);
+    CHECK(error_of("[]").find("must be a JSON object") != std::string::npos);
+    CHECK(error_of(R"({})").find("\"key_files\"") != std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"listen":"localhost:80"})").find("\"listen\"") != std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"listen":"127.0.0.1:99999"})").find("\"listen\"") != std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"threads":0})").find("\"threads\"") != std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"max_body_bytes":"8M"})").find("\"max_body_bytes\"") != std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"allow_origins":["https://a.example/"]})").find("\"allow_origins\"") !=
+          std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"trusted_proxies":["nginx"]})").find("\"trusted_proxies\"") !=
+          std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"public_path_prefix":"relay"})").find("\"public_path_prefix\"") !=
+          std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"seal_max_age":60})").find("\"seal_max_age\" is not a known setting") !=
+          std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"rate_limit":{"requests_per_s":-1}})").find("\"rate_limit\"") !=
+          std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"providers":{"x":{"base_url":"http://example.com","paths":["/v1"]}}})")
+              .find("\"providers.x.base_url\"") != std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"providers":{"x":{"base_url":"ftp://h","paths":["/v1"]}}})")
+              .find("\"providers.x.base_url\"") != std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"providers":{"x":{"base_url":"https://u@h","paths":["/v1"]}}})")
+              .find("\"providers.x.base_url\"") != std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"providers":{"x":{"base_url":"https://h","auth":"basic","paths":["/v1"]}}})")
+              .find("\"providers.x.auth\"") != std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"providers":{"x":{"base_url":"https://h","paths":[]}}})")
+              .find("\"providers.x.paths\"") != std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"providers":{"x":{"base_url":"https://h","paths":["/v1/../x"]}}})")
+              .find("\"providers.x.paths\"") != std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"providers":{"x":{"base_url":"https://h","paths":["/v1"],"ca_file":"/nonexistent.pem"}}})")
+              .find("\"providers.x.ca_file\"") != std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"providers":{"v1":{"base_url":"https://h","paths":["/v1"]}}})")
+              .find("reserved") != std::string::npos);
+}

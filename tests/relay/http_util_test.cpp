@@ -1,0 +1,87 @@
+#include "relay/http_util.hpp"
+
+#include <doctest/doctest.h>
+
+#include "relay/errors.hpp"
+
+namespace http = boost::beast::http;
+using namespace byok::relay;
+
+TEST_CASE("framing_ok refuses the request-smuggling shapes Beast 1.81 lets through") {
+    http::fields f;
+    CHECK(framing_ok(f, 11));
+    f.set(http::field::content_length, "5");
+    CHECK(framing_ok(f, 11));
+    f.insert(http::field::content_length, "5");
+    CHECK_FALSE(framing_ok(f, 11));  // two Content-Lengths, even equal ones
+
+    http::fields both;
+    both.set(http::field::content_length, "5");
+    both.set(http::field::transfer_encoding, "chunked");
+    CHECK_FALSE(framing_ok(both, 11));
+
+    for (const char* te : {"chunked", "Chunked", " chunked ", "CHUNKED"}) {
+        http::fields g;
+        g.set(http::field::transfer_encoding, te);
+        CHECK_MESSAGE(framing_ok(g, 11), te);
+        CHECK_MESSAGE(!framing_ok(g, 10), te);  // no Transfer-Encoding on HTTP/1.0
+    }
+    for (const char* te : {"gzip", "chunked, gzip", "gzip, chunked", "identity", "chunked;x=1", "xchunked", ""}) {
+        http::fields g;
+        g.set(http::field::transfer_encoding, te);
+        CHECK_MESSAGE(!framing_ok(g, 11), te);
+    }
+    http::fields two;
+    two.insert(http::field::transfer_encoding, "chunked");
+    two.insert(http::field::transfer_encoding, "chunked");
+    CHECK_FALSE(framing_ok(two, 11));
+}
+
+TEST_CASE("http_date is an IMF-fixdate") {
+    CHECK(http_date(0) == "Thu, 01 Jan 1970 00:00:00 GMT");
+    CHECK(http_date(1795366703) == "Sun, 22 Nov 2026 16:58:23 GMT");
+}
+
+TEST_CASE("header allowlists") {
+    for (const char* n : {"content-type", "accept", "openai-organization", "openai-project", "openai-beta",
+                          "anthropic-version", "anthropic-beta", "idempotency-key", "user-agent"}) {
+        CHECK_MESSAGE(forward_request_header(n), n);
+    }
+    for (const char* n : {"authorization", "cookie", "x-forwarded-for", "host", "connection", "transfer-encoding",
+                          "content-length", "x-api-key", "proxy-authorization", "te", "upgrade", "x-stainless-os"}) {
+        CHECK_MESSAGE(!forward_request_header(n), n);
+    }
+    for (const char* n : {"content-type", "x-request-id", "openai-processing-ms", "x-ratelimit-remaining-requests",
+                          "retry-after", "anthropic-ratelimit-requests-limit"}) {
+        CHECK_MESSAGE(forward_response_header(n), n);
+    }
+    for (const char* n : {"set-cookie", "x-internal-secret", "connection", "transfer-encoding", "content-length",
+                          "server", "strict-transport-security", "alt-svc"}) {
+        CHECK_MESSAGE(!forward_response_header(n), n);
+    }
+    CHECK(field_value_ok("text/event-stream; charset=utf-8"));
+    CHECK(field_value_ok("a\tb"));
+    CHECK_FALSE(field_value_ok("a\r\nInjected: 1"));
+    CHECK_FALSE(field_value_ok(std::string_view("a\0b", 3)));
+}
+
+TEST_CASE("every error has a status, a code and a message without internals") {
+    for (int i = 0; i <= static_cast<int>(error_code::internal_error); ++i) {
+        const auto e = static_cast<error_code>(i);
+        const auto& d = describe(e);
+        CHECK(d.status >= 400);
+        CHECK(d.status < 600);
+        CHECK(!d.code.empty());
+        const std::string body = error_body(e);
+        CHECK(body.find(R"("type":"relay_error")") != std::string::npos);
+        CHECK(body.find(std::string(R"("code":")") + std::string(d.code) + "\"") != std::string::npos);
+    }
+    CHECK(describe(error_code::seal_replayed).status == 401);
+    CHECK(describe(error_code::headers_too_large).status == 431);
+    CHECK(describe(error_code::body_too_large).status == 413);
+    CHECK(describe(error_code::upstream_unreachable).status == 502);
+    CHECK(describe(error_code::upstream_timeout).status == 504);
+    CHECK(describe(error_code::overloaded).status == 503);
+    CHECK(describe(error_code::rate_limited).status == 429);
+    CHECK(from_seal_error(byok::crypto::seal_error::replay_cache_full) == error_code::overloaded);
+}
