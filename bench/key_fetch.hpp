@@ -1,0 +1,35 @@
+#pragma once
+// Fetching the relay's key configuration (GET /v1/keys) before a run, and
+// the URL handling the load generator needs (http/https, loopback check).
+
+#include <cstdint>
+#include <string>
+
+#include "crypto/keyring.hpp"
+
+namespace byok::bench {
+
+struct parsed_url {
+    bool tls = false;
+    std::string host;     // without brackets
+    std::uint16_t port = 0;
+    std::string path;     // "" or "/prefix" (no trailing '/')
+    [[nodiscard]] std::string host_header() const;
+};
+
+// Throws std::invalid_argument naming what is wrong.
+[[nodiscard]] parsed_url parse_url(const std::string& url);
+
+// The address to connect to: host resolved. Unless allow_remote, refuses
+// (std::invalid_argument) anything that is not a loopback address.
+[[nodiscard]] std::string resolve_address(const parsed_url& u, bool allow_remote);
+
+struct key_config {
+    std::string kid;
+    crypto::public_key pk{};
+};
+
+// GET <url>; the first key of the answer. Throws std::runtime_error.
+[[nodiscard]] key_config fetch_key_config(const parsed_url& u, const std::string& address, const std::string& ca_file);
+
+}  // namespace byok::bench

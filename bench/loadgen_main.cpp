@@ -1,0 +1,237 @@
+// byok-loadgen: argument parsing and wiring only. See docs/benchmarks.md.
+#include <sys/resource.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <string>
+
+#include <sodium.h>
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <nlohmann/json.hpp>
+
+#include "bench/driver.hpp"
+#include "bench/key_fetch.hpp"
+#include "bench/report.hpp"
+#include "bench/request_pool.hpp"
+#include "crypto/secret.hpp"
+
+namespace {
+
+constexpr const char* usage_text =
+    "usage: byok-loadgen --url URL [options]\n"
+    "Drives a byok-relay (or a proxy in front of it) with freshly sealed requests.\n"
+    "  --url URL          base URL (http:// or https://[host[:port][/prefix]]); loopback only\n"
+    "  --path P           request path (default /openai/v1/chat/completions)\n"
+    "  --seal-path P      path the seal binds (default: the URL's prefix + --path)\n"
+    "  --keys-url URL     where to GET the key configuration (default: URL/v1/keys)\n"
+    "  --ca FILE          CA bundle for https:// URLs\n"
+    "  --connections N    concurrent connections (default 16)\n"
+    "  --duration S       measured seconds (default 10)\n"
+    "  --warmup S         seconds run but not measured, before --duration (default 0)\n"
+    "  --rate R           open loop: R requests/s in total, latency from the intended send time\n"
+    "  --stream           ask for SSE answers (adds \"stream\":true); reports time to first/last event\n"
+    "  --body FILE        request body, a JSON object (default: a small chat completion)\n"
+    "  --keys N           distinct random user API keys, rotated through (default 16)\n"
+    "  --threads N        load-generator threads (default 1)\n"
+    "  --preseal N        requests sealed before the run (default: enough for the run, estimated)\n"
+    "  --seal-threads N   threads that seal before the run (default: --threads)\n"
+    "  --timeout S        per read/write timeout (default 60)\n"
+    "  --label TEXT       a label copied into the report\n"
+    "  --json             print the report as JSON (default: a table)\n"
+    "  --allow-remote     allow a non-loopback target (never on shared machines)\n";
+
+constexpr std::string_view default_body =
+    R"({"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},)"
+    R"({"role":"user","content":"Say hello in one short sentence."}],"max_tokens":64})";
+
+bool parse_double(const char* s, double lo, double hi, double& out) {
+    char* end = nullptr;
+    const double v = std::strtod(s, &end);
+    if (end == s || *end != '\0' || !std::isfinite(v) || v < lo || v > hi) {
+        return false;
+    }
+    out = v;
+    return true;
+}
+
+bool parse_uint(const char* s, unsigned long lo, unsigned long hi, unsigned long& out) {
+    char* end = nullptr;
+    const unsigned long v = std::strtoul(s, &end, 10);
+    if (end == s || *end != '\0' || v < lo || v > hi) {
+        return false;
+    }
+    out = v;
+    return true;
+}
+
+int bad(const std::string& what) {
+    std::fprintf(stderr, "byok-loadgen: %s\n", what.c_str());
+    return 2;
+}
+
+// Each connection is a file descriptor; raise the soft limit as far as the hard one allows.
+void raise_fd_limit(unsigned want) {
+    rlimit rl{};
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < want + 64) {
+        rl.rlim_cur = std::min<rlim_t>(rl.rlim_max, want + 64);
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    using namespace byok::bench;
+    std::string url;
+    std::string path = "/openai/v1/chat/completions";
+    std::string seal_path;
+    std::string keys_url;
+    std::string ca_file;
+    std::string body_file;
+    std::string label;
+    run_options o;
+    unsigned long keys = 16;
+    unsigned long preseal = 0;
+    bool preseal_given = false;
+    unsigned long seal_threads = 0;
+    bool json = false;
+    bool allow_remote = false;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        const bool v = i + 1 < argc;
+        unsigned long n = 0;
+        double d = 0;
+        if (a == "--url" && v) {
+            url = argv[++i];
+        } else if (a == "--path" && v) {
+            path = argv[++i];
+        } else if (a == "--seal-path" && v) {
+            seal_path = argv[++i];
+        } else if (a == "--keys-url" && v) {
+            keys_url = argv[++i];
+        } else if (a == "--ca" && v) {
+            ca_file = argv[++i];
+        } else if (a == "--body" && v) {
+            body_file = argv[++i];
+        } else if (a == "--label" && v) {
+            label = argv[++i];
+        } else if (a == "--connections" && v && parse_uint(argv[i + 1], 1, 100000, n)) {
+            o.connections = static_cast<unsigned>(n);
+            ++i;
+        } else if (a == "--threads" && v && parse_uint(argv[i + 1], 1, 256, n)) {
+            o.threads = static_cast<unsigned>(n);
+            ++i;
+        } else if (a == "--keys" && v && parse_uint(argv[i + 1], 1, 1000000, n)) {
+            keys = n;
+            ++i;
+        } else if (a == "--preseal" && v && parse_uint(argv[i + 1], 0, 50000000, n)) {
+            preseal = n;
+            preseal_given = true;
+            ++i;
+        } else if (a == "--seal-threads" && v && parse_uint(argv[i + 1], 1, 256, n)) {
+            seal_threads = n;
+            ++i;
+        } else if (a == "--duration" && v && parse_double(argv[i + 1], 0.1, 86400, d)) {
+            o.duration_s = d;
+            ++i;
+        } else if (a == "--warmup" && v && parse_double(argv[i + 1], 0, 3600, d)) {
+            o.warmup_s = d;
+            ++i;
+        } else if (a == "--rate" && v && parse_double(argv[i + 1], 0.001, 1e7, d)) {
+            o.rate = d;
+            ++i;
+        } else if (a == "--timeout" && v && parse_double(argv[i + 1], 0.1, 86400, d)) {
+            o.timeout_s = d;
+            ++i;
+        } else if (a == "--stream") {
+            o.stream = true;
+        } else if (a == "--json") {
+            json = true;
+        } else if (a == "--allow-remote") {
+            allow_remote = true;
+        } else if (a == "--help" || a == "-h") {
+            std::fputs(usage_text, stdout);
+            return 0;
+        } else {
+            std::fprintf(stderr, "byok-loadgen: bad or incomplete argument %s\n", a.c_str());
+            std::fputs(usage_text, stderr);
+            return 2;
+        }
+    }
+    if (url.empty()) {
+        return bad("--url is required");
+    }
+    if (path.empty() || path.front() != '/') {
+        return bad("--path must start with '/'");
+    }
+
+    try {
+        byok::crypto::ensure_sodium();
+        const parsed_url u = parse_url(url);
+        const std::string address = resolve_address(u, allow_remote);
+        const parsed_url ku = parse_url(keys_url.empty() ? url + "/v1/keys" : keys_url);
+        const std::string keys_address = resolve_address(ku, allow_remote);
+        const key_config kc = fetch_key_config(ku, keys_address, ca_file);
+
+        request_template t;
+        t.target = u.path + path;
+        t.seal_path = seal_path.empty() ? t.target : seal_path;
+        t.host_header = u.host_header();
+        t.stream = o.stream;
+        t.kid = kc.kid;
+        t.pk = kc.pk;
+        if (body_file.empty()) {
+            t.body = std::string(default_body);
+        } else {
+            std::ifstream in(body_file, std::ios::binary);
+            if (!in) {
+                return bad("cannot read --body " + body_file);
+            }
+            t.body.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+        }
+        for (unsigned long k = 0; k < keys; ++k) {
+            unsigned char raw[20];
+            randombytes_buf(raw, sizeof raw);
+            std::string key = "sk-bench-";
+            static constexpr char hex[] = "0123456789abcdef";
+            for (const unsigned char b : raw) {
+                key += hex[b >> 4];
+                key += hex[b & 15];
+            }
+            t.api_keys.push_back(std::move(key));
+        }
+
+        if (!preseal_given) {
+            // Enough for the run: the schedule in open loop; in closed loop a
+            // generous guess (the report says if requests had to be sealed inline).
+            const double secs = o.duration_s + o.warmup_s;
+            preseal = o.rate > 0 ? static_cast<unsigned long>(o.rate * secs * 1.02) + o.connections
+                                 : static_cast<unsigned long>(std::min(4000.0 * secs, 400000.0)) + o.connections;
+        }
+        raise_fd_limit(o.connections);
+        request_pool pool(std::move(t), preseal, seal_threads > 0 ? static_cast<unsigned>(seal_threads) : o.threads);
+
+        target tg;
+        tg.tls = u.tls;
+        tg.host = u.host;
+        tg.address = address;
+        tg.port = u.port;
+        tg.ca_file = ca_file;
+        const run_result r = run_load(tg, o, pool);
+
+        run_description desc{label, url, u.path + path, o, static_cast<unsigned>(keys)};
+        const auto report = make_report(desc, r, pool);
+        if (json) {
+            std::printf("%s\n", report.dump(2).c_str());
+        } else {
+            print_table(stdout, report);
+        }
+        return 0;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "byok-loadgen: %s\n", e.what());
+        return 1;
+    }
+}
