@@ -78,12 +78,12 @@ TEST_CASE("a seal made by libsodium-wrappers under Node opens and yields the key
     CHECK(h.rfind("Sealed " + f.key().kid() + ".", 0) == 0);
 
     // The same request is accepted once; anything else about it is refused.
-    CHECK(f.check(h, "POST", "/openai/v1/chat/completions", b).error() == crypto::seal_error::seal_mismatch);
-    CHECK(f.check(h, "POST", p, b + " ").error() == crypto::seal_error::seal_mismatch);
+    CHECK(error_of(f.check(h, "POST", "/openai/v1/chat/completions", b)) == crypto::seal_error::seal_mismatch);
+    CHECK(error_of(f.check(h, "POST", p, b + " ")) == crypto::seal_error::seal_mismatch);
     const auto r = f.check(h, "POST", p, b);
     REQUIRE(r.ok());
     CHECK(r.key().value() == api_key);
-    CHECK(f.check(h, "POST", p, b).error() == crypto::seal_error::seal_replayed);
+    CHECK(error_of(f.check(h, "POST", p, b)) == crypto::seal_error::seal_replayed);
 }
 
 TEST_CASE("libsodium-wrappers seals: empty body, and a seal to the second key of a keyring") {
@@ -103,6 +103,6 @@ TEST_CASE("libsodium-wrappers seals: empty body, and a seal to the second key of
     // Sealed to key 1 but labelled with key 0's kid: does not open there.
     const std::string other = js_seal(ring->keys()[1], "sk-x-1234567890", "GET", "/anthropic/v1/models", "", t0);
     const std::string relabelled = "Sealed " + ring->keys()[0].kid() + other.substr(other.find('.'));
-    CHECK(checker.check(*ring, {"GET", "/anthropic/v1/models", &empty_digest, relabelled}, t0).error() ==
+    CHECK(error_of(checker.check(*ring, {"GET", "/anthropic/v1/models", &empty_digest, relabelled}, t0)) ==
           crypto::seal_error::bad_seal);
 }

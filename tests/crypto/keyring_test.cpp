@@ -171,6 +171,8 @@ TEST_CASE("a key file that is not a valid key is refused, naming the file and ne
              j["pk"] = pk;
          })},
         {"pk too short", variant([&](auto& j) { j["pk"] = std::string(j["pk"]).substr(0, 40); })},
+        // 44 characters: the first 32 decoded bytes are the right pk, then there is one too many.
+        {"pk one char too long", variant([&](auto& j) { j["pk"] = std::string(j["pk"]) + "A"; })},
         {"kid of another key", variant([&](auto& j) { j["kid"] = other.kid(); })},
         {"kid empty", variant([&](auto& j) { j["kid"] = ""; })},
         {"sk missing", variant([&](auto& j) { j.erase("sk"); })},

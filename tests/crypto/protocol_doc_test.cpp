@@ -136,15 +136,15 @@ TEST_CASE("docs/protocol.md worked example: sk -> pk -> kid, the box opens to th
         const auto r = checker.check(*ring, {method_text, target, &digest, auth}, at);
         REQUIRE(r.ok());
         CHECK(r.key().value() == payload_json["key"].get<std::string>());
-        CHECK(checker.check(*ring, {method_text, target, &digest, auth}, at).error() ==
+        CHECK(error_of(checker.check(*ring, {method_text, target, &digest, auth}, at)) ==
               crypto::seal_error::seal_replayed);
     }
     crypto::seal_checker checker({}, 16);
-    CHECK(checker.check(*ring, {method_text, target, &digest, auth}, now - 31).error() ==
+    CHECK(error_of(checker.check(*ring, {method_text, target, &digest, auth}, now - 31)) ==
           crypto::seal_error::seal_expired);
-    CHECK(checker.check(*ring, {method_text, target, &digest, auth}, now + 61).error() ==
+    CHECK(error_of(checker.check(*ring, {method_text, target, &digest, auth}, now + 61)) ==
           crypto::seal_error::seal_expired);
-    CHECK(checker.check(*ring, {"GET", target, &digest, auth}, now).error() == crypto::seal_error::seal_mismatch);
+    CHECK(error_of(checker.check(*ring, {"GET", target, &digest, auth}, now)) == crypto::seal_error::seal_mismatch);
 }
 
 TEST_CASE("docs/protocol.md lists every relay error with the status and message relay/errors.cpp sends") {

@@ -14,6 +14,8 @@
 
 #include <sodium.h>
 
+#include <doctest/doctest.h>
+
 #include "crypto/encoding.hpp"
 #include "crypto/keyring.hpp"
 #include "crypto/seal.hpp"
@@ -51,6 +53,13 @@ inline std::string header(std::string_view kid, const bytes& box) {
 inline std::string body_hash_b64(std::string_view body) {
     const auto d = crypto::sha256(body);
     return crypto::base64url_encode(d);
+}
+
+// The error of a refused seal; fails the test (instead of throwing
+// bad_variant_access) if the seal was accepted.
+inline crypto::seal_error error_of(const crypto::check_result& r) {
+    REQUIRE_MESSAGE(!r.ok(), "the seal was accepted");
+    return r.error();
 }
 
 // A fixed clock: 2027-01-15T08:00:00Z.
