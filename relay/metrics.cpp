@@ -31,16 +31,31 @@ void histogram::render(std::string& out, const std::string& name, const std::str
     out += name + "_count{" + labels + "} " + std::to_string(cumulative) + "\n";
 }
 
-metrics::metrics(std::vector<std::string> provider_names) : providers_(std::move(provider_names)) {
+namespace {
+constexpr std::array<const char*, static_cast<std::size_t>(metric_route::count_)> route_names{
+    "sealed", "keys", "healthz", "web", "preflight", "unknown", "invalid"};
+}  // namespace
+
+metrics::metrics(std::vector<std::string> provider_names)
+    : providers_(std::move(provider_names)),
+      requests_(new std::atomic<std::uint64_t>[(providers_.size() + 1) * route_names.size() * status_slots]()) {
     for (std::size_t i = 0; i < providers_.size(); ++i) {
         ttfb_.push_back(std::make_unique<histogram>());
         total_.push_back(std::make_unique<histogram>());
     }
 }
 
-void metrics::request_done(std::string_view provider, std::string_view route, unsigned status) {
-    std::lock_guard lock(mu_);
-    ++requests_[{std::string(provider), std::string(route), status}];
+std::size_t metrics::slot(std::size_t provider_row, metric_route route, unsigned status) const noexcept {
+    return (provider_row * route_names.size() + static_cast<std::size_t>(route)) * status_slots +
+           (status - min_status);
+}
+
+void metrics::request_done(std::size_t provider_index, metric_route route, unsigned status) noexcept {
+    if (status < min_status || status >= min_status + status_slots) {
+        status = 599;  // never happens for statuses we send; keeps the index in range
+    }
+    const std::size_t row = provider_index < providers_.size() ? provider_index + 1 : 0;
+    requests_[slot(row, route, status)].fetch_add(1, std::memory_order_relaxed);
 }
 
 void metrics::seal_rejected(error_code code) noexcept {
@@ -63,11 +78,16 @@ std::string metrics::render() const {
     std::string out;
     out += "# HELP byok_requests_total Requests answered, by provider, route kind and HTTP status.\n";
     out += "# TYPE byok_requests_total counter\n";
-    {
-        std::lock_guard lock(mu_);
-        for (const auto& [k, n] : requests_) {
-            out += "byok_requests_total{provider=\"" + std::get<0>(k) + "\",route=\"" + std::get<1>(k) +
-                   "\",status=\"" + std::to_string(std::get<2>(k)) + "\"} " + std::to_string(n) + "\n";
+    for (std::size_t row = 0; row <= providers_.size(); ++row) {
+        const std::string provider = row == 0 ? "" : providers_[row - 1];
+        for (std::size_t r = 0; r < route_names.size(); ++r) {
+            for (unsigned st = min_status; st < min_status + status_slots; ++st) {
+                const auto n = requests_[slot(row, static_cast<metric_route>(r), st)].load(std::memory_order_relaxed);
+                if (n != 0) {
+                    out += "byok_requests_total{provider=\"" + provider + "\",route=\"" + route_names[r] +
+                           "\",status=\"" + std::to_string(st) + "\"} " + std::to_string(n) + "\n";
+                }
+            }
         }
     }
     out += "# HELP byok_seal_rejections_total Sealed requests refused before any upstream work, by error code.\n";

@@ -6,11 +6,8 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <tuple>
 #include <vector>
 
 #include "relay/errors.hpp"
@@ -29,11 +26,16 @@ private:
     std::atomic<std::uint64_t> sum_us_{0};
 };
 
+// The route kinds requests are counted by (a label, never a path).
+enum class metric_route : std::uint8_t { sealed, keys, healthz, web, preflight, unknown, invalid, count_ };
+
 class metrics {
 public:
     explicit metrics(std::vector<std::string> provider_names);
 
-    void request_done(std::string_view provider, std::string_view route, unsigned status);
+    // provider_index: an index into the configured providers, or no_provider.
+    static constexpr std::size_t no_provider = static_cast<std::size_t>(-1);
+    void request_done(std::size_t provider_index, metric_route route, unsigned status) noexcept;
     void seal_rejected(error_code code) noexcept;
     void upstream_ttfb(std::size_t provider_index, double seconds) noexcept;
     void upstream_total(std::size_t provider_index, double seconds) noexcept;
@@ -44,9 +46,13 @@ public:
     [[nodiscard]] std::string render() const;
 
 private:
+    static constexpr unsigned min_status = 100;
+    static constexpr unsigned status_slots = 500;  // 100..599
+    [[nodiscard]] std::size_t slot(std::size_t provider_row, metric_route route, unsigned status) const noexcept;
+
     std::vector<std::string> providers_;
-    mutable std::mutex mu_;
-    std::map<std::tuple<std::string, std::string, unsigned>, std::uint64_t> requests_;
+    // Counted without locks: one slot per (provider or none, route, status).
+    std::unique_ptr<std::atomic<std::uint64_t>[]> requests_;
     std::array<std::atomic<std::uint64_t>, 32> seal_rejections_{};
     std::vector<std::unique_ptr<histogram>> ttfb_;
     std::vector<std::unique_ptr<histogram>> total_;

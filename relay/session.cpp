@@ -55,7 +55,8 @@ struct request_ctx {
     std::string method;
     std::string target;
     std::string provider_name;
-    std::string route_name = "unknown";
+    metric_route route = metric_route::unknown;
+    std::size_t provider_index = metrics::no_provider;
     unsigned status = 0;
     unsigned upstream_status = 0;
     std::uint64_t bytes_in = 0;
@@ -183,7 +184,7 @@ asio::awaitable<bool> session::serve_one() {
         co_await respond_error(rq, e);
         rq.error = describe(e).code;
         write_access_log({rq.client_ip, "-", "", "-", rq.status, 0, 0, 0, rq.bytes_out, rq.error});
-        s_.stats.request_done("", "invalid", rq.status);
+        s_.stats.request_done(metrics::no_provider, metric_route::invalid, rq.status);
         co_return false;
     }
 
@@ -208,22 +209,23 @@ asio::awaitable<bool> session::serve_one() {
         const auto verb = req.method();
         switch (r.kind) {
         case route_kind::sealed:
-            rq.route_name = "sealed";
+            rq.route = metric_route::sealed;
             rq.provider_name = r.prov->name;
+            rq.provider_index = s_.provider_index(r.prov);
             if (verb == http::verb::options) {
                 break;  // preflight, below
             }
             co_await handle_sealed(parser, r, rq);
             break;
         case route_kind::keys:
-            rq.route_name = "keys";
+            rq.route = metric_route::keys;
             break;
         case route_kind::healthz:
-            rq.route_name = "healthz";
+            rq.route = metric_route::healthz;
             break;
         case route_kind::web:
         case route_kind::root:
-            rq.route_name = "web";
+            rq.route = metric_route::web;
             break;
         case route_kind::unknown:
             break;
@@ -235,7 +237,7 @@ asio::awaitable<bool> session::serve_one() {
                 rq.keep_alive = false;
             }
             if (verb == http::verb::options) {
-                rq.route_name = "preflight";
+                rq.route = metric_route::preflight;
                 std::string h = "Allow: GET, POST, DELETE, OPTIONS\r\n";
                 if (rq.cors_allowed && req.count(http::field::access_control_request_method) > 0) {
                     std::string_view asked = req[http::field::access_control_request_headers];
@@ -284,7 +286,7 @@ asio::awaitable<bool> session::serve_one() {
         const double ms = std::chrono::duration<double, std::milli>(clock_type::now() - rq.start).count();
         write_access_log({rq.client_ip, rq.method, rq.provider_name, rq.target, rq.status, rq.upstream_status, ms,
                           rq.bytes_in, rq.bytes_out, rq.error});
-        s_.stats.request_done(rq.provider_name, rq.route_name, rq.status);
+        s_.stats.request_done(rq.provider_index, rq.route, rq.status);
     }
     co_return rq.keep_alive && stream_.socket().is_open();
 }
