@@ -82,7 +82,7 @@ int serve(int argc, char** argv) {
         byok::relay::log_line("hardening not applied: " + m);
     }
     try {
-        byok::relay::server srv(byok::relay::load_config(config_path));
+        byok::relay::server srv(byok::relay::load_config(config_path), config_path);
         return srv.run();
     } catch (const std::exception& e) {
         // Configuration and key-file errors: the message names the field or file.

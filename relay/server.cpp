@@ -217,7 +217,7 @@ std::string endpoint_text(const tcp::endpoint& ep) {
 
 }  // namespace
 
-server::server(std::shared_ptr<const config> cfg) {
+server::server(std::shared_ptr<const config> cfg, std::string config_path) : config_path_(std::move(config_path)) {
     auto keys = crypto::keyring::load(cfg->key_files);
     state_ = std::make_shared<shared_state>(cfg, std::move(keys));
     for (unsigned i = 0; i < cfg->threads; ++i) {
@@ -250,14 +250,26 @@ void server::start_draining() {
 }
 
 void server::reload_keys() {
+    // Rotation edits key_files in the config (new key first), then SIGHUP:
+    // the list is read again from the file. Only key_files takes effect
+    // without a restart; a config that no longer parses changes nothing.
+    std::vector<std::string> files = state_->cfg->key_files;
+    if (!config_path_.empty()) {
+        try {
+            files = load_config(config_path_)->key_files;
+        } catch (const std::exception& e) {
+            log_line(std::string("key reload failed, keeping the current keys: ") + e.what());
+            return;
+        }
+    }
     try {
-        auto keys = crypto::keyring::load(state_->cfg->key_files);
+        auto keys = crypto::keyring::load(files);
         std::string kids;
         for (const auto& k : keys->keys()) {
             kids += (kids.empty() ? "" : ", ") + k.kid();
         }
         state_->keys.store(std::move(keys));
-        log_line("keys reloaded: " + kids);
+        log_line("keys reloaded: " + kids + " (other settings change only on restart)");
     } catch (const std::exception& e) {
         log_line(std::string("key reload failed, keeping the current keys: ") + e.what());
     }

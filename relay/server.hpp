@@ -88,7 +88,8 @@ class server {
 public:
     // Loads the keys and builds every TLS context; throws config_error or
     // crypto::key_error with a message naming the field or file.
-    explicit server(std::shared_ptr<const config> cfg);
+    // `config_path`, when given, is read again on SIGHUP for its key_files.
+    explicit server(std::shared_ptr<const config> cfg, std::string config_path = {});
     ~server();
     // Binds, prints the listening line, serves until drained. Returns the exit code.
     int run();
@@ -97,6 +98,7 @@ private:
     void start_draining();
     void reload_keys();
 
+    std::string config_path_;
     std::shared_ptr<shared_state> state_;
     std::vector<std::unique_ptr<worker>> workers_;
     boost::asio::io_context control_{1};

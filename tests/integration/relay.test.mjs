@@ -3,7 +3,7 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { writeFileSync, renameSync, readFileSync } from 'node:fs';
+import { writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import * as h from './lib/harness.mjs';
@@ -347,25 +347,27 @@ test('SIGHUP rotation: old and new keys accepted, a removed key rejected', async
   const oldConfig = await h.fetchKeys(r6.url);
   assert.equal(oldConfig.keys.length, 1);
 
+  // The runbook: a new key file, listed first in key_files, then SIGHUP.
   const newKeyFile = await h.makeKeyFile(dir, 'new.json');
-  const cfg = { ...r6.config, key_files: [String(newKeyFile), String(oldKey)] };
-  writeFileSync(join(dir, 'relay.json.tmp'), JSON.stringify(cfg));
-  // The config file is read once at start; key_files' contents are what SIGHUP reloads.
-  // Rotation = replace the files behind the configured paths.
-  void cfg;
-  // Simulate the runbook with fixed paths: the relay's key_files list is [old].
-  // Put the new key in place of old and the old one... instead restart-free path:
-  // the relay was started with key_files [oldKey]; we rewrite that file's path list
-  // by pointing a second relay at [new, old] (see below) -- here we check that the
-  // running relay reloads the *contents* of its key files.
-  renameSync(String(newKeyFile), String(oldKey) + '.next');
-  renameSync(String(oldKey), String(oldKey) + '.prev');
-  renameSync(String(oldKey) + '.next', String(oldKey));
+  writeFileSync(r6.configPath, JSON.stringify({ ...r6.config, key_files: [String(newKeyFile), String(oldKey)] }));
+  r6.kill('SIGHUP');
+  await h.sleep(300);
+  const both = await h.fetchKeys(r6.url);
+  assert.equal(both.keys.length, 2, 'old and new key served during the rotation window');
+  assert.equal(both.keys[0].kid, newKeyFile.kid, 'the new key first');
+  for (const kc of [{ keys: [both.keys[0]] }, { keys: [both.keys[1]] }]) {
+    const r = await h.sealedRequest(r6.url, { apiKey: newKey(), path: CHAT, body: { model: 'm' }, keyConfig: kc });
+    assert.equal(r.status, 200, 'both keys accepted');
+    await r.arrayBuffer();
+  }
+  // Then the old key is removed.
+  writeFileSync(r6.configPath, JSON.stringify({ ...r6.config, key_files: [String(newKeyFile)] }));
   r6.kill('SIGHUP');
   await h.sleep(300);
   assert.match(r6.stderr(), /keys reloaded/);
   const rotated = await h.fetchKeys(r6.url);
-  assert.notEqual(rotated.keys[0].kid, oldConfig.keys[0].kid, 'the new key is served');
+  assert.equal(rotated.keys.length, 1);
+  assert.equal(rotated.keys[0].kid, newKeyFile.kid, 'only the new key is served');
   const res = await h.sealedRequest(r6.url, { apiKey: newKey(), path: CHAT, body: { model: 'm' }, keyConfig: oldConfig });
   assert.equal(res.status, 401);
   assert.equal(await errorOf(res), 'unknown_kid', 'a removed key is rejected');
@@ -374,21 +376,17 @@ test('SIGHUP rotation: old and new keys accepted, a removed key rejected', async
   await ok.arrayBuffer();
   await r6.stop();
 
-  // Both keys loaded at once (the rotation window): both accepted, newest first.
-  const r7 = await h.startRelay({ providers: h.mockProviders(mock), key_files: [oldKey, String(oldKey) + '.prev'] }, { dir });
-  const both = await h.fetchKeys(r7.url);
-  assert.equal(both.keys.length, 2);
-  assert.equal(both.keys[1].kid, oldConfig.keys[0].kid);
-  for (const kc of [{ keys: [both.keys[0]] }, { keys: [both.keys[1]] }]) {
-    const r = await h.sealedRequest(r7.url, { apiKey: newKey(), path: CHAT, body: { model: 'm' }, keyConfig: kc });
-    assert.equal(r.status, 200);
-    await r.arrayBuffer();
-  }
-  // A broken key file on reload keeps the current keys.
-  writeFileSync(String(oldKey) + '.prev', 'garbage', { mode: 0o600 });
+  // A broken key file, or a config that no longer parses, keeps the current keys.
+  const r7 = await h.startRelay({ providers: h.mockProviders(mock), key_files: [newKeyFile, oldKey] }, { dir });
+  writeFileSync(String(oldKey), 'garbage', { mode: 0o600 });
   r7.kill('SIGHUP');
   await h.sleep(300);
-  assert.match(r7.stderr(), /key reload failed, keeping the current keys/);
+  assert.match(r7.stderr(), /key reload failed, keeping the current keys: .*old\.json/);
+  assert.equal((await h.fetchKeys(r7.url)).keys.length, 2);
+  writeFileSync(r7.configPath, '{"key_files": [');
+  r7.kill('SIGHUP');
+  await h.sleep(300);
+  assert.match(r7.stderr(), /key reload failed, keeping the current keys: config: not valid JSON/);
   assert.equal((await h.fetchKeys(r7.url)).keys.length, 2);
   await r7.stop();
 });
