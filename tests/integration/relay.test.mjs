@@ -111,6 +111,20 @@ test('a streamed answer reaches the client event by event', async () => {
   assert.equal(seen.headers.authorization, `Bearer ${apiKey}`);
 });
 
+test('upstream connections are kept alive and reused across requests', async () => {
+  const r9 = await h.startRelay({ providers: h.mockProviders(mock), threads: 1 }, { dir: h.tempDir() });
+  const before = await mock.stats();
+  for (let i = 0; i < 20; i++) {
+    const res = await h.sealedRequest(r9.url, { apiKey: newKey(), path: CHAT, body: { model: 'm', n: i } });
+    assert.equal(res.status, 200);
+    await res.arrayBuffer();
+  }
+  const after = await mock.stats();
+  const opened = (after.connections_open + after.connections_closed) - (before.connections_open + before.connections_closed);
+  assert.ok(opened <= 2, `20 sequential requests opened ${opened} upstream connections`);
+  await r9.stop();
+});
+
 test('each seal rejection has its code, status 401, and never reaches the provider', async () => {
   await mock.reset();
   const keys = await h.fetchKeys(relay.url);
