@@ -1,7 +1,10 @@
 #include "relay/http_util.hpp"
 
+#include <algorithm>
 #include <array>
 #include <ctime>
+
+#include <boost/asio/ip/address.hpp>
 
 namespace byok::relay {
 
@@ -33,6 +36,14 @@ bool framing_ok(const http::fields& f, unsigned version) noexcept {
     if (cl > 1 || te > 1 || (cl == 1 && te == 1)) {
         return false;
     }
+    if (cl == 1) {
+        // 1*DIGIT only: Beast accepts a list of equal values ("5, 5"), which
+        // a front proxy may read as invalid or as something else.
+        const std::string_view v = f[http::field::content_length];
+        if (v.empty() || v.find_first_not_of("0123456789") != std::string_view::npos) {
+            return false;
+        }
+    }
     if (te == 1) {
         if (version < 11) {
             return false;
@@ -49,6 +60,22 @@ bool framing_ok(const http::fields& f, unsigned version) noexcept {
         }
     }
     return true;
+}
+
+void fold_watch_buffer::consume(std::size_t n) noexcept {
+    const auto d = b_.data();
+    const char* p = static_cast<const char*>(d.data());
+    n = std::min(n, d.size());
+    for (std::size_t i = 0; i < n; ++i) {
+        const char before = i == 0 ? prev_ : p[i - 1];
+        if ((p[i] == ' ' || p[i] == '\t') && before == '\n') {
+            folded_ = true;
+        }
+    }
+    if (n > 0) {
+        prev_ = p[n - 1];
+    }
+    b_.consume(n);
 }
 
 std::string http_date(std::int64_t unix_seconds) {
@@ -90,6 +117,50 @@ bool field_value_ok(std::string_view v) noexcept {
         }
     }
     return true;
+}
+
+std::string client_ip(const http::fields& f, const std::string& peer_ip,
+                      const std::vector<std::string>& trusted_proxies) {
+    const auto trusted = [&](const std::string& ip) {
+        return std::find(trusted_proxies.begin(), trusted_proxies.end(), ip) != trusted_proxies.end();
+    };
+    if (!trusted(peer_ip)) {
+        return peer_ip;
+    }
+    std::vector<std::string_view> hops;
+    for (const auto& field : f) {
+        if (!iequals(field.name_string(), "x-forwarded-for")) {
+            continue;
+        }
+        std::string_view v = field.value();
+        while (!v.empty()) {
+            const auto comma = v.find(',');
+            std::string_view hop = v.substr(0, comma);
+            while (!hop.empty() && (hop.front() == ' ' || hop.front() == '\t')) {
+                hop.remove_prefix(1);
+            }
+            while (!hop.empty() && (hop.back() == ' ' || hop.back() == '\t')) {
+                hop.remove_suffix(1);
+            }
+            hops.push_back(hop);
+            if (comma == std::string_view::npos) {
+                break;
+            }
+            v.remove_prefix(comma + 1);
+        }
+    }
+    for (auto it = hops.rbegin(); it != hops.rend(); ++it) {
+        boost::system::error_code ec;
+        const auto addr = boost::asio::ip::make_address(std::string(*it), ec);
+        if (ec) {
+            break;  // garbage: stop believing the chain here
+        }
+        std::string ip = addr.to_string();
+        if (!trusted(ip)) {
+            return ip;
+        }
+    }
+    return peer_ip;
 }
 
 }  // namespace byok::relay

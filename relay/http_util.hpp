@@ -5,7 +5,9 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/fields.hpp>
 
 namespace byok::relay {
@@ -16,6 +18,35 @@ namespace byok::relay {
 // Content-Length or Transfer-Encoding field, a Transfer-Encoding other than
 // exactly "chunked", any Transfer-Encoding on HTTP/1.0. True if acceptable.
 [[nodiscard]] bool framing_ok(const boost::beast::http::fields& f, unsigned version) noexcept;
+
+// The session's read buffer as seen by http::async_read_header, noting
+// obs-fold (a CRLF followed by SP or HTAB inside the header section, RFC 9112
+// §5.2) in the bytes the parser consumes. Beast 1.81 silently joins folded
+// lines into one value; a front proxy may not ("Transfer-Encoding:\r\n
+// chunked"), so the relay refuses a folded header with 400. Beast's header
+// parser consumes a whole header section at once, from one contiguous buffer.
+class fold_watch_buffer {
+public:
+    using const_buffers_type = boost::beast::flat_buffer::const_buffers_type;
+    using mutable_buffers_type = boost::beast::flat_buffer::mutable_buffers_type;
+
+    explicit fold_watch_buffer(boost::beast::flat_buffer& b) noexcept : b_(b) {}
+
+    [[nodiscard]] std::size_t size() const noexcept { return b_.size(); }
+    [[nodiscard]] std::size_t max_size() const noexcept { return b_.max_size(); }
+    [[nodiscard]] std::size_t capacity() const noexcept { return b_.capacity(); }
+    [[nodiscard]] const_buffers_type data() const noexcept { return b_.data(); }
+    [[nodiscard]] mutable_buffers_type prepare(std::size_t n) { return b_.prepare(n); }
+    void commit(std::size_t n) noexcept { b_.commit(n); }
+    void consume(std::size_t n) noexcept;
+
+    [[nodiscard]] bool folded() const noexcept { return folded_; }
+
+private:
+    boost::beast::flat_buffer& b_;
+    char prev_ = '\0';
+    bool folded_ = false;
+};
 
 // IMF-fixdate of `unix_seconds`, e.g. "Sun, 22 Nov 2026 16:45:03 GMT".
 [[nodiscard]] std::string http_date(std::int64_t unix_seconds);
@@ -32,5 +63,13 @@ namespace byok::relay {
 
 // True if every byte is allowed in a field value (no CR, LF, NUL or other controls but HTAB).
 [[nodiscard]] bool field_value_ok(std::string_view v) noexcept;
+
+// The client's address for limits and the access log: the socket peer,
+// unless the peer is one of `trusted_proxies`; then the rightmost
+// X-Forwarded-For hop that is not a trusted proxy (hops left of it were
+// written by the client and prove nothing). Garbage in the chain stops the
+// walk and the peer is used. An untrusted peer's X-Forwarded-For is ignored.
+[[nodiscard]] std::string client_ip(const boost::beast::http::fields& f, const std::string& peer_ip,
+                                    const std::vector<std::string>& trusted_proxies);
 
 }  // namespace byok::relay

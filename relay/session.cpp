@@ -156,7 +156,8 @@ asio::awaitable<bool> session::serve_one() {
     parser.body_limit(cfg_.max_body_bytes);
     stream_.expires_after(std::chrono::seconds(first_ ? cfg_.header_timeout_s : cfg_.idle_timeout_s));
     slot_.idle = buffer_.size() == 0;
-    auto [ec, n] = co_await http::async_read_header(stream_, buffer_, parser, as_tuple(use_awaitable));
+    fold_watch_buffer head_buffer(buffer_);
+    auto [ec, n] = co_await http::async_read_header(stream_, head_buffer, parser, as_tuple(use_awaitable));
     slot_.idle = false;
     first_ = false;
 
@@ -197,7 +198,7 @@ asio::awaitable<bool> session::serve_one() {
     rq.cors_allowed = rq.cors.find("Access-Control-Allow-Origin") != std::string::npos;
     rq.keep_alive = req.keep_alive() && !s_.draining.load();
 
-    if (!framing_ok(req.base(), req.version())) {
+    if (!framing_ok(req.base(), req.version()) || head_buffer.folded()) {
         rq.keep_alive = false;  // the next request's boundary is unknowable
         co_await respond_error(rq, error_code::bad_request);
     } else if (const unsigned wait = s_.limiter.request(rq.client_ip); wait > 0) {
@@ -776,45 +777,7 @@ asio::awaitable<void> session::respond_error(request_ctx& rq, error_code e, std:
 }
 
 std::string session::client_ip_for(const http::request<http::string_body>& req) const {
-    if (std::find(cfg_.trusted_proxies.begin(), cfg_.trusted_proxies.end(), peer_ip_) == cfg_.trusted_proxies.end()) {
-        return peer_ip_;  // an untrusted peer's X-Forwarded-For is ignored entirely
-    }
-    // Rightmost address that is not one of our proxies: everything left of
-    // it was written by the client and proves nothing.
-    std::vector<std::string_view> hops;
-    for (const auto& f : req.base()) {
-        if (!iequals(f.name_string(), "x-forwarded-for")) {
-            continue;
-        }
-        std::string_view v = f.value();
-        while (!v.empty()) {
-            const auto comma = v.find(',');
-            std::string_view hop = v.substr(0, comma);
-            while (!hop.empty() && (hop.front() == ' ' || hop.front() == '\t')) {
-                hop.remove_prefix(1);
-            }
-            while (!hop.empty() && (hop.back() == ' ' || hop.back() == '\t')) {
-                hop.remove_suffix(1);
-            }
-            hops.push_back(hop);
-            if (comma == std::string_view::npos) {
-                break;
-            }
-            v.remove_prefix(comma + 1);
-        }
-    }
-    for (auto it = hops.rbegin(); it != hops.rend(); ++it) {
-        boost::system::error_code ec;
-        const auto addr = asio::ip::make_address(std::string(*it), ec);
-        if (ec) {
-            break;  // garbage: stop believing the chain here
-        }
-        const std::string ip = addr.to_string();
-        if (std::find(cfg_.trusted_proxies.begin(), cfg_.trusted_proxies.end(), ip) == cfg_.trusted_proxies.end()) {
-            return ip;
-        }
-    }
-    return peer_ip_;
+    return client_ip(req.base(), peer_ip_, cfg_.trusted_proxies);
 }
 
 bool session::origin_allowed(std::string_view origin) const {
