@@ -147,7 +147,7 @@ public:
     void run() {
         for (unsigned i = 0; i < connections_; ++i) {
             conns_.push_back(std::make_unique<connection>());
-            asio::co_spawn(ioc_, connection_loop(*conns_.back()), asio::detached);
+            asio::co_spawn(ioc_, connection_loop(*conns_.back(), i), asio::detached);
         }
         stop_timer_.expires_at(end_);
         stop_timer_.async_wait([this](const boost::system::error_code&) {
@@ -279,10 +279,16 @@ private:
         co_return out;
     }
 
-    asio::awaitable<void> connection_loop(connection& c) {
+    asio::awaitable<void> connection_loop(connection& c, unsigned i) {
         bool connected = false;
         asio::steady_timer wait(ioc_);
         std::uint64_t slot = 0;
+        if (o_.ramp_s > 0 && connections_ > 1) {
+            // Spread this thread's connections over the ramp (thousands of TLS
+            // handshakes at once would only measure the accept queue).
+            wait.expires_at(t0_ + to_duration(o_.ramp_s * i / connections_));
+            (void)co_await wait.async_wait(as_tuple(use_awaitable));
+        }
         for (;;) {
             if (stopping_) {
                 break;

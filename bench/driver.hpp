@@ -34,6 +34,7 @@ struct run_options {
     double rate = 0;         // requests per second in total; 0: closed loop
     bool stream = false;
     double timeout_s = 60;   // per request (each read and write)
+    double ramp_s = 0;       // connections start evenly spread over this many seconds
 };
 
 struct run_result {

@@ -39,6 +39,7 @@ constexpr const char* usage_text =
     "  --preseal N        requests sealed before the run (default: enough for the run, estimated)\n"
     "  --seal-threads N   threads that seal before the run (default: --threads)\n"
     "  --timeout S        per read/write timeout (default 60)\n"
+    "  --ramp S           open the connections evenly over S seconds (default 0: all at once)\n"
     "  --label TEXT       a label copied into the report\n"
     "  --json             print the report as JSON (default: a table)\n"
     "  --allow-remote     allow a non-loopback target (never on shared machines)\n";
@@ -142,6 +143,9 @@ int main(int argc, char** argv) {
             ++i;
         } else if (a == "--rate" && v && parse_double(argv[i + 1], 0.001, 1e7, d)) {
             o.rate = d;
+            ++i;
+        } else if (a == "--ramp" && v && parse_double(argv[i + 1], 0, 3600, d)) {
+            o.ramp_s = d;
             ++i;
         } else if (a == "--timeout" && v && parse_double(argv[i + 1], 0.1, 86400, d)) {
             o.timeout_s = d;
