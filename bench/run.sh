@@ -1,0 +1,369 @@
+#!/usr/bin/env bash
+# The byok-relay benchmark: the relay side by side with nginx (a mature proxy
+# doing no cryptography) and with the mock provider reached directly, all
+# three driven by byok-loadgen with the same sealed requests, in one run.
+#
+#   bench/run.sh [--soak] [--no-build] [--duration S] [--connections N] [--out FILE]
+#
+# Layout on this 2-core machine: the load generator and the mock provider on
+# core 0, the proxy under test (relay, 1 thread; or nginx, 1 worker) on core 1.
+# Everything listens on 127.0.0.1 only. Results: docs/benchmarks.md (the part
+# between the MEASURED markers is rewritten; the rest is kept) and the raw
+# JSON under the work directory printed at the end.
+set -euo pipefail
+
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${BYOK_BENCH_BUILD:-$SRC/build-bench}
+OUT=$SRC/docs/benchmarks.md
+DURATION=8
+WARMUP=1
+CONNECTIONS=32
+SOAK=0
+SOAK_S=300
+BUILD_FIRST=1
+LG_CORE=0
+PROXY_CORE=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --soak) SOAK=1 ;;
+    --soak-seconds) SOAK_S=$2; shift ;;
+    --no-build) BUILD_FIRST=0 ;;
+    --duration) DURATION=$2; shift ;;
+    --connections) CONNECTIONS=$2; shift ;;
+    --out) OUT=$2; shift ;;
+    -h|--help) sed -n 2,13p "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+WORK=$(mktemp -d /tmp/byok-bench-XXXXXX)
+chmod 755 "$WORK"
+RESULTS=$WORK/results
+mkdir -p "$RESULTS"
+log() { printf '%s run.sh: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+# Only processes this script started are stopped, each by its PID.
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do
+    kill "$p" 2>/dev/null || true
+  done
+  sleep 0.3
+  for p in "${PIDS[@]}"; do
+    kill -9 "$p" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+
+# 10,000 streams need 20,000+ descriptors across the processes.
+ulimit -n "$(ulimit -Hn)" || true
+
+if [ "$BUILD_FIRST" = 1 ]; then
+  log "building Release in $BUILD"
+  cmake -S "$SRC" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBYOK_TESTS=OFF >/dev/null
+  ninja -C "$BUILD" -j1 byok-relay byok-mock-provider byok-loadgen byok-bench-seal >/dev/null
+fi
+RELAY_BIN=$BUILD/byok-relay
+MOCK_BIN=$BUILD/tests/mock_provider/byok-mock-provider
+LG_BIN=$BUILD/bench/byok-loadgen
+SEAL_BIN=$BUILD/bench/byok-bench-seal
+
+# ---- helpers ----------------------------------------------------------------
+wait_line() {  # FILE REGEX [SECONDS]: prints the first match
+  local file=$1 re=$2 t=${3:-20} i=0
+  while [ $i -lt $((t * 10)) ]; do
+    if grep -Eo "$re" "$file" 2>/dev/null | head -1 | grep -q .; then
+      grep -Eo "$re" "$file" | head -1
+      return 0
+    fi
+    sleep 0.1
+    i=$((i + 1))
+  done
+  echo "run.sh: timed out waiting for /$re/ in $file" >&2
+  cat "$file" >&2 || true
+  return 1
+}
+cpu_ticks() {  # PID...: utime+stime of the processes, in clock ticks
+  local sum=0 p f
+  for p in "$@"; do
+    f=$(sed 's/^.*) //' "/proc/$p/stat")
+    set -- $f
+    sum=$((sum + ${12} + ${13}))
+  done
+  echo $sum
+}
+rss_kib() {  # PID...: resident set size summed, KiB
+  local sum=0 p
+  for p in "$@"; do
+    sum=$((sum + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status")))
+  done
+  echo $sum
+}
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+CLK_TCK=$(getconf CLK_TCK)
+
+# ---- the mock provider (core 0) -------------------------------------------
+start_mock() {
+  mkdir -p "$WORK/mock"
+  taskset -c $LG_CORE "$MOCK_BIN" --listen 127.0.0.1:0 --tls --cert-dir "$WORK/mock" --no-record --threads 1 \
+    >"$WORK/mock.out" 2>"$WORK/mock.err" &
+  MOCK_PID=$!
+  PIDS+=("$MOCK_PID")
+  MOCK_URL=$(wait_line "$WORK/mock.out" 'https://127\.0\.0\.1:[0-9]+')
+  MOCK_PORT=${MOCK_URL##*:}
+  CA=$WORK/mock/ca.pem
+  log "mock provider pid $MOCK_PID at $MOCK_URL"
+}
+
+# ---- the relay (core 1, 1 thread) ------------------------------------------
+"$RELAY_BIN" keygen --out "$WORK/relay-key.json" >/dev/null
+RELAY_N=0
+start_relay() {
+  RELAY_N=$((RELAY_N + 1))
+  local cfg=$WORK/relay-$RELAY_N.json
+  cat >"$cfg" <<EOF
+{
+  "listen": "127.0.0.1:0",
+  "threads": 1,
+  "key_files": ["$WORK/relay-key.json"],
+  "seal_max_age_s": 120,
+  "max_in_flight": 12000,
+  "max_connections_per_ip": 0,
+  "upstream_timeout_s": 600,
+  "idle_timeout_s": 600,
+  "providers": {
+    "openai": {"base_url": "$MOCK_URL", "auth": "bearer", "ca_file": "$CA", "paths": ["/v1/chat/completions"]},
+    "anthropic": null
+  }
+}
+EOF
+  taskset -c $PROXY_CORE "$RELAY_BIN" serve --config "$cfg" 2>"$WORK/relay-$RELAY_N.log" &
+  RELAY_PID=$!
+  PIDS+=("$RELAY_PID")
+  RELAY_URL=$(wait_line "$WORK/relay-$RELAY_N.log" 'http://127\.0\.0\.1:[0-9]+')
+  log "relay pid $RELAY_PID at $RELAY_URL"
+}
+stop_pid() {
+  kill "$1" 2>/dev/null || true
+  for _ in $(seq 1 50); do
+    kill -0 "$1" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -9 "$1" 2>/dev/null || true
+}
+
+# ---- nginx (core 1, 1 worker): a plain reverse proxy to the same mock --------
+NGINX_N=0
+start_nginx() {
+  NGINX_N=$((NGINX_N + 1))
+  local prefix=$WORK/nginx-$NGINX_N
+  mkdir -p "$prefix/logs" "$prefix/tmp"
+  NGINX_PORT=$(free_port)
+  cat >"$prefix/nginx.conf" <<EOF
+user root;
+worker_processes 1;
+worker_rlimit_nofile 20000;
+pid $prefix/nginx.pid;
+error_log $prefix/logs/error.log warn;
+events { worker_connections 12000; }
+http {
+  client_body_temp_path $prefix/tmp/body;
+  proxy_temp_path $prefix/tmp/proxy;
+  fastcgi_temp_path $prefix/tmp/fastcgi;
+  uwsgi_temp_path $prefix/tmp/uwsgi;
+  scgi_temp_path $prefix/tmp/scgi;
+  access_log $prefix/logs/access.log;
+  keepalive_requests 100000;
+  keepalive_timeout 600s;
+  upstream mock {
+    server 127.0.0.1:$MOCK_PORT;
+    keepalive 64;
+    keepalive_requests 100000;
+    keepalive_timeout 600s;
+  }
+  server {
+    listen 127.0.0.1:$NGINX_PORT backlog=4096;
+    location / {
+      proxy_pass https://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_ssl_verify on;
+      proxy_ssl_trusted_certificate $CA;
+      proxy_ssl_name localhost;
+      proxy_ssl_server_name on;
+      proxy_ssl_session_reuse on;
+      proxy_buffering off;
+      proxy_read_timeout 600s;
+    }
+  }
+}
+EOF
+  taskset -c $PROXY_CORE /usr/sbin/nginx -p "$prefix" -c "$prefix/nginx.conf" -g 'daemon off;' \
+    >"$prefix/stdout" 2>&1 &
+  NGINX_PID=$!
+  PIDS+=("$NGINX_PID")
+  for _ in $(seq 1 100); do
+    NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -1 || true)
+    [ -n "$NGINX_WORKER" ] && break
+    sleep 0.1
+  done
+  [ -n "$NGINX_WORKER" ] || { cat "$prefix/stdout" "$prefix/logs/error.log" >&2; exit 1; }
+  NGINX_URL=http://127.0.0.1:$NGINX_PORT
+  for _ in $(seq 1 50); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $NGINX_PORT), 1).close()" 2>/dev/null && break
+    sleep 0.1
+  done
+  log "nginx master $NGINX_PID worker $NGINX_WORKER at $NGINX_URL"
+}
+
+# ---- driving ----------------------------------------------------------------
+# drive NAME KIND(direct|nginx|relay) LOADGEN-ARGS...: one run, pinned on core 0;
+# writes $RESULTS/NAME.json with the proxy's CPU per request and RSS added.
+drive() {
+  local name=$1 kind=$2
+  shift 2
+  local url pids=() extra=()
+  case $kind in
+    direct) url=$MOCK_URL; pids=("$MOCK_PID"); extra=(--ca "$CA" --keys-url "$RELAY_URL/v1/keys") ;;
+    nginx) url=$NGINX_URL; pids=("$NGINX_PID" "$NGINX_WORKER"); extra=(--keys-url "$RELAY_URL/v1/keys") ;;
+    relay) url=$RELAY_URL; pids=("$RELAY_PID") ;;
+  esac
+  local cmd=(taskset -c $LG_CORE "$LG_BIN" --url "$url" "${extra[@]}" --label "$name" --json "$@")
+  echo "${cmd[*]}" | sed "s|$BUILD/||; s|$WORK|\$WORK|g" >"$RESULTS/$name.cmd"
+  # CPU is sampled around the load generator's whole run (warm-up included)
+  # and divided by every answer it completed (completed_total).
+  "${cmd[@]}" >"$RESULTS/$name.raw" 2>"$RESULTS/$name.err" &
+  local lg=$!
+  # (The load generator seals its pool before it connects; the proxy idles then.)
+  local t0 c0
+  c0=$(cpu_ticks "${pids[@]}")
+  t0=$(date +%s.%N)
+  wait $lg || { log "$name: loadgen failed"; cat "$RESULTS/$name.err" >&2; return 1; }
+  local c1 t1 rss
+  c1=$(cpu_ticks "${pids[@]}")
+  t1=$(date +%s.%N)
+  rss=$(rss_kib "${pids[@]}")
+  python3 - "$RESULTS/$name.raw" "$RESULTS/$name.json" "$kind" "$c0" "$c1" "$CLK_TCK" "$rss" "$t0" "$t1" <<'PY'
+import json, sys
+raw, out, kind, c0, c1, tck, rss, t0, t1 = sys.argv[1:]
+j = json.load(open(raw))
+cpu_s = (int(c1) - int(c0)) / int(tck)
+j['proxy'] = kind
+j['proxy_cpu_s'] = cpu_s
+n = j['completed_total']
+j['proxy_cpu_us_per_req'] = cpu_s / n * 1e6 if n else None
+j['proxy_rss_kib'] = int(rss)
+json.dump(j, open(out, 'w'), indent=1)
+PY
+  log "$name: $(python3 -c "import json,sys; j=json.load(open('$RESULTS/$name.json')); print('%.0f req/s, p50 %.2f ms, p99 %.2f ms, errors %d, cpu/req %s us' % (j['throughput_rps'], j['latency_us']['p50']/1000, j['latency_us']['p99']/1000, j['errors'], ('%.1f' % j['proxy_cpu_us_per_req']) if j['proxy_cpu_us_per_req'] else '-'))")"
+}
+
+# ---- 0. the crypto microbenchmark (core 1, nothing else running there) --------
+log "seal microbenchmark"
+taskset -c $PROXY_CORE "$SEAL_BIN" --json >"$RESULTS/seal.json"
+taskset -c $PROXY_CORE "$SEAL_BIN" | tee "$RESULTS/seal.txt" >&2
+
+start_mock
+start_relay
+start_nginx
+
+BODY_JSON=$WORK/body-json.json
+BODY_STREAM=$WORK/body-stream.json
+echo '{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":64}' >"$BODY_JSON"
+echo '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count to twenty."}],"stream":true,"mock":{"events":20}}' >"$BODY_STREAM"
+
+# Presealed requests per run: more than any target can answer in the run.
+PRESEAL=$(( (DURATION + WARMUP) * 9000 ))
+COMMON=(--connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --keys 64 --preseal "$PRESEAL")
+
+# ---- 1. non-streaming, closed loop: peak throughput and CPU per request ------
+for kind in direct nginx relay; do
+  drive "json-closed-$kind" $kind "${COMMON[@]}" --body "$BODY_JSON"
+done
+
+# ---- 2. non-streaming, open loop at half of the relay's peak: added latency --
+PEAK=$(python3 -c "import json; print(json.load(open('$RESULTS/json-closed-relay.json'))['throughput_rps'])")
+HALF=$(python3 -c "print(max(50, round($PEAK / 2)))")
+log "open loop at $HALF req/s (half of the relay's peak $PEAK)"
+for kind in direct nginx relay; do
+  drive "json-open-$kind" $kind --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --keys 64 \
+    --rate "$HALF" --body "$BODY_JSON"
+done
+
+# ---- 3. streaming (20-event SSE), closed loop --------------------------------
+for kind in direct nginx relay; do
+  drive "stream-closed-$kind" $kind "${COMMON[@]}" --stream --body "$BODY_STREAM"
+done
+
+# ---- 4. memory per concurrent stream: hold N slow streams ---------------------
+SLOW=$WORK/body-slow.json
+echo '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Take your time."}],"stream":true,"mock":{"events":600,"interval_ms":1000}}' >"$SLOW"
+hold_streams() {  # KIND N
+  local kind=$1 n=$2 pids url extra=() hold=$(( n >= 5000 ? 30 : 12 )) ramp=$(( n >= 5000 ? 12 : 4 ))
+  if [ "$kind" = relay ]; then
+    stop_pid "$RELAY_PID"; start_relay; pids=("$RELAY_PID"); url=$RELAY_URL
+  else
+    stop_pid "$NGINX_PID"; start_nginx; pids=("$NGINX_WORKER"); url=$NGINX_URL; extra=(--keys-url "$RELAY_URL/v1/keys")
+  fi
+  # Warm the fresh process (TLS context, pools, allocator) with a short run first.
+  taskset -c $LG_CORE "$LG_BIN" --url "$url" "${extra[@]}" --connections 8 --duration 1 --stream \
+    --body "$BODY_STREAM" >/dev/null
+  sleep 0.5
+  local base peak=0 r
+  base=$(rss_kib "${pids[@]}")
+  local name=mem-$kind-$n
+  local cmd=(taskset -c $LG_CORE "$LG_BIN" --url "$url" "${extra[@]}" --connections "$n" --duration "$hold"
+             --ramp "$ramp" --stream --body "$SLOW" --timeout 120 --label "$name" --json)
+  echo "${cmd[*]}" | sed "s|$BUILD/||; s|$WORK|\$WORK|g" >"$RESULTS/$name.cmd"
+  "${cmd[@]}" >"$RESULTS/$name.raw" 2>"$RESULTS/$name.err" &
+  local lg=$!
+  while kill -0 $lg 2>/dev/null; do
+    r=$(rss_kib "${pids[@]}" 2>/dev/null || echo 0)
+    [ "$r" -gt "$peak" ] && peak=$r
+    sleep 0.5
+  done
+  wait $lg || true
+  python3 - "$RESULTS/$name.raw" "$RESULTS/$name.json" "$kind" "$n" "$base" "$peak" <<'PY'
+import json, sys
+raw, out, kind, n, base, peak = sys.argv[1:]
+j = json.load(open(raw))
+held = j['streaming_at_end']
+j.update(proxy=kind, streams_wanted=int(n), streams_held=held, rss_base_kib=int(base), rss_peak_kib=int(peak),
+         rss_per_stream_kib=(int(peak) - int(base)) / held if held else None)
+json.dump(j, open(out, 'w'), indent=1)
+PY
+  log "$name: $(python3 -c "import json; j=json.load(open('$RESULTS/$name.json')); print('held %d of %d streams, RSS %d -> %d KiB, %s KiB per stream, errors %d' % (j['streams_held'], j['streams_wanted'], j['rss_base_kib'], j['rss_peak_kib'], ('%.1f' % j['rss_per_stream_kib']) if j['rss_per_stream_kib'] else '-', j['errors']))")"
+}
+for n in 1000 5000; do
+  hold_streams relay $n
+  hold_streams nginx $n
+done
+
+# ---- 5. soak (optional): relay RSS over time at a steady open-loop rate -------
+if [ "$SOAK" = 1 ]; then
+  stop_pid "$RELAY_PID"; start_relay
+  SOAK_RATE=$(python3 -c "print(max(50, round($PEAK / 4)))")
+  log "soak: $SOAK_S s at $SOAK_RATE req/s through the relay, RSS every 10 s"
+  name=soak-relay
+  cmd=(taskset -c $LG_CORE "$LG_BIN" --url "$RELAY_URL" --connections "$CONNECTIONS" --duration "$SOAK_S"
+       --rate "$SOAK_RATE" --body "$BODY_JSON" --keys 64 --label "$name" --json)
+  echo "${cmd[*]}" | sed "s|$BUILD/||; s|$WORK|\$WORK|g" >"$RESULTS/$name.cmd"
+  "${cmd[@]}" >"$RESULTS/$name.raw" 2>"$RESULTS/$name.err" &
+  lg=$!
+  start=$(date +%s)
+  : >"$RESULTS/soak-rss.txt"
+  while kill -0 $lg 2>/dev/null; do
+    echo "$(( $(date +%s) - start )) $(rss_kib "$RELAY_PID")" >>"$RESULTS/soak-rss.txt"
+    sleep 10
+  done
+  wait $lg || true
+  cp "$RESULTS/$name.raw" "$RESULTS/$name.json"
+fi
+
+# ---- the report ---------------------------------------------------------------
+python3 "$SRC/bench/report_md.py" "$RESULTS" "$OUT" "$SRC" "$BUILD" "$DURATION" "$WARMUP" "$CONNECTIONS" \
+  "$LG_CORE" "$PROXY_CORE"
+log "wrote $OUT (raw results in $RESULTS)"
