@@ -24,6 +24,14 @@ std::optional<std::size_t> base64url_decode(std::string_view in, std::span<unsig
     if (in.size() % 4 == 1) {
         return std::nullopt;  // no whole byte fits in one trailing character
     }
+    // libsodium 1.0.18's URL-safe decoder reads every byte from 0x80 to 0xff
+    // as '_' (a signed-char comparison), so "Q\xf1" would decode like "Q_":
+    // the alphabet is checked here first.
+    for (const char c : in) {
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_')) {
+            return std::nullopt;
+        }
+    }
     if (sodium_base642bin(out.data(), out.size(), in.data(), in.size(), nullptr, &written, &end,
                           sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0) {
         return std::nullopt;
