@@ -100,25 +100,34 @@ void relay_key::write_new_file(const std::string& path) const {
     if (n <= 0 || static_cast<std::size_t>(n) >= text.size()) {
         throw key_error("key file text does not fit");
     }
-    std::size_t done = 0;
-    while (done < static_cast<std::size_t>(n)) {
-        const ssize_t w = ::write(fd.get(), text.data() + done, static_cast<std::size_t>(n) - done);
-        if (w < 0) {
-            if (errno == EINTR) {
-                continue;
+    // O_EXCL means this process created the file: if it cannot be completed,
+    // remove it, so that a half-written key never blocks the next keygen or
+    // gets loaded.
+    try {
+        std::size_t done = 0;
+        while (done < static_cast<std::size_t>(n)) {
+            const ssize_t w = ::write(fd.get(), text.data() + done, static_cast<std::size_t>(n) - done);
+            if (w < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                throw key_error("cannot write key file '" + path + "': " + errno_text(errno));
             }
-            throw key_error("cannot write key file '" + path + "': " + errno_text(errno));
+            done += static_cast<std::size_t>(w);
         }
-        done += static_cast<std::size_t>(w);
-    }
-    if (::fsync(fd.get()) != 0) {
-        throw key_error("cannot sync key file '" + path + "': " + errno_text(errno));
+        if (::fsync(fd.get()) != 0) {
+            throw key_error("cannot sync key file '" + path + "': " + errno_text(errno));
+        }
+    } catch (...) {
+        ::unlink(path.c_str());
+        throw;
     }
 }
 
 relay_key relay_key::load_file(const std::string& path) {
     ensure_sodium();
-    const int raw = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO must not hang start-up; it is refused as not a regular file below.
+    const int raw = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (raw < 0) {
         throw key_error("cannot open key file '" + path + "': " + errno_text(errno));
     }
@@ -238,8 +247,14 @@ bool relay_key::open(std::span<const unsigned char> sealed, std::span<unsigned c
 std::shared_ptr<const keyring> keyring::load(const std::vector<std::string>& paths) {
     std::vector<relay_key> keys;
     keys.reserve(paths.size());
-    for (const auto& path : paths) {
-        keys.push_back(relay_key::load_file(path));
+    for (std::size_t i = 0; i < paths.size(); ++i) {
+        keys.push_back(relay_key::load_file(paths[i]));
+        for (std::size_t j = 0; j < i; ++j) {
+            if (keys[j].kid() == keys[i].kid()) {
+                throw key_error("key files '" + paths[j] + "' and '" + paths[i] + "' hold the same key (kid " +
+                                keys[i].kid() + ")");
+            }
+        }
     }
     return from_keys(std::move(keys));
 }

@@ -7,6 +7,9 @@
 #include <string>
 #include <vector>
 
+#include <csignal>
+
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -129,6 +132,30 @@ TEST_CASE("keygen refuses to overwrite an existing file, or to follow a symlink"
     CHECK_FALSE(std::filesystem::exists(dir.file("elsewhere.json")));
 }
 
+TEST_CASE("keygen that cannot finish writing removes its half-written file") {
+    temp_dir dir;
+    const auto path = dir.file("key.json");
+    // A file size limit of 16 bytes makes write() fail with EFBIG part-way.
+    rlimit old{};
+    REQUIRE(::getrlimit(RLIMIT_FSIZE, &old) == 0);
+    const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+    rlimit small = old;
+    small.rlim_cur = 16;
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &small) == 0);
+    std::string msg;
+    try {
+        crypto::relay_key::generate(t0).write_new_file(path);
+    } catch (const crypto::key_error& e) {
+        msg = e.what();
+    }
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &old) == 0);
+    std::signal(SIGXFSZ, old_handler);
+    CHECK(msg.find("cannot write key file") != std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(path));
+    crypto::relay_key::generate(t0).write_new_file(path);  // and the next keygen works
+    CHECK(load_error(path).empty());
+}
+
 TEST_CASE("a key file group or others can read is refused, naming the file and the mode") {
     temp_dir dir;
     const auto path = dir.file("key.json");
@@ -203,6 +230,10 @@ TEST_CASE("a key file that is not a valid key is refused, naming the file and ne
     }
     CHECK(load_error(dir.file("absent.json")).find("absent.json") != std::string::npos);
     CHECK_FALSE(load_error(dir.path().string()).empty());  // a directory
+    // A FIFO (nobody writing) is refused at once instead of hanging start-up.
+    const auto fifo = dir.file("fifo.json");
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    CHECK(load_error(fifo).find("not a regular file") != std::string::npos);
 
     // pk and kid are optional: a file with only v, alg, sk and exp still loads.
     const auto minimal = dir.file("minimal.json");
@@ -248,7 +279,12 @@ TEST_CASE("a keyring refuses no keys and the same key twice") {
     temp_dir dir;
     crypto::relay_key::generate(t0).write_new_file(dir.file("a.json"));
     CHECK_THROWS_AS((void)crypto::keyring::load({}), crypto::key_error);
-    CHECK_THROWS_AS((void)crypto::keyring::load({dir.file("a.json"), dir.file("a.json")}), crypto::key_error);
+    try {
+        (void)crypto::keyring::load({dir.file("a.json"), dir.file("a.json")});
+        FAIL("loaded the same key twice");
+    } catch (const crypto::key_error& e) {
+        CHECK(std::string(e.what()).find("a.json' and '") != std::string::npos);
+    }
     try {
         (void)crypto::keyring::load({dir.file("a.json"), dir.file("missing.json")});
         FAIL("loaded a missing file");
