@@ -41,7 +41,9 @@ using asio::use_awaitable;
 using namespace asio::experimental::awaitable_operators;
 using clock_type = std::chrono::steady_clock;
 
-constexpr std::size_t pump_chunk = 8192;
+// Two of these per stream: small, because memory per concurrent stream is
+// what bounds how many slow generations one relay can hold.
+constexpr std::size_t pump_chunk = 4096;
 constexpr std::size_t upstream_header_limit = 16 * 1024;
 constexpr std::uint64_t upstream_body_limit = 1ull << 32;
 constexpr std::size_t max_web_file = 16u << 20;
@@ -78,6 +80,8 @@ public:
             peer_ip_ = ep.address().to_string();
         }
         stream_.socket().set_option(asio::ip::tcp::no_delay(true), ec);
+        // Room for the largest header plus a read's worth of body or pipelined bytes.
+        buffer_.max_size(cfg_.max_header_bytes + 16 * 1024);
         slot_.stream = &stream_;
         w_.sessions.insert(&slot_);
         s_.sessions.fetch_add(1);
@@ -118,7 +122,7 @@ private:
     worker& w_;
     const config& cfg_;
     beast::tcp_stream stream_;
-    beast::flat_buffer buffer_{64 * 1024};  // also holds pipelined bytes
+    beast::flat_buffer buffer_;  // also holds pipelined bytes; capped in the constructor
     std::string peer_ip_;
     session_slot slot_;
     bool counted_ = false;
@@ -288,6 +292,9 @@ asio::awaitable<bool> session::serve_one() {
         write_access_log({rq.client_ip, rq.method, rq.provider_name, rq.target, rq.status, rq.upstream_status, ms,
                           rq.bytes_in, rq.bytes_out, rq.error});
         s_.stats.request_done(rq.provider_index, rq.route, rq.status);
+    }
+    if (buffer_.size() == 0) {
+        buffer_.shrink_to_fit();  // an idle keep-alive connection holds no read buffer
     }
     co_return rq.keep_alive && stream_.socket().is_open();
 }

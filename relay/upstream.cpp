@@ -103,6 +103,9 @@ void upstream_pool::give_back(std::unique_ptr<upstream_conn> c) {
     }
     c->idle_since = std::chrono::steady_clock::now();
     c->tcp().expires_never();
+    if (c->buffer.size() == 0) {
+        c->buffer.shrink_to_fit();
+    }
     idle_.push_back(std::move(c));
 }
 

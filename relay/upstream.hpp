@@ -45,7 +45,9 @@ public:
     // Closes the socket; pending operations complete with operation_aborted.
     void close() noexcept;
 
-    beast::flat_buffer buffer;  // bytes read from the provider, not yet parsed
+    // Bytes read from the provider, not yet parsed: a response head (at most
+    // 16 KiB) plus one read. Capped, because Beast reads in 64 KiB gulps.
+    beast::flat_buffer buffer{20 * 1024};
     std::chrono::steady_clock::time_point idle_since{};
 
 private:
