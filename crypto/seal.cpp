@@ -39,6 +39,20 @@ bool valid_key_chars(std::string_view key) noexcept {
     return true;
 }
 
+// libsodium 1.0.18's crypto_secretbox_open_detached (inside
+// crypto_box_seal_open) decrypts the first 32 bytes of the message in a
+// 64-byte stack buffer that it does not wipe: {"key":" and the first 24
+// characters of the user's key stayed on the worker thread's stack until
+// deeper code happened to overwrite them (tests/integration/residue.test.mjs
+// found them there after refused seals). Called right after the open, from
+// the frame that called it, this wipes the stack the open used, with room to
+// spare (the open needs well under 4 KiB: BLAKE2b, X25519, XSalsa20-Poly1305).
+[[gnu::noinline]] void wipe_stack_below() noexcept {
+    unsigned char area[16384];
+    sodium_memzero(area, sizeof area);
+    __asm__ __volatile__("" : : "r"(area) : "memory");  // keep the frame
+}
+
 }  // namespace
 
 std::string_view to_string(seal_error e) noexcept {
@@ -107,7 +121,9 @@ check_result seal_checker::check(const keyring& keys, const request_facts& req, 
 
     // 5. Open into secret memory and parse in place.
     auto plain = secret_bytes::allocate(sealed.size() - crypto_box_SEALBYTES);
-    if (!key->open(sealed, plain.span())) {
+    const bool opened = key->open(sealed, plain.span());
+    wipe_stack_below();
+    if (!opened) {
         return seal_error::bad_seal;
     }
     std::string_view f_key, f_method, f_path, f_body;
