@@ -80,8 +80,8 @@ export function scanBuffer(buf, n, index, onHit) {
 
 // Scans the process; returns { maps, bytes, unreadable, unreadableMaps, hits: [{ path, perms, mapStart, offset, length, secret }] }.
 // Overlapping window hits of the same secret are merged into one region.
-export function scanProcess(pid, secrets, { slice = SLICE, chunk = 1 << 20 } = {}) {
-  const index = buildIndex(secrets, slice);
+// `index` (from buildIndex) may be passed instead of `secrets` to scan repeatedly.
+export function scanProcess(pid, secrets, { slice = SLICE, chunk = 1 << 20, index = buildIndex(secrets, slice) } = {}) {
   const maps = parseMaps(pid).filter(wanted);
   const fd = openSync(`/proc/${pid}/mem`, 'r');
   const buf = Buffer.allocUnsafe(chunk + slice);

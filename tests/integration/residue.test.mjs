@@ -18,6 +18,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import { join } from 'node:path';
 
 import * as h from './lib/harness.mjs';
@@ -28,6 +29,7 @@ const CHAT = '/openai/v1/chat/completions';
 const MESSAGES = '/anthropic/v1/messages';
 const MODELS = '/openai/v1/models';
 const CONCURRENCY = 16;
+const QUIET = 16;  // refused opens at the end, each followed by a scan
 
 // How many of each kind; about 3000 requests in all.
 const PLAN = {
@@ -58,6 +60,7 @@ before(async () => {
 });
 
 after(async () => {
+  for (const sock of quietSockets) sock.destroy();
   await h.stopAll();
 });
 
@@ -191,10 +194,46 @@ async function one(kind) {
   return r.status;
 }
 
+// One sealed request on a connection of its own (raw socket), left open
+// afterwards: the session then waits for the next request, which touches
+// little stack, so what the refused open left on the stack stays there.
+const quietSockets = [];
+async function quietOne(kind) {
+  const key = newKey();
+  const body = newBody();
+  const payload = kind === 'mismatch'
+    ? payloadText({ key, method: 'POST', path: CHAT, body: body + ' ' })
+    : payloadText({ key, method: 'POST', path: CHAT, body }).slice(0, -1);
+  const authorization = await sealPayload(payload);
+  const text = await new Promise((resolve) => {
+    const sock = net.connect(relay.port, '127.0.0.1');
+    quietSockets.push(sock);
+    let got = '';
+    const timer = setTimeout(() => resolve(got), 5000);
+    sock.on('data', (d) => {
+      got += d.toString('latin1');
+      const end = got.indexOf('\r\n\r\n');
+      const len = Number((got.match(/\r\nContent-Length: (\d+)/i) ?? [])[1] ?? -1);
+      if (end >= 0 && len >= 0 && got.length >= end + 4 + len) {
+        clearTimeout(timer);
+        resolve(got);
+      }
+    });
+    sock.on('error', () => resolve(got));
+    // The body in a packet of its own, as browsers and fetch send it: the
+    // session then waits for it, and checks the seal on a fresh stack.
+    sock.write(`POST ${CHAT} HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n` +
+      `Authorization: ${authorization}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`);
+    setTimeout(() => sock.write(body), 20);
+  });
+  return Number((text.match(/^HTTP\/1\.1 (\d{3})/) ?? [])[1] ?? 0);
+}
+
 const EXPECTED = {
   ok_json: [200], ok_stream: [200], ok_anthropic: [200], ok_get: [200], ok_large: [200], ok_escaped: [200],
   bad_box: [401], bad_payload: [401], mismatch: [401], expired: [401], replay: [401], unknown_kid: [401],
   upstream_fail: [500], upstream_reset: ['200-broken'], hang_abort: ['aborted'], hang_timeout: [504],
+  mismatch_last: [401], bad_payload_last: [401],
 };
 
 test('a few thousand sealed requests of every kind leave no slice of any key in the relay\'s memory', async () => {
@@ -208,7 +247,7 @@ test('a few thousand sealed requests of every kind leave no slice of any key in 
     [rest[i], rest[j]] = [rest[j], rest[i]];
   }
   const queue = [...first, ...rest];
-  const total = queue.length;
+  const total = queue.length + QUIET;
   const started = Date.now();
   const workers = Array.from({ length: CONCURRENCY }, async () => {
     while (queue.length) {
@@ -227,8 +266,29 @@ test('a few thousand sealed requests of every kind leave no slice of any key in 
         `${kind}: unexpected outcome ${status} (all: ${JSON.stringify(seen)})`);
     }
   }
-  // The relay has finished with every exchange (the aborted and timed-out ones included).
-  await h.sleep(2500);
+  // The relay has finished with every exchange (the aborted and timed-out
+  // ones included), and fetch has closed its idle keep-alive connections
+  // (undici's keep-alive timeout is 4 s), so nothing else runs in the relay
+  // while the quiet ending below happens and the memory is read.
+  await h.sleep(5000);
+  // A quiet ending: the last thing a worker thread did is open a seal and
+  // refuse it, each on a new connection so both threads get some; the
+  // memory is read after each one (what an open leaves on a thread's stack
+  // survives only until the thread next runs deep code).
+  const quietHits = [];
+  for (let i = 0; i < QUIET; ++i) {
+    const kind = i % 2 ? 'mismatch' : 'bad_payload';
+    const status = await quietOne(kind);
+    const o = (outcomes[`${kind}_last`] ??= {});
+    o[status] = (o[status] ?? 0) + 1;
+    assert.equal(status, 401, kind);
+    await h.sleep(50);
+    const index = scanner.buildIndex(keys);
+    quietHits.push(...scanner.scanProcess(relay.pid, null, { index }).hits);
+  }
+  assert.equal(quietHits.length, 0,
+    `key residue after a refused open:\n${quietHits.slice(0, 50).map(scanner.formatHit).join('\n')}`);
+  await h.sleep(300);
   const status = readFileSync(`/proc/${relay.pid}/status`, 'utf8');
   const rss = status.match(/VmRSS:\s+(\d+)/)[1];
 
@@ -269,4 +329,35 @@ test('the relay\'s log holds none of the keys, seals, payloads or bodies', () =>
   }
   for (const p of payloads) assert.ok(!log.includes(p.slice(0, 40)), 'no payload in the log');
   for (const c of canaries) assert.ok(!log.includes(c), 'no request body in the log');
+});
+
+// The busy run above mostly overwrites what an open leaves on a thread's
+// stack before the scan sees it. Here a fresh relay with one worker thread
+// does nothing but refuse opened seals (mismatched body, then a malformed
+// payload) on one kept-alive connection, and its memory is read after each:
+// the worker's stack is then exactly as the seal check left it.
+test('refused opens on an idle relay leave nothing on the worker\'s stack', async () => {
+  const quiet = await h.startRelay({ providers: h.mockProviders(mock), threads: 1 });
+  const kc = await h.fetchKeys(quiet.url);
+  const used = [];
+  const hits = [];
+  for (let i = 0; i < 8; ++i) {
+    const key = newKey();
+    used.push(key);
+    const body = newBody();
+    const payload = i % 2
+      ? payloadText({ key, method: 'POST', path: CHAT, body: body + ' ' })
+      : payloadText({ key, method: 'POST', path: CHAT, body }).slice(0, -1);
+    const authorization = await sealPayload(payload, kc);
+    const r = await fetch(new URL(CHAT, quiet.url), {
+      method: 'POST', body, headers: { 'content-type': 'application/json', authorization },
+    });
+    assert.equal(r.status, 401);
+    await r.text();
+    await h.sleep(100);
+    hits.push(...scanner.scanProcess(quiet.pid, used).hits);
+  }
+  console.log(`idle relay: 8 refused opens, ${hits.length} key hit(s) in its memory`);
+  assert.equal(hits.length, 0, `key residue after a refused open:\n${hits.map(scanner.formatHit).join('\n')}`);
+  await quiet.stop();
 });
