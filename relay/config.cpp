@@ -211,6 +211,85 @@ const std::vector<std::string> known_fields = {
 
 }  // namespace
 
+namespace {
+// 16 bytes for either family; IPv4 (and IPv4-mapped IPv6) in the first 4.
+bool to_bytes(const boost::asio::ip::address& a, std::array<unsigned char, 16>& out, bool& v4) {
+    out = {};
+    if (a.is_v4()) {
+        const auto b = a.to_v4().to_bytes();
+        std::copy(b.begin(), b.end(), out.begin());
+        v4 = true;
+        return true;
+    }
+    const auto v6 = a.to_v6();
+    if (v6.is_v4_mapped()) {
+        const auto b = boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, v6).to_bytes();
+        std::copy(b.begin(), b.end(), out.begin());
+        v4 = true;
+        return true;
+    }
+    const auto b = v6.to_bytes();
+    std::copy(b.begin(), b.end(), out.begin());
+    v4 = false;
+    return true;
+}
+}  // namespace
+
+void ip_set::add(std::string_view entry, std::string_view field) {
+    const auto slash = entry.find('/');
+    boost::system::error_code ec;
+    const auto addr = boost::asio::ip::make_address(std::string(entry.substr(0, slash)), ec);
+    if (ec) {
+        fail(field, "entries must be IP addresses or networks such as \"10.0.0.0/8\" (got \"" +
+                        std::string(entry) + "\")");
+    }
+    net n;
+    to_bytes(addr, n.bytes, n.v4);
+    const unsigned max_prefix = n.v4 ? 32 : 128;
+    n.prefix = max_prefix;
+    if (slash != std::string_view::npos) {
+        const std::string p(entry.substr(slash + 1));
+        if (p.empty() || p.size() > 3 || !std::all_of(p.begin(), p.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+            static_cast<unsigned>(std::stoi(p)) > max_prefix) {
+            fail(field, "has a network with an invalid prefix length (got \"" + std::string(entry) + "\")");
+        }
+        n.prefix = static_cast<unsigned>(std::stoi(p));
+    }
+    nets_.push_back(n);
+}
+
+bool ip_set::contains(std::string_view ip) const noexcept {
+    boost::system::error_code ec;
+    std::string text(ip);
+    const auto addr = boost::asio::ip::make_address(text, ec);
+    if (ec) {
+        return false;
+    }
+    std::array<unsigned char, 16> b{};
+    bool v4 = false;
+    to_bytes(addr, b, v4);
+    for (const auto& n : nets_) {
+        if (n.v4 != v4) {
+            continue;
+        }
+        unsigned bits = n.prefix;
+        std::size_t i = 0;
+        for (; bits >= 8; bits -= 8, ++i) {
+            if (b[i] != n.bytes[i]) {
+                break;
+            }
+        }
+        if (bits >= 8) {
+            continue;  // a whole byte differed
+        }
+        const auto mask = static_cast<unsigned char>(0xFF << (8 - bits));
+        if (bits == 0 || (b[i] & mask) == (n.bytes[i] & mask)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 const provider* config::find_provider(std::string_view name) const noexcept {
     for (const auto& p : providers) {
         if (p.name == name) {
@@ -315,13 +394,8 @@ std::shared_ptr<const config> parse_config(std::string_view json_text, const std
             }
             c->public_path_prefix = p;
         }
-        c->trusted_proxies = get_strings(j, "trusted_proxies");
-        for (const auto& ip : c->trusted_proxies) {
-            boost::system::error_code ec;
-            (void)boost::asio::ip::make_address(ip, ec);
-            if (ec) {
-                fail("trusted_proxies", "entries must be IP addresses (got \"" + ip + "\")");
-            }
+        for (const auto& entry : get_strings(j, "trusted_proxies")) {
+            c->trusted_proxies.add(entry, "trusted_proxies");
         }
         if (j.contains("web_root") && !j["web_root"].is_null()) {
             if (!j["web_root"].is_string()) {

@@ -4,11 +4,13 @@
 // reads the configuration file. Keys are never in the config, only the paths
 // of key files.
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace byok::relay {
@@ -39,6 +41,25 @@ struct provider {
     std::string host_header;             // "host" or "host:port"
 };
 
+// A set of IP networks ("203.0.113.7", "10.0.0.0/8", "fd00::/8"). An
+// IPv4-mapped IPv6 address (::ffff:a.b.c.d, what a dual-stack socket
+// reports) is matched as the IPv4 address it carries.
+class ip_set {
+public:
+    // Throws config_error naming `field` for an entry that is not an address or network.
+    void add(std::string_view entry, std::string_view field);
+    [[nodiscard]] bool contains(std::string_view ip) const noexcept;
+    [[nodiscard]] bool empty() const noexcept { return nets_.empty(); }
+
+private:
+    struct net {
+        std::array<unsigned char, 16> bytes{};
+        bool v4 = false;
+        unsigned prefix = 0;
+    };
+    std::vector<net> nets_;
+};
+
 struct rate_limit {
     double requests_per_s = 0;  // 0 = off
     double burst = 0;
@@ -54,7 +75,7 @@ struct config {
     std::size_t max_header_bytes = 16u << 10;
     std::vector<std::string> allow_origins;  // exact origins, or "*"
     std::string public_path_prefix;          // "" or "/relay" (no trailing '/')
-    std::vector<std::string> trusted_proxies;  // peer IPs whose X-Forwarded-For is believed
+    ip_set trusted_proxies;  // peers whose X-Forwarded-For is believed
     std::optional<std::string> web_root;
     std::optional<endpoint> metrics_listen;
     std::int64_t header_timeout_s = 10;

@@ -120,10 +120,8 @@ bool field_value_ok(std::string_view v) noexcept {
 }
 
 std::string client_ip(const http::fields& f, const std::string& peer_ip,
-                      const std::vector<std::string>& trusted_proxies) {
-    const auto trusted = [&](const std::string& ip) {
-        return std::find(trusted_proxies.begin(), trusted_proxies.end(), ip) != trusted_proxies.end();
-    };
+                      const ip_set& trusted_proxies) {
+    const auto trusted = [&](const std::string& ip) { return trusted_proxies.contains(ip); };
     if (!trusted(peer_ip)) {
         return peer_ip;
     }

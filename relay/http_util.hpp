@@ -10,6 +10,8 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/fields.hpp>
 
+#include "relay/config.hpp"
+
 namespace byok::relay {
 
 // Request framing that Boost 1.81's Beast parser accepts but a front proxy
@@ -70,6 +72,6 @@ private:
 // written by the client and prove nothing). Garbage in the chain stops the
 // walk and the peer is used. An untrusted peer's X-Forwarded-For is ignored.
 [[nodiscard]] std::string client_ip(const boost::beast::http::fields& f, const std::string& peer_ip,
-                                    const std::vector<std::string>& trusted_proxies);
+                                    const ip_set& trusted_proxies);
 
 }  // namespace byok::relay

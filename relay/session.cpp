@@ -77,7 +77,11 @@ public:
         boost::system::error_code ec;
         const auto ep = stream_.socket().remote_endpoint(ec);
         if (!ec) {
-            peer_ip_ = ep.address().to_string();
+            // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; log and limit them as IPv4.
+            const auto a = ep.address();
+            peer_ip_ = a.is_v6() && a.to_v6().is_v4_mapped()
+                           ? asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string()
+                           : a.to_string();
         }
         stream_.socket().set_option(asio::ip::tcp::no_delay(true), ec);
         // Room for the largest header plus a read's worth of body or pipelined bytes.
@@ -130,8 +134,7 @@ private:
 };
 
 asio::awaitable<void> session::run() {
-    if (!s_.cfg->trusted_proxies.empty() &&
-        std::find(cfg_.trusted_proxies.begin(), cfg_.trusted_proxies.end(), peer_ip_) != cfg_.trusted_proxies.end()) {
+    if (cfg_.trusted_proxies.contains(peer_ip_)) {
         // A trusted proxy multiplexes many clients; it is not capped per IP.
     } else if (!s_.limiter.connection_opened(peer_ip_)) {
         request_ctx rq;

@@ -95,3 +95,35 @@ TEST_CASE("every bad setting is named in the error") {
     CHECK(error_of(R"({"key_files":["k"],"providers":{"v1":{"base_url":"https://h","paths":["/v1"]}}})")
               .find("reserved") != std::string::npos);
 }
+
+TEST_CASE("trusted_proxies: addresses and networks, v4-mapped v6 matched as v4") {
+    const auto c = parse_config(
+        R"({"key_files":["k"],"trusted_proxies":["127.0.0.1","10.0.0.0/8","192.168.4.0/23","fd00::/8","::1"]})", "");
+    const auto& t = c->trusted_proxies;
+    CHECK(t.contains("127.0.0.1"));
+    CHECK_FALSE(t.contains("127.0.0.2"));
+    CHECK(t.contains("10.255.1.2"));
+    CHECK_FALSE(t.contains("11.0.0.1"));
+    CHECK(t.contains("192.168.4.9"));
+    CHECK(t.contains("192.168.5.255"));
+    CHECK_FALSE(t.contains("192.168.6.0"));
+    CHECK(t.contains("fd12:3456::1"));
+    CHECK_FALSE(t.contains("fe80::1"));
+    CHECK(t.contains("::1"));
+    CHECK(t.contains("::ffff:10.1.2.3"));
+    CHECK(t.contains("::ffff:127.0.0.1"));
+    CHECK_FALSE(t.contains("::ffff:127.0.0.2"));
+    CHECK_FALSE(t.contains("not an ip"));
+    CHECK_FALSE(t.contains(""));
+
+    const auto all4 = parse_config(R"({"key_files":["k"],"trusted_proxies":["0.0.0.0/0"]})", "");
+    CHECK(all4->trusted_proxies.contains("203.0.113.9"));
+    CHECK_FALSE(all4->trusted_proxies.contains("2001:db8::1"));
+
+    CHECK(error_of(R"({"key_files":["k"],"trusted_proxies":["10.0.0.0/33"]})").find("\"trusted_proxies\"") !=
+          std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"trusted_proxies":["10.0.0.0/"]})").find("\"trusted_proxies\"") !=
+          std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"trusted_proxies":["fd00::/129"]})").find("\"trusted_proxies\"") !=
+          std::string::npos);
+}
