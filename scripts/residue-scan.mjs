@@ -36,6 +36,11 @@ function parseMaps(pid) {
   return maps;
 }
 
+// Larger than any real heap or stack of the relay: only AddressSanitizer's
+// shadow memory (terabytes of mostly untouched pages, in an ASan build) is.
+// Such mappings are reported as skipped, never silently.
+export const MAX_MAP = 64 * 2 ** 30;
+
 function wanted(map) {
   if (map.perms[0] !== 'r') return false;
   if (map.path.startsWith('[vvar') || map.path === '[vsyscall]' || map.path === '[vdso]') return false;
@@ -78,11 +83,14 @@ export function scanBuffer(buf, n, index, onHit) {
   }
 }
 
-// Scans the process; returns { maps, bytes, unreadable, unreadableMaps, hits: [{ path, perms, mapStart, offset, length, secret }] }.
+// Scans the process; returns { maps, bytes, unreadable, unreadableMaps, skipped, hits: [{ path, perms, mapStart, offset, length, secret }] }.
 // Overlapping window hits of the same secret are merged into one region.
 // `index` (from buildIndex) may be passed instead of `secrets` to scan repeatedly.
 export function scanProcess(pid, secrets, { slice = SLICE, chunk = 1 << 20, index = buildIndex(secrets, slice) } = {}) {
-  const maps = parseMaps(pid).filter(wanted);
+  const all = parseMaps(pid).filter(wanted);
+  const maps = all.filter((m) => m.end - m.start <= MAX_MAP);
+  const skipped = all.filter((m) => m.end - m.start > MAX_MAP)
+    .map((m) => `${m.path} (${m.perms}) 0x${m.start.toString(16)}-0x${m.end.toString(16)}`);
   const fd = openSync(`/proc/${pid}/mem`, 'r');
   const buf = Buffer.allocUnsafe(chunk + slice);
   const hits = [];
@@ -123,7 +131,7 @@ export function scanProcess(pid, secrets, { slice = SLICE, chunk = 1 << 20, inde
   } finally {
     closeSync(fd);
   }
-  return { maps: maps.length, bytes, unreadable, unreadableMaps, hits };
+  return { maps: maps.length, bytes, unreadable, unreadableMaps, skipped, hits };
 }
 
 export function formatHit(h) {
@@ -146,7 +154,8 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     process.exit(2);
   }
   console.log(`scanned ${r.maps} maps, ${(r.bytes / 1048576).toFixed(1)} MiB ` +
-    `(${r.unreadable} bytes unreadable), ${secrets.length} secrets: ${r.hits.length} hit(s)`);
+    `(${r.unreadable} bytes unreadable, ${r.skipped.length} map(s) over 64 GiB skipped), ` +
+    `${secrets.length} secrets: ${r.hits.length} hit(s)`);
   for (const h of r.hits) console.log('  ' + formatHit(h));
   process.exit(r.hits.length ? 1 : 0);
 }

@@ -303,7 +303,8 @@ test('a few thousand sealed requests of every kind leave no slice of any key in 
   const canaryHits = result.hits.filter((x) => x.secret > keys.length);
   const summary = `residue: ${total} requests (${keys.length} distinct keys) in ${elapsed} ms; ` +
     `scanned ${result.maps} maps, ${(result.bytes / 1048576).toFixed(1)} MiB of the relay (RSS ${rss} kB), ` +
-    `${result.unreadable} bytes unreadable [${result.unreadableMaps.join('; ')}]; key hits: ${keyHits.length}; ` +
+    `${result.unreadable} bytes unreadable [${result.unreadableMaps.join('; ')}], ` +
+    `skipped [${result.skipped.join('; ')}]; key hits: ${keyHits.length}; ` +
     `controls: kid ${kidHits.length}, body canaries ${canaryHits.length}; outcomes ${JSON.stringify(outcomes)}`;
   console.log(summary);
   // The scanner must demonstrably see the relay's heap and request buffers.
