@@ -319,6 +319,8 @@ test('the relay\'s log holds none of the keys, seals, payloads or bodies', () =>
   assert.ok(keys.length > 1000, 'the residue run happened');
   const log = relay.stderr();
   assert.match(log, /ip=127\.0\.0\.1 method=POST provider=openai/, 'the access log was written');
+  // The run measured a hardened process (not dumpable, no core files).
+  assert.doesNotMatch(log, /hardening not applied: (PR_SET_DUMPABLE|RLIMIT_CORE)/);
   const index = scanner.buildIndex(keys);
   const buf = Buffer.from(log, 'latin1');
   const found = [];
