@@ -9,7 +9,6 @@
 #include <string>
 #include <vector>
 
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <nlohmann/json.hpp>
 
 #include "fuzz_support.hpp"
