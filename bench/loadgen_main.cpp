@@ -36,7 +36,8 @@ constexpr const char* usage_text =
     "  --body FILE        request body, a JSON object (default: a small chat completion)\n"
     "  --keys N           distinct random user API keys, rotated through (default 16)\n"
     "  --threads N        load-generator threads (default 1)\n"
-    "  --preseal N        requests sealed before the run (default: enough for the run, estimated)\n"
+    "  --preseal N        requests sealed before the run, and kept in reserve after (default: the\n"
+    "                     estimated need of the run, at most 30 s worth so that seals stay fresh)\n"
     "  --seal-threads N   threads that seal before the run (default: --threads)\n"
     "  --timeout S        per read/write timeout (default 60)\n"
     "  --ramp S           open the connections evenly over S seconds (default 0: all at once)\n"
@@ -208,15 +209,20 @@ int main(int argc, char** argv) {
             t.api_keys.push_back(std::move(key));
         }
 
+        // Sealed before the run: at most 30 s worth, so every iat is still
+        // fresh (60 s by default) when sent; a longer run is sealed in the
+        // background, that many requests ahead. Open loop: the schedule;
+        // closed loop: a generous guess (the report says if requests had to
+        // be sealed inline).
+        const double secs = o.duration_s + o.warmup_s;
+        const double per_s = o.rate > 0 ? o.rate * 1.02 : 4000.0;
+        const auto total = static_cast<unsigned long>(std::min(per_s * secs, 50e6)) + o.connections;
         if (!preseal_given) {
-            // Enough for the run: the schedule in open loop; in closed loop a
-            // generous guess (the report says if requests had to be sealed inline).
-            const double secs = o.duration_s + o.warmup_s;
-            preseal = o.rate > 0 ? static_cast<unsigned long>(o.rate * secs * 1.02) + o.connections
-                                 : static_cast<unsigned long>(std::min(4000.0 * secs, 400000.0)) + o.connections;
+            preseal = static_cast<unsigned long>(std::min(per_s * std::min(secs, 30.0), 400000.0)) + o.connections;
         }
         raise_fd_limit(o.connections);
-        request_pool pool(std::move(t), preseal, seal_threads > 0 ? static_cast<unsigned>(seal_threads) : o.threads);
+        request_pool pool(std::move(t), std::max(total, preseal), preseal,
+                          seal_threads > 0 ? static_cast<unsigned>(seal_threads) : o.threads);
 
         target tg;
         tg.tls = u.tls;

@@ -68,6 +68,7 @@ nlohmann::json make_report(const run_description& d, const run_result& r, const 
     j["streaming_at_end"] = r.streaming_at_end;
     j["seal"] = {
         {"presealed", pool.presealed()},
+        {"background", pool.background_seals()},
         {"inline", pool.inline_seals()},
         {"us_per_request", pool.seal_us_per_request()},
         {"fill_s", pool.fill_seconds()},
@@ -79,9 +80,12 @@ void print_table(std::FILE* out, const nlohmann::json& j) {
     const bool open = j.at("mode") == "open";
     std::fprintf(out, "byok-loadgen %s%s%s\n", j.at("url").get<std::string>().c_str(),
                  j.contains("label") ? "  " : "", j.contains("label") ? j.at("label").get<std::string>().c_str() : "");
+    char rate[48] = "";
+    if (open) {
+        std::snprintf(rate, sizeof rate, " at %g req/s", j.at("rate").get<double>());
+    }
     std::fprintf(out, "  %s loop%s, %u connections, %u threads, %.1f s measured after %.1f s warm-up, %s, %u keys\n",
-                 open ? "open" : "closed",
-                 open ? (" at " + std::to_string(j.at("rate").get<double>()) + " req/s").c_str() : "",
+                 open ? "open" : "closed", rate,
                  j.at("connections").get<unsigned>(), j.at("threads").get<unsigned>(), j.at("duration_s").get<double>(),
                  j.at("warmup_s").get<double>(), j.at("stream").get<bool>() ? "streaming" : "non-streaming",
                  j.at("keys").get<unsigned>());
@@ -112,9 +116,12 @@ void print_table(std::FILE* out, const nlohmann::json& j) {
         }
     }
     const auto& s = j.at("seal");
-    std::fprintf(out, "  sealing (not timed): %.1f us CPU per request, %llu presealed in %.2f s, %llu sealed inline\n",
+    std::fprintf(out,
+                 "  sealing (not timed): %.1f us CPU per request, %llu presealed in %.2f s, %llu sealed in the "
+                 "background, %llu sealed inline\n",
                  s.at("us_per_request").get<double>(), s.at("presealed").get<unsigned long long>(),
-                 s.at("fill_s").get<double>(), s.at("inline").get<unsigned long long>());
+                 s.at("fill_s").get<double>(), s.at("background").get<unsigned long long>(),
+                 s.at("inline").get<unsigned long long>());
     std::fprintf(out, "  connects %llu, late sends %llu, unfinished at end %llu (%llu with head received)\n",
                  j.at("connects").get<unsigned long long>(), j.at("late_sends").get<unsigned long long>(),
                  j.at("unfinished_at_end").get<unsigned long long>(), j.at("streaming_at_end").get<unsigned long long>());

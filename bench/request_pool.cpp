@@ -5,6 +5,7 @@
 #include <ctime>
 #include <stdexcept>
 #include <thread>
+#include <vector>
 
 #include <sodium.h>
 
@@ -47,7 +48,8 @@ std::pair<std::string, std::string> split_body(std::string_view body, bool strea
     return {std::move(head), std::move(tail)};
 }
 
-request_pool::request_pool(request_template t, std::size_t count, unsigned threads) : t_(std::move(t)) {
+request_pool::request_pool(request_template t, std::size_t count, std::size_t ahead, unsigned threads)
+    : t_(std::move(t)) {
     if (t_.api_keys.empty()) {
         throw std::invalid_argument("request_pool needs at least one API key");
     }
@@ -59,15 +61,19 @@ request_pool::request_pool(request_template t, std::size_t count, unsigned threa
     body_bytes_ = body_head_.size() + 16 + body_tail_.size();
 
     wire_.resize(count);
+    ready_ = std::make_unique<std::atomic<bool>[]>(count);
+    ahead_ = std::max<std::size_t>(1, ahead);
+    prefilled_ = std::min(count, ahead_);
     threads = std::max(1u, threads);
     std::vector<double> cpu(threads, 0);
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<std::thread> pool;
     for (unsigned k = 0; k < threads; ++k) {
-        pool.emplace_back([this, k, threads, count, &cpu] {
+        pool.emplace_back([this, k, threads, &cpu] {
             const double c0 = thread_cpu_seconds();
-            for (std::size_t i = k; i < count; i += threads) {
+            for (std::size_t i = k; i < prefilled_; i += threads) {
                 wire_[i] = build(i);
+                ready_[i].store(true, std::memory_order_release);
             }
             cpu[k] = thread_cpu_seconds() - c0;
         });
@@ -76,12 +82,11 @@ request_pool::request_pool(request_template t, std::size_t count, unsigned threa
         th.join();
     }
     fill_s_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    double total = 0;
     for (const double c : cpu) {
-        total += c;
+        prefill_cpu_s_ += c;
     }
-    if (count > 0) {
-        seal_us_ = total / static_cast<double>(count) * 1e6;
+    if (prefilled_ > 0) {
+        seal_us_ = prefill_cpu_s_ / static_cast<double>(prefilled_) * 1e6;
     } else {
         // Measure a few anyway, so the report always has the cost of a seal.
         const double c0 = thread_cpu_seconds();
@@ -91,6 +96,41 @@ request_pool::request_pool(request_template t, std::size_t count, unsigned threa
         }
         seal_us_ = (thread_cpu_seconds() - c0) / probe * 1e6;
     }
+    if (count > prefilled_) {
+        sealer_ = std::thread([this] { refill(); });
+    }
+}
+
+request_pool::~request_pool() {
+    stop_.store(true);
+    if (sealer_.joinable()) {
+        sealer_.join();
+    }
+}
+
+void request_pool::refill() {
+    const double c0 = thread_cpu_seconds();
+    for (std::size_t i = prefilled_; i < wire_.size() && !stop_.load(std::memory_order_relaxed); ++i) {
+        // Seal no further ahead than `ahead_`, so every iat is still fresh when sent.
+        while (i >= next_.load(std::memory_order_relaxed) + ahead_ && !stop_.load(std::memory_order_relaxed)) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        }
+        if (i < next_.load(std::memory_order_relaxed)) {
+            continue;  // already taken (and sealed inline): skip ahead
+        }
+        wire_[i] = build(i);
+        ready_[i].store(true, std::memory_order_release);
+        background_.fetch_add(1, std::memory_order_relaxed);
+        background_cpu_s_.store(thread_cpu_seconds() - c0, std::memory_order_relaxed);
+    }
+}
+
+double request_pool::seal_us_per_request() const noexcept {
+    const auto bg = background_.load();
+    if (prefilled_ + bg == 0) {
+        return seal_us_;
+    }
+    return (prefill_cpu_s_ + background_cpu_s_.load()) / static_cast<double>(prefilled_ + bg) * 1e6;
 }
 
 std::string request_pool::build(std::uint64_t n) const {
@@ -118,7 +158,7 @@ std::string request_pool::build(std::uint64_t n) const {
 
 std::string_view request_pool::take(std::string& scratch) {
     const std::size_t i = next_.fetch_add(1, std::memory_order_relaxed);
-    if (i < wire_.size()) {
+    if (i < wire_.size() && ready_[i].load(std::memory_order_acquire)) {
         return wire_[i];
     }
     inline_.fetch_add(1, std::memory_order_relaxed);
