@@ -344,7 +344,8 @@ std::shared_ptr<const config> parse_config(std::string_view json_text, const std
     json j;
     try {
         j = json::parse(json_text);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
+        // parse_error, and out_of_range for a number past double's range ("1e999").
         throw config_error(std::string("config: not valid JSON (") + e.what() + ")");
     }
     if (!j.is_object()) {
