@@ -320,7 +320,10 @@ test('the relay\'s log holds none of the keys, seals, payloads or bodies', () =>
   const log = relay.stderr();
   assert.match(log, /ip=127\.0\.0\.1 method=POST provider=openai/, 'the access log was written');
   // The run measured a hardened process (not dumpable, no core files).
-  assert.doesNotMatch(log, /hardening not applied: (PR_SET_DUMPABLE|RLIMIT_CORE)/);
+  // (A sanitizer build skips PR_SET_DUMPABLE on purpose and says so.)
+  const notApplied = log.split('\n').filter((l) => /hardening not applied: (PR_SET_DUMPABLE|RLIMIT_CORE)/.test(l) &&
+    !/skipped in a sanitizer build/.test(l));
+  assert.deepEqual(notApplied, []);
   const index = scanner.buildIndex(keys);
   const buf = Buffer.from(log, 'latin1');
   const found = [];
