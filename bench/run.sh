@@ -129,7 +129,6 @@ start_relay() {
   "listen": "127.0.0.1:0",
   "threads": 1,
   "key_files": ["$WORK/relay-key.json"],
-  "seal_max_age_s": 120,
   "max_in_flight": 12000,
   "max_connections_per_ip": 0,
   "upstream_timeout_s": 600,
