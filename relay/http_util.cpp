@@ -74,8 +74,18 @@ void fold_watch_buffer::consume(std::size_t n) noexcept {
     }
     if (n > 0) {
         prev_ = p[n - 1];
+        crypto::wipe(const_cast<char*>(p), n);
     }
     b_.consume(n);
+}
+
+void wipe_request_head(http::request_header<>& h) noexcept {
+    for (const auto& f : h) {
+        const auto v = f.value();
+        crypto::wipe(const_cast<char*>(v.data()), v.size());
+    }
+    const auto t = h.target();
+    crypto::wipe(const_cast<char*>(t.data()), t.size());
 }
 
 std::string http_date(std::int64_t unix_seconds) {

@@ -9,6 +9,9 @@
 
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/fields.hpp>
+#include <boost/beast/http/message.hpp>
+
+#include "crypto/secret.hpp"
 
 #include "relay/config.hpp"
 
@@ -21,18 +24,25 @@ namespace byok::relay {
 // exactly "chunked", any Transfer-Encoding on HTTP/1.0. True if acceptable.
 [[nodiscard]] bool framing_ok(const boost::beast::http::fields& f, unsigned version) noexcept;
 
+// A client session's read buffer. Its storage is wiped whenever it is freed
+// (growth, shrink_to_fit, end of connection): a client that sends its key
+// unsealed ("Authorization: Bearer sk-...", "x-api-key: ...") is refused, but
+// its key must not stay behind in freed heap (tests/integration/residue.test.mjs).
+using read_buffer = boost::beast::basic_flat_buffer<crypto::wiping_allocator<char>>;
+
 // The session's read buffer as seen by http::async_read_header, noting
 // obs-fold (a CRLF followed by SP or HTAB inside the header section, RFC 9112
 // §5.2) in the bytes the parser consumes. Beast 1.81 silently joins folded
 // lines into one value; a front proxy may not ("Transfer-Encoding:\r\n
 // chunked"), so the relay refuses a folded header with 400. Beast's header
 // parser consumes a whole header section at once, from one contiguous buffer.
+// Consumed header bytes are wiped at once (they may hold an unsealed key).
 class fold_watch_buffer {
 public:
-    using const_buffers_type = boost::beast::flat_buffer::const_buffers_type;
-    using mutable_buffers_type = boost::beast::flat_buffer::mutable_buffers_type;
+    using const_buffers_type = read_buffer::const_buffers_type;
+    using mutable_buffers_type = read_buffer::mutable_buffers_type;
 
-    explicit fold_watch_buffer(boost::beast::flat_buffer& b) noexcept : b_(b) {}
+    explicit fold_watch_buffer(read_buffer& b) noexcept : b_(b) {}
 
     [[nodiscard]] std::size_t size() const noexcept { return b_.size(); }
     [[nodiscard]] std::size_t max_size() const noexcept { return b_.max_size(); }
@@ -45,10 +55,16 @@ public:
     [[nodiscard]] bool folded() const noexcept { return folded_; }
 
 private:
-    boost::beast::flat_buffer& b_;
+    read_buffer& b_;
     char prev_ = '\0';
     bool folded_ = false;
 };
+
+// Zeroes the target and every field value of a parsed request head in place.
+// Beast frees them with std::allocator, unwiped; called just before the
+// parser goes away, so a key sent in clear (a header, a query string) does
+// not outlive its request. The head is unusable afterwards.
+void wipe_request_head(boost::beast::http::request_header<>& h) noexcept;
 
 // IMF-fixdate of `unix_seconds`, e.g. "Sun, 22 Nov 2026 16:45:03 GMT".
 [[nodiscard]] std::string http_date(std::int64_t unix_seconds);

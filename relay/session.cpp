@@ -126,7 +126,7 @@ private:
     worker& w_;
     const config& cfg_;
     beast::tcp_stream stream_;
-    beast::flat_buffer buffer_;  // also holds pipelined bytes; capped in the constructor
+    read_buffer buffer_;  // also holds pipelined bytes; capped in the constructor; wiped when freed
     std::string peer_ip_;
     session_slot slot_;
     bool counted_ = false;
@@ -159,6 +159,11 @@ asio::awaitable<bool> session::serve_one() {
         co_return false;
     }
     http::request_parser<http::string_body> parser;
+    // Destroyed before the parser: a key sent unsealed must not stay in its freed fields.
+    struct head_wiper {
+        http::request_parser<http::string_body>& p;
+        ~head_wiper() { wipe_request_head(p.get()); }
+    } const head_wiper_guard{parser};
     parser.header_limit(static_cast<std::uint32_t>(cfg_.max_header_bytes));
     parser.body_limit(cfg_.max_body_bytes);
     stream_.expires_after(std::chrono::seconds(first_ ? cfg_.header_timeout_s : cfg_.idle_timeout_s));

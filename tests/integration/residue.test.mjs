@@ -36,6 +36,7 @@ const PLAN = {
   ok_json: 900, ok_stream: 500, ok_anthropic: 200, ok_get: 100, ok_large: 60, ok_escaped: 60,
   bad_box: 100, bad_payload: 200, mismatch: 200, expired: 200, replay: 100, unknown_kid: 100,
   upstream_fail: 200, upstream_reset: 100, hang_abort: 50, hang_timeout: 20,
+  unsealed: 100,
 };
 
 let mock;
@@ -114,6 +115,18 @@ async function one(kind) {
   if (kind === 'replay') {
     const orig = okSeals[Math.floor(Math.random() * okSeals.length)];
     const r = await send(orig.path, { body: orig.body, authorization: orig.authorization });
+    await r.text();
+    return r.status;
+  }
+  if (kind === 'unsealed') {
+    // A client that forgot to seal: its key arrives in clear (as an OpenAI
+    // or an Anthropic client would send it) and is refused; the relay must
+    // not keep it either.
+    const key = newKey();
+    const headers = { 'content-type': 'application/json' };
+    if (keys.length % 2) headers.authorization = `Bearer ${key}`;
+    else headers['x-api-key'] = key;
+    const r = await fetch(new URL(path, relay.url), { method: 'POST', headers, body });
     await r.text();
     return r.status;
   }
@@ -233,7 +246,7 @@ const EXPECTED = {
   ok_json: [200], ok_stream: [200], ok_anthropic: [200], ok_get: [200], ok_large: [200], ok_escaped: [200],
   bad_box: [401], bad_payload: [401], mismatch: [401], expired: [401], replay: [401], unknown_kid: [401],
   upstream_fail: [500], upstream_reset: ['200-broken'], hang_abort: ['aborted'], hang_timeout: [504],
-  mismatch_last: [401], bad_payload_last: [401],
+  unsealed: [401], mismatch_last: [401], bad_payload_last: [401],
 };
 
 test('a few thousand sealed requests of every kind leave no slice of any key in the relay\'s memory', async () => {
@@ -340,7 +353,8 @@ test('the relay\'s log holds none of the keys, seals, payloads or bodies', () =>
 // The busy run above mostly overwrites what an open leaves on a thread's
 // stack before the scan sees it. Here a fresh relay with one worker thread
 // serves one request at a time on one kept-alive connection (refused after
-// the open: mismatched body, malformed payload; answered: JSON, SSE), and
+// the open: mismatched body, malformed payload; answered: JSON, SSE; a key
+// sent unsealed, refused), and
 // its memory is read after each: the worker's stack and buffers are then
 // exactly as that request left them.
 test('one request at a time on an idle relay: nothing of the key on the worker\'s stack or heap', async () => {
@@ -348,8 +362,8 @@ test('one request at a time on an idle relay: nothing of the key on the worker\'
   const kc = await h.fetchKeys(quiet.url);
   const used = [];
   const hits = [];
-  const kinds = ['mismatch', 'bad_payload', 'ok_json', 'ok_stream'];
-  for (let i = 0; i < 16; ++i) {
+  const kinds = ['mismatch', 'bad_payload', 'ok_json', 'ok_stream', 'unsealed'];
+  for (let i = 0; i < 20; ++i) {
     const kind = kinds[i % kinds.length];
     const key = newKey();
     used.push(key);
@@ -357,7 +371,7 @@ test('one request at a time on an idle relay: nothing of the key on the worker\'
     const payload = kind === 'mismatch' ? payloadText({ key, method: 'POST', path: CHAT, body: body + ' ' })
       : kind === 'bad_payload' ? payloadText({ key, method: 'POST', path: CHAT, body }).slice(0, -1)
         : payloadText({ key, method: 'POST', path: CHAT, body });
-    const authorization = await sealPayload(payload, kc);
+    const authorization = kind === 'unsealed' ? `Bearer ${key}` : await sealPayload(payload, kc);
     const r = await fetch(new URL(CHAT, quiet.url), {
       method: 'POST', body, headers: { 'content-type': 'application/json', authorization },
     });
@@ -366,8 +380,8 @@ test('one request at a time on an idle relay: nothing of the key on the worker\'
     await h.sleep(100);
     hits.push(...scanner.scanProcess(quiet.pid, used).hits);
   }
-  console.log(`idle relay: 16 requests one at a time (8 refused after the open, 8 answered), ` +
-    `${hits.length} key hit(s) over 16 scans`);
+  console.log(`idle relay: 20 requests one at a time (8 refused after the open, 8 answered, 4 unsealed), ` +
+    `${hits.length} key hit(s) over 20 scans`);
   assert.equal(hits.length, 0, `key residue:\n${hits.map(scanner.formatHit).join('\n')}`);
   await quiet.stop();
 });
