@@ -135,7 +135,7 @@ void after_head(const http::request_parser<http::string_body>& p) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     const auto& c = cfg();
     // The connection's whole input, already buffered (as session.cpp's buffer_).
-    boost::beast::flat_buffer buffer;
+    read_buffer buffer;
     if (size == 0) {
         return 0;
     }
