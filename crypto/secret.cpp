@@ -22,8 +22,12 @@ namespace {
 // sodium_malloc costs mmap + mprotect + mlock (and the reverse on free);
 // keeping a few locked blocks per thread removes those system calls from the
 // request path while keeping the guard pages and the lock.
-constexpr std::size_t pooled_capacity = 4096;
-constexpr std::size_t pool_depth = 8;
+constexpr std::size_t pooled_capacity = secret_bytes::pool_block_size;
+// Deep enough for every request a thread has between seal check and upstream
+// write at once (256 blocks: 1 MiB locked at most); a shallow pool sent the
+// overflow to sodium_malloc, whose mmap/mprotect/munmap cost TLB-shootdown
+// IPIs on every request (perf, docs/benchmarks.md).
+constexpr std::size_t pool_depth = 256;
 
 // A secret_bytes can outlive its thread's pool: one owned by an object of
 // static storage duration (a keyring held in a global, say) is released

@@ -29,6 +29,11 @@ void ensure_sodium();
 
 class secret_bytes {
 public:
+    // Buffers up to this size are one locked page each and are pooled per
+    // thread (sodium_malloc adds a 16-byte canary and rounds up to pages).
+    // The largest sealed payload the relay accepts (4048 bytes) fits.
+    static constexpr std::size_t pool_block_size = 4096 - 16;
+
     // n zero bytes of secret memory. Throws std::bad_alloc. Small buffers come
     // from a per-thread cache of already-locked pages, so the per-request path
     // makes no system calls; they are wiped before they go back to the cache.

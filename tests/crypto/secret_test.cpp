@@ -177,19 +177,19 @@ TEST_CASE("secret_bytes: allocate gives zeroes; release wipes the pooled block b
 
     // The pool hands the same block out again and does not clear it on the
     // way out (release is the only wipe): so what we see here is what the
-    // release left behind. The full 4096-byte capacity is checked.
-    auto b = secret_bytes::allocate(4096);
+    // release left behind. The full pooled capacity is checked.
+    auto b = secret_bytes::allocate(secret_bytes::pool_block_size);
     REQUIRE(b.data() == block);
     CHECK(std::all_of(b.data(), b.data() + b.size(), [](unsigned char c) { return c == 0; }));
 }
 
 TEST_CASE("secret_bytes: a long secret in a pooled block is wiped in full, not just the new size") {
-    auto a = secret_bytes::allocate(4096);
+    auto a = secret_bytes::allocate(secret_bytes::pool_block_size);
     std::memset(a.data(), 0x5C, a.size());
     a.shrink(8);  // shrink wipes the tail at once
     CHECK(a.size() == 8);
     const unsigned char* block = a.data();
-    CHECK(std::all_of(block + 8, block + 4096, [](unsigned char c) { return c == 0; }));
+    CHECK(std::all_of(block + 8, block + secret_bytes::pool_block_size, [](unsigned char c) { return c == 0; }));
     a = secret_bytes();
     auto b = secret_bytes::allocate(16);
     REQUIRE(b.data() == block);
