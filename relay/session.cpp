@@ -485,6 +485,27 @@ asio::awaitable<void> session::forward(http::request<http::string_body>& req, co
 
     auto wake = [](asio::steady_timer& t) { t.cancel(); };
 
+    // Parses body bytes already read from the provider into the current pump
+    // buffer, without waiting for the network: events that arrived together
+    // leave in one write, and none waits behind a read.
+    auto parse_buffered = [&](upstream_conn& c) -> boost::system::error_code {
+        while (!up.is_done() && up.get().body().size > 0 && c.buffer.size() > 0) {
+            boost::system::error_code pec;
+            const std::size_t used = up.put(c.buffer.data(), pec);
+            c.buffer.consume(used);
+            if (pec == http::error::need_buffer || pec == http::error::need_more) {
+                break;
+            }
+            if (pec) {
+                return pec;
+            }
+            if (used == 0) {
+                break;
+            }
+        }
+        return {};
+    };
+
     auto reader = [&]() -> asio::awaitable<void> {
         const auto ec = co_await read_head(*conn);
         if (ec) {
@@ -497,15 +518,27 @@ asio::awaitable<void> session::forward(http::request<http::string_body>& req, co
             wake(ps->writer_wake);
             co_return;
         }
+        std::size_t idx = 0;
+        // Body bytes that came with the head go out in the same write as the head.
+        up.get().body().data = ps->bufs[0].data();
+        up.get().body().size = pump_chunk;
+        if (const auto pec = parse_buffered(*conn); !pec && pump_chunk - up.get().body().size > 0) {
+            ps->chunk = ps->bufs[0].data();
+            ps->chunk_len = pump_chunk - up.get().body().size;
+            ps->pending = true;
+            idx = 1;
+        }
         ps->head_ready = true;
         wake(ps->writer_wake);
-        std::size_t idx = 0;
         while (!up.is_done() && !ps->client_gone) {
             up.get().body().data = ps->bufs[idx].data();
             up.get().body().size = pump_chunk;
             auto [rec, n] = co_await read_some(*conn);
             if (rec == http::error::need_buffer) {
                 rec = {};
+            }
+            if (!rec) {
+                rec = parse_buffered(*conn);
             }
             const std::size_t got = pump_chunk - up.get().body().size;
             if (got > 0) {
@@ -578,11 +611,26 @@ asio::awaitable<void> session::forward(http::request<http::string_body>& req, co
             h.append("Connection: close\r\n");
         }
         h.append("\r\n");
-        if (!co_await write_text(h, rq)) {
-            ps->client_gone = true;
-            conn->close();
-            wake(ps->reader_wake);
-            co_return;
+        // The head, and the first piece of body if it is already here, in one write.
+        {
+            char size_line[24];
+            const bool with_body = ps->pending;
+            const int sl = with_body ? std::snprintf(size_line, sizeof size_line, "%zx\r\n", ps->chunk_len) : 0;
+            std::array<asio::const_buffer, 4> bufs{
+                asio::buffer(h), asio::buffer(size_line, chunked_out && with_body ? static_cast<std::size_t>(sl) : 0),
+                asio::buffer(ps->chunk, with_body ? ps->chunk_len : 0),
+                asio::buffer("\r\n", chunked_out && with_body ? 2 : 0)};
+            const bool ok = co_await write_all(bufs, rq.bytes_out);
+            if (with_body) {
+                ps->pending = false;
+                wake(ps->reader_wake);
+            }
+            if (!ok) {
+                ps->client_gone = true;
+                conn->close();
+                wake(ps->reader_wake);
+                co_return;
+            }
         }
         s_.stats.upstream_ttfb(pidx, ttfb);
         for (;;) {
