@@ -1,7 +1,9 @@
 #include "crypto/encoding.hpp"
 
+#include <array>
 #include <cstring>
 
+#include <openssl/sha.h>
 #include <sodium.h>
 
 #include "crypto/secret.hpp"
@@ -42,9 +44,70 @@ std::optional<std::size_t> base64url_decode(std::string_view in, std::span<unsig
     return written;
 }
 
+namespace {
+
+// 0..63 for the URL-safe alphabet, 0xFF for everything else (high bytes included).
+constexpr std::array<unsigned char, 256> decode_table = [] {
+    std::array<unsigned char, 256> t{};
+    t.fill(0xFF);
+    const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    for (unsigned i = 0; i < 64; ++i) {
+        t[static_cast<unsigned char>(alphabet[i])] = static_cast<unsigned char>(i);
+    }
+    return t;
+}();
+
+}  // namespace
+
+std::optional<std::size_t> base64url_decode_public(std::string_view in, std::span<unsigned char> out) noexcept {
+    const std::size_t rem = in.size() % 4;
+    if (rem == 1) {
+        return std::nullopt;
+    }
+    const std::size_t n = in.size() / 4 * 3 + (rem == 0 ? 0 : rem - 1);
+    if (n > out.size()) {
+        return std::nullopt;
+    }
+    const auto* p = reinterpret_cast<const unsigned char*>(in.data());
+    unsigned char* w = out.data();
+    std::size_t i = 0;
+    for (; i + 4 <= in.size(); i += 4) {
+        const unsigned a = decode_table[p[i]];
+        const unsigned b = decode_table[p[i + 1]];
+        const unsigned c = decode_table[p[i + 2]];
+        const unsigned d = decode_table[p[i + 3]];
+        if ((a | b | c | d) & 0x80) {
+            return std::nullopt;
+        }
+        const unsigned v = (a << 18) | (b << 12) | (c << 6) | d;
+        *w++ = static_cast<unsigned char>(v >> 16);
+        *w++ = static_cast<unsigned char>(v >> 8);
+        *w++ = static_cast<unsigned char>(v);
+    }
+    if (rem == 2) {
+        const unsigned a = decode_table[p[i]];
+        const unsigned b = decode_table[p[i + 1]];
+        if (((a | b) & 0x80) || (b & 0x0F) != 0) {  // the unused low bits must be zero
+            return std::nullopt;
+        }
+        *w++ = static_cast<unsigned char>((a << 2) | (b >> 4));
+    } else if (rem == 3) {
+        const unsigned a = decode_table[p[i]];
+        const unsigned b = decode_table[p[i + 1]];
+        const unsigned c = decode_table[p[i + 2]];
+        if (((a | b | c) & 0x80) || (c & 0x03) != 0) {
+            return std::nullopt;
+        }
+        const unsigned v = (a << 10) | (b << 4) | (c >> 2);
+        *w++ = static_cast<unsigned char>(v >> 8);
+        *w++ = static_cast<unsigned char>(v);
+    }
+    return n;
+}
+
 sha256_digest sha256(std::span<const unsigned char> in) noexcept {
     sha256_digest out;
-    crypto_hash_sha256(out.data(), in.data(), in.size());
+    SHA256(in.data(), in.size(), out.data());
     return out;
 }
 

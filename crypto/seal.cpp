@@ -107,7 +107,7 @@ check_result seal_checker::check(const keyring& keys, const request_facts& req, 
         return seal_error::bad_seal;
     }
     unsigned char box[max_sealed_bytes];
-    const auto box_len = base64url_decode(box_b64, std::span(box));
+    const auto box_len = base64url_decode_public(box_b64, std::span(box));
     if (!box_len || *box_len <= crypto_box_SEALBYTES) {
         return seal_error::bad_seal;
     }
@@ -161,7 +161,7 @@ check_result seal_checker::check(const keyring& keys, const request_facts& req, 
         return seal_error::bad_seal;
     }
     sha256_digest sealed_digest{};
-    const auto digest_len = base64url_decode(f_body, sealed_digest);
+    const auto digest_len = base64url_decode_public(f_body, sealed_digest);
     if (!digest_len || *digest_len != sealed_digest.size() || f_key.empty() ||
         f_key.size() > policy_.max_key_bytes || !valid_key_chars(f_key)) {
         return seal_error::bad_seal;

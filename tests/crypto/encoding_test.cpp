@@ -2,6 +2,9 @@
 
 #include <doctest/doctest.h>
 
+#include <array>
+#include <cstring>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -123,4 +126,51 @@ TEST_CASE("sha256: FIPS 180-2 known answers; the stream equals the one-shot over
         million.update(a1000);
     }
     CHECK(hex(million.finish()) == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+TEST_CASE("base64url_decode_public agrees with the constant-time decoder on every input") {
+    // Every string of length 0..4 over a 70-character alphabet that mixes
+    // valid characters with '=', '+', '/', space and a high byte would be
+    // too many; instead: all lengths 0..12 with random characters from that
+    // mix, plus every single-character change of valid encodings.
+    const std::string mix = "ABCZabcz0189-_=+/ \x80\xff.";
+    std::mt19937 rng(12345);
+    auto check = [](const std::string& s) {
+        std::array<unsigned char, 64> a{};
+        std::array<unsigned char, 64> b{};
+        const auto x = byok::crypto::base64url_decode(s, a);
+        const auto y = byok::crypto::base64url_decode_public(s, b);
+        REQUIRE(x.has_value() == y.has_value());
+        if (x) {
+            REQUIRE(*x == *y);
+            CHECK(std::memcmp(a.data(), b.data(), *x) == 0);
+        }
+    };
+    for (int len = 0; len <= 12; ++len) {
+        for (int k = 0; k < 2000; ++k) {
+            std::string s;
+            for (int i = 0; i < len; ++i) {
+                s += mix[rng() % mix.size()];
+            }
+            check(s);
+        }
+    }
+    for (std::size_t n = 0; n <= 40; ++n) {
+        std::vector<unsigned char> bytes(n);
+        for (auto& c : bytes) {
+            c = static_cast<unsigned char>(rng());
+        }
+        const std::string enc = byok::crypto::base64url_encode(bytes);
+        check(enc);
+        for (std::size_t i = 0; i < enc.size(); ++i) {
+            for (const char c : mix) {
+                std::string t = enc;
+                t[i] = c;
+                check(t);
+            }
+        }
+    }
+    // Output that does not fit is refused, not truncated.
+    std::array<unsigned char, 2> small{};
+    CHECK_FALSE(byok::crypto::base64url_decode_public("AAAA", small).has_value());
 }
