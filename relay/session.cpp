@@ -50,6 +50,23 @@ constexpr std::size_t max_web_file = 16u << 20;
 
 std::int64_t unix_now() { return static_cast<std::int64_t>(std::time(nullptr)); }
 
+// Appends "name: value\r\n" for each field `allowed` accepts (by lower-case
+// name), skipping values with control characters. `Out` is a std::string or
+// the wiped secret_string of an upstream request head.
+template <class Out, class Fields, class Allowed>
+void append_allowed_fields(Out& out, const Fields& fields, Allowed allowed) {
+    std::string name;
+    for (const auto& f : fields) {
+        name.assign(f.name_string());
+        for (auto& c : name) {
+            c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        }
+        if (allowed(name) && field_value_ok(f.value())) {
+            out.append(name).append(": ").append(f.value()).append("\r\n");
+        }
+    }
+}
+
 // Request state the handlers share.
 struct request_ctx {
     clock_type::time_point start = clock_type::now();
@@ -402,15 +419,7 @@ asio::awaitable<void> session::forward(http::request<http::string_body>& req, co
         case auth_style::api_key: head.append("api-key: "); break;
         }
         head.append(key.value()).append("\r\n");
-        for (const auto& f : req.base()) {
-            std::string name(f.name_string());
-            for (auto& c : name) {
-                c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-            }
-            if (forward_request_header(name) && field_value_ok(f.value())) {
-                head.append(name).append(": ").append(f.value()).append("\r\n");
-            }
-        }
+        append_allowed_fields(head, req.base(), forward_request_header);
         if (!req.body().empty() || req.method() == http::verb::post) {
             head.append("Content-Length: ").append(std::to_string(req.body().size())).append("\r\n");
         }
@@ -587,15 +596,7 @@ asio::awaitable<void> session::forward(http::request<http::string_body>& req, co
         h.reserve(512);
         h.append("HTTP/1.1 ").append(std::to_string(rq.status)).append(" ").append(reason_phrase(rq.status));
         h.append("\r\nDate: ").append(http_date(unix_now())).append("\r\n");
-        for (const auto& f : res.base()) {
-            std::string name(f.name_string());
-            for (auto& c : name) {
-                c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-            }
-            if (forward_response_header(name) && field_value_ok(f.value())) {
-                h.append(name).append(": ").append(f.value()).append("\r\n");
-            }
-        }
+        append_allowed_fields(h, res.base(), forward_response_header);
         h.append("Cache-Control: no-store\r\nX-Accel-Buffering: no\r\n").append(rq.cors);
         const bool no_body = rq.status == 204 || rq.status == 304 || (rq.status >= 100 && rq.status < 200);
         if (no_body) {
