@@ -147,6 +147,7 @@ private:
     std::string peer_ip_;
     session_slot slot_;
     bool counted_ = false;
+    bool linger_ = false;  // drain the client's input before closing
     bool first_ = true;
 };
 
@@ -167,6 +168,24 @@ asio::awaitable<void> session::run() {
     }
     boost::system::error_code ec;
     stream_.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+    if (linger_ && !ec) {
+        // Lingering close (RFC 9112 §9.6): the client may still be sending the
+        // request we refused. Closing now, with its bytes unread, makes the
+        // kernel answer with a RST, and a RST can destroy our error response
+        // before the client reads it. So read and discard for a while first,
+        // bounded in time and bytes like nginx's lingering_close.
+        stream_.expires_after(std::chrono::seconds(2));
+        std::size_t drained = 0;
+        while (drained < (1u << 20)) {
+            auto [rec, n] = co_await stream_.async_read_some(buffer_.prepare(4096), as_tuple(use_awaitable));
+            if (rec) {
+                break;
+            }
+            buffer_.commit(n);
+            buffer_.consume(buffer_.size());
+            drained += n;
+        }
+    }
     stream_.socket().close(ec);
 }
 
@@ -208,6 +227,7 @@ asio::awaitable<bool> session::serve_one() {
             co_return false;
         }
         rq.keep_alive = false;
+        linger_ = true;
         const error_code e = ec == http::error::header_limit ? error_code::headers_too_large
                              : ec == http::error::body_limit ? error_code::body_too_large
                                                              : error_code::bad_request;
@@ -320,6 +340,12 @@ asio::awaitable<bool> session::serve_one() {
     }
     if (buffer_.size() == 0) {
         buffer_.shrink_to_fit();  // an idle keep-alive connection holds no read buffer
+    }
+    // Closing after an answer to a request whose bytes may not all have been
+    // read: linger (see run()). Not after a timeout (a slow client gets no
+    // more time) or when the client already left.
+    if (!rq.keep_alive && rq.status != 0 && rq.status != 408 && rq.status != 499) {
+        linger_ = true;
     }
     co_return rq.keep_alive && stream_.socket().is_open();
 }
