@@ -50,6 +50,28 @@ constexpr std::size_t max_web_file = 16u << 20;
 
 std::int64_t unix_now() { return static_cast<std::int64_t>(std::time(nullptr)); }
 
+// One piece of response body as it goes on the wire: framed as an HTTP/1.1
+// chunk when the response is chunked, raw otherwise (Content-Length or
+// close-delimited). An empty piece is nothing at all, never the last-chunk.
+class body_piece {
+public:
+    body_piece(std::string_view data, bool chunked) noexcept : data_(data) {
+        if (chunked && !data.empty()) {
+            size_len_ = static_cast<std::size_t>(std::snprintf(size_line_, sizeof size_line_, "%zx\r\n", data.size()));
+            crlf_len_ = 2;
+        }
+    }
+    [[nodiscard]] asio::const_buffer size_line() const noexcept { return asio::buffer(size_line_, size_len_); }
+    [[nodiscard]] asio::const_buffer data() const noexcept { return asio::buffer(data_); }
+    [[nodiscard]] asio::const_buffer crlf() const noexcept { return asio::buffer("\r\n", crlf_len_); }
+
+private:
+    char size_line_[24]{};
+    std::size_t size_len_ = 0;
+    std::size_t crlf_len_ = 0;
+    std::string_view data_;
+};
+
 // Appends "name: value\r\n" for each field `allowed` accepts (by lower-case
 // name), skipping values with control characters. `Out` is a std::string or
 // the wiped secret_string of an upstream request head.
@@ -640,13 +662,11 @@ asio::awaitable<void> session::forward(http::request<http::string_body>& req, co
         h.append("\r\n");
         // The head, and the first piece of body if it is already here, in one write.
         {
-            char size_line[24];
             const bool with_body = ps->pending;
-            const int sl = with_body ? std::snprintf(size_line, sizeof size_line, "%zx\r\n", ps->chunk_len) : 0;
-            std::array<asio::const_buffer, 4> bufs{
-                asio::buffer(h), asio::buffer(size_line, chunked_out && with_body ? static_cast<std::size_t>(sl) : 0),
-                asio::buffer(ps->chunk, with_body ? ps->chunk_len : 0),
-                asio::buffer("\r\n", chunked_out && with_body ? 2 : 0)};
+            const body_piece first(with_body ? std::string_view(ps->chunk, ps->chunk_len) : std::string_view(),
+                                   chunked_out);
+            const std::array<asio::const_buffer, 4> bufs{asio::buffer(h), first.size_line(), first.data(),
+                                                         first.crlf()};
             const bool ok = co_await write_all(bufs, rq.bytes_out);
             if (with_body) {
                 ps->pending = false;
@@ -665,11 +685,8 @@ asio::awaitable<void> session::forward(http::request<http::string_body>& req, co
                 co_return;
             }
             if (ps->pending) {
-                char size_line[24];
-                const int sl = std::snprintf(size_line, sizeof size_line, "%zx\r\n", ps->chunk_len);
-                std::array<asio::const_buffer, 3> bufs{
-                    asio::buffer(size_line, chunked_out ? static_cast<std::size_t>(sl) : 0),
-                    asio::buffer(ps->chunk, ps->chunk_len), asio::buffer("\r\n", chunked_out ? 2 : 0)};
+                const body_piece piece(std::string_view(ps->chunk, ps->chunk_len), chunked_out);
+                const std::array<asio::const_buffer, 3> bufs{piece.size_line(), piece.data(), piece.crlf()};
                 const bool ok = co_await write_all(bufs, rq.bytes_out);
                 ps->pending = false;
                 wake(ps->reader_wake);
@@ -689,11 +706,8 @@ asio::awaitable<void> session::forward(http::request<http::string_body>& req, co
             if (!wec && is_sse && !ps->pending && !ps->finished && !ps->client_gone) {
                 // A comment line: ignored by SSE parsers, keeps idle-timeout proxies from cutting the stream.
                 static constexpr std::string_view ka = ": keep-alive\n\n";
-                char size_line[8];
-                const int sl = std::snprintf(size_line, sizeof size_line, "%zx\r\n", ka.size());
-                std::array<asio::const_buffer, 3> bufs{
-                    asio::buffer(size_line, chunked_out ? static_cast<std::size_t>(sl) : 0), asio::buffer(ka),
-                    asio::buffer("\r\n", chunked_out ? 2 : 0)};
+                const body_piece piece(ka, chunked_out);
+                const std::array<asio::const_buffer, 3> bufs{piece.size_line(), piece.data(), piece.crlf()};
                 if (!co_await write_all(bufs, rq.bytes_out)) {
                     ps->client_gone = true;
                     conn->close();
