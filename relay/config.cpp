@@ -20,6 +20,19 @@ using json = nlohmann::json;
     throw config_error("config: \"" + std::string(field) + "\" " + std::string(what));
 }
 
+// A decimal port, 1..65535 (0 too when `allow_zero`: "any free port" for a listener).
+std::uint16_t parse_port(std::string_view text, std::string_view field, bool allow_zero) {
+    if (text.empty() || text.size() > 5 ||
+        !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+        fail(field, "has an invalid port");
+    }
+    const int port = std::stoi(std::string(text));
+    if (port > 65535 || (port == 0 && !allow_zero)) {
+        fail(field, "has an invalid port");
+    }
+    return static_cast<std::uint16_t>(port);
+}
+
 bool is_loopback_host(const std::string& host) {
     if (host == "localhost") {
         return true;
@@ -121,17 +134,11 @@ provider parse_provider(const std::string& name, const json& j, const std::strin
             if (authority[close + 1] != ':') {
                 fail(field + ".base_url", "has garbage after the IPv6 literal");
             }
-            p.port = parse_endpoint("[::]" + authority.substr(close + 1), field + ".base_url").port;
+            p.port = parse_port(std::string_view(authority).substr(close + 2), field + ".base_url", false);
         }
     } else if (const auto colon = authority.rfind(':'); colon != std::string::npos) {
         host = authority.substr(0, colon);
-        const std::string port_text = authority.substr(colon + 1);
-        if (port_text.empty() || port_text.size() > 5 ||
-            !std::all_of(port_text.begin(), port_text.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
-            std::stoi(port_text) < 1 || std::stoi(port_text) > 65535) {
-            fail(field + ".base_url", "has an invalid port");
-        }
-        p.port = static_cast<std::uint16_t>(std::stoi(port_text));
+        p.port = parse_port(std::string_view(authority).substr(colon + 1), field + ".base_url", false);
     }
     if (host.empty()) {
         fail(field + ".base_url", "has no host");
@@ -318,12 +325,7 @@ endpoint parse_endpoint(std::string_view text, std::string_view field) {
         e.host = s.substr(0, colon);
         port_text = s.substr(colon + 1);
     }
-    if (port_text.empty() || port_text.size() > 5 ||
-        !std::all_of(port_text.begin(), port_text.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
-        std::stoi(port_text) > 65535) {
-        fail(field, "has an invalid port");
-    }
-    e.port = static_cast<std::uint16_t>(std::stoi(port_text));
+    e.port = parse_port(port_text, field, true);
     boost::system::error_code ec;
     (void)boost::asio::ip::make_address(e.host, ec);
     if (ec) {
