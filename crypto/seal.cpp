@@ -44,14 +44,9 @@ bool valid_key_chars(std::string_view key) noexcept {
 // 64-byte stack buffer that it does not wipe: {"key":" and the first 24
 // characters of the user's key stayed on the worker thread's stack until
 // deeper code happened to overwrite them (tests/integration/residue.test.mjs
-// found them there after refused seals). Called right after the open, from
-// the frame that called it, this wipes the stack the open used, with room to
-// spare (the open needs well under 4 KiB: BLAKE2b, X25519, XSalsa20-Poly1305).
-[[gnu::noinline]] void wipe_stack_below() noexcept {
-    unsigned char area[16384];
-    sodium_memzero(area, sizeof area);
-    __asm__ __volatile__("" : : "r"(area) : "memory");  // keep the frame
-}
+// found them there after refused seals). check() calls wipe_stack_below()
+// right after the open, from the frame that called it (the open needs well
+// under 4 KiB: BLAKE2b, X25519, XSalsa20-Poly1305).
 
 }  // namespace
 

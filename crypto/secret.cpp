@@ -9,6 +9,12 @@
 
 namespace byok::crypto {
 
+[[gnu::noinline]] void wipe_stack_below() noexcept {
+    unsigned char area[16384];
+    sodium_memzero(area, sizeof area);
+    __asm__ __volatile__("" : : "r"(area) : "memory");  // keep the frame
+}
+
 void ensure_sodium() {
     static const int rc = sodium_init();
     if (rc < 0) {

@@ -74,6 +74,14 @@ private:
 // Zeroes n bytes in a way the compiler may not remove.
 inline void wipe(void* p, std::size_t n) noexcept { sodium_memzero(p, n); }
 
+// Zeroes the 16 KiB of stack below the caller's frame. For right after a
+// library call that handled secret bytes and may have left copies in its
+// own stack frames, which it does not wipe: libsodium 1.0.18's secretbox
+// open (the first 32 bytes of a payload), OpenSSL's record encryption (the
+// request head holding the key). Those frames lie below the caller's, where
+// later calls may or may not happen to overwrite them.
+void wipe_stack_below() noexcept;
+
 // An allocator that wipes every block it frees, then passes it to Upstream.
 // Upstream is std::allocator unless a test wants to look at freed memory.
 template <class T, class Upstream = std::allocator<T>>

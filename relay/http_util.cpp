@@ -72,6 +72,7 @@ void fold_watch_buffer::consume(std::size_t n) noexcept {
             folded_ = true;
         }
     }
+    consumed_ += n;
     if (n > 0) {
         prev_ = p[n - 1];
         crypto::wipe(const_cast<char*>(p), n);

@@ -2,6 +2,7 @@
 // Small HTTP/1.1 helpers the session uses: framing checks the parser does not
 // make, the Date header, status reason phrases. Pure; thread-safe.
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -34,18 +35,27 @@ using read_buffer = boost::beast::basic_flat_buffer<crypto::wiping_allocator<cha
 // obs-fold (a CRLF followed by SP or HTAB inside the header section, RFC 9112
 // §5.2) in the bytes the parser consumes. Beast 1.81 silently joins folded
 // lines into one value; a front proxy may not ("Transfer-Encoding:\r\n
-// chunked"), so the relay refuses a folded header with 400. Beast's header
-// parser consumes a whole header section at once, from one contiguous buffer.
-// Consumed header bytes are wiped at once (they may hold an unsealed key).
+// chunked"), so the relay refuses a folded header with 400. Consumed header
+// bytes are wiped at once (they may hold an unsealed key).
+//
+// It also holds the header section to `header_limit` bytes in all. Beast's
+// parser checks its header_limit against what one put() is given, but it
+// consumes the start line and complete fields as it goes: fed 4 KiB reads,
+// it took a 19 KiB header section under a 16 KiB limit. Here max_size()
+// shrinks by every byte consumed, so a longer section ends the read with
+// http::error::buffer_overflow (answered 431 like header_limit).
 class fold_watch_buffer {
 public:
     using const_buffers_type = read_buffer::const_buffers_type;
     using mutable_buffers_type = read_buffer::mutable_buffers_type;
 
-    explicit fold_watch_buffer(read_buffer& b) noexcept : b_(b) {}
+    fold_watch_buffer(read_buffer& b, std::size_t header_limit) noexcept : b_(b), limit_(header_limit) {}
 
     [[nodiscard]] std::size_t size() const noexcept { return b_.size(); }
-    [[nodiscard]] std::size_t max_size() const noexcept { return b_.max_size(); }
+    [[nodiscard]] std::size_t max_size() const noexcept {
+        const std::size_t left = limit_ > consumed_ ? limit_ - consumed_ : 0;
+        return std::max(std::min(b_.max_size(), left), std::min(b_.size(), b_.max_size()));
+    }
     [[nodiscard]] std::size_t capacity() const noexcept { return b_.capacity(); }
     [[nodiscard]] const_buffers_type data() const noexcept { return b_.data(); }
     [[nodiscard]] mutable_buffers_type prepare(std::size_t n) { return b_.prepare(n); }
@@ -56,6 +66,8 @@ public:
 
 private:
     read_buffer& b_;
+    std::size_t limit_;
+    std::size_t consumed_ = 0;
     char prev_ = '\0';
     bool folded_ = false;
 };

@@ -10,6 +10,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 
@@ -242,7 +243,7 @@ void server::start_draining() {
             // finish their request and close after it.
             for (auto* slot : wp->sessions) {
                 if (slot->idle) {
-                    slot->stream->socket().cancel(ec);
+                    slot->socket->cancel(ec);
                 }
             }
         });
@@ -327,7 +328,7 @@ int server::run() {
                     asio::post(w->ioc, [wp = w.get()] {
                         boost::system::error_code ignored;
                         for (auto* slot : wp->sessions) {
-                            slot->stream->socket().close(ignored);
+                            slot->socket->close(ignored);
                         }
                     });
                 }

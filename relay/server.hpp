@@ -19,7 +19,6 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 
 #include "crypto/keyring.hpp"
 #include "crypto/seal.hpp"
@@ -55,7 +54,7 @@ private:
 
 // A client connection, as its worker sees it (for draining).
 struct session_slot {
-    boost::beast::tcp_stream* stream = nullptr;
+    boost::asio::ip::tcp::socket* socket = nullptr;
     bool idle = false;  // waiting for a request; may be closed when draining
 };
 

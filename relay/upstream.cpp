@@ -3,9 +3,12 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/address.hpp>
-#include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include <cerrno>
 
@@ -23,15 +26,6 @@ bool is_ip_literal(const std::string& host) {
     boost::system::error_code ec;
     (void)asio::ip::make_address(host, ec);
     return !ec;
-}
-
-// An idle HTTP/1.1 connection has nothing to read. If the provider closed it
-// (FIN, RST, or a TLS close_notify waiting in the socket), reusing it would
-// fail the request after the key was sent; such a connection is dropped here.
-bool still_quiet(upstream_conn& c) {
-    char byte = 0;
-    const ssize_t r = ::recv(c.tcp().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
 }  // namespace
@@ -55,22 +49,173 @@ std::shared_ptr<asio::ssl::context> make_client_tls_context(const provider& p) {
         }
     }
     SSL_CTX_set_session_cache_mode(ctx->native_handle(), SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
-    // Idle pooled connections give their record buffers back (about 34 KiB each).
+    // Connections with nothing in flight give their record buffers back
+    // (about 34 KiB each): what an idle pooled connection or a slow stream
+    // between two events holds is the SSL object, not its buffers.
     SSL_CTX_set_mode(ctx->native_handle(), SSL_MODE_RELEASE_BUFFERS);
+    // One recv takes every record the socket holds, not one record at a time.
+    SSL_CTX_set_read_ahead(ctx->native_handle(), 1);
     return ctx;
 }
 
-upstream_conn::upstream_conn(asio::io_context& ioc, std::shared_ptr<asio::ssl::context> tls) {
-    if (tls) {
-        tls_.emplace(beast::tcp_stream(ioc), *tls);
-    } else {
-        plain_.emplace(ioc);
+upstream_conn::upstream_conn(asio::io_context& ioc, SSL_CTX* tls) : sock_(ioc) {
+    if (tls != nullptr) {
+        ssl_ = SSL_new(tls);
+        if (ssl_ == nullptr) {
+            throw std::bad_alloc();
+        }
     }
+}
+
+upstream_conn::~upstream_conn() {
+    close();
+    SSL_free(ssl_);  // the socket BIO does not own the descriptor
 }
 
 void upstream_conn::close() noexcept {
     boost::system::error_code ignored;
-    tcp().socket().close(ignored);
+    sock_.close(ignored);
+}
+
+bool upstream_conn::still_quiet() const noexcept {
+    if (!sock_.is_open() || (ssl_ != nullptr && SSL_has_pending(ssl_) == 1)) {
+        return false;
+    }
+    // An idle HTTP/1.1 connection has nothing to read. If the provider closed
+    // it (FIN, RST, or a TLS close_notify waiting in the socket), reusing it
+    // would fail the request after the key was sent.
+    char byte = 0;
+    const ssize_t r = ::recv(const_cast<asio::ip::tcp::socket&>(sock_).native_handle(), &byte, 1,
+                             MSG_PEEK | MSG_DONTWAIT);
+    return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+asio::awaitable<boost::system::error_code> upstream_conn::wait(asio::socket_base::wait_type w) {
+    auto [ec] = co_await sock_.async_wait(w, asio::as_tuple(asio::use_awaitable));
+    co_return ec;
+}
+
+boost::system::error_code upstream_conn::tls_error(int ssl_error) const noexcept {
+    const int sys = errno;
+    switch (ssl_error) {
+    case SSL_ERROR_ZERO_RETURN:
+        return asio::error::eof;  // close_notify: a clean end
+    case SSL_ERROR_SYSCALL:
+        if (ERR_peek_error() == 0) {
+            return sys == 0 ? boost::system::error_code(asio::ssl::error::stream_truncated)
+                            : boost::system::error_code(sys, boost::system::system_category());
+        }
+        break;
+    case SSL_ERROR_SSL:
+        if (ERR_GET_REASON(ERR_peek_last_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+            return asio::ssl::error::stream_truncated;  // cut without close_notify
+        }
+        break;
+    default:
+        break;
+    }
+    const unsigned long e = ERR_peek_last_error();
+    return e != 0 ? boost::system::error_code(static_cast<int>(e), asio::error::get_ssl_category())
+                  : boost::system::error_code(asio::error::fault);
+}
+
+asio::awaitable<boost::system::error_code> upstream_conn::handshake() {
+    boost::system::error_code ec;
+    sock_.non_blocking(true, ec);
+    if (ec || SSL_set_fd(ssl_, sock_.native_handle()) != 1) {
+        co_return deadline.settle(ec ? ec : asio::error::fault);
+    }
+    for (;;) {
+        ERR_clear_error();
+        const int r = SSL_connect(ssl_);
+        if (r == 1) {
+            co_return deadline.settle({});
+        }
+        const int e = SSL_get_error(ssl_, r);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            ec = co_await wait(e == SSL_ERROR_WANT_READ ? asio::socket_base::wait_read : asio::socket_base::wait_write);
+            if (ec) {
+                co_return deadline.settle(ec);
+            }
+            continue;
+        }
+        co_return deadline.settle(tls_error(e));
+    }
+}
+
+asio::awaitable<boost::system::error_code> upstream_conn::write(std::span<const asio::const_buffer> bufs) {
+    if (ssl_ == nullptr) {
+        auto [ec, n] = co_await asio::async_write(sock_, bufs, asio::as_tuple(asio::use_awaitable));
+        co_return deadline.settle(ec);
+    }
+    for (const auto& b : bufs) {
+        std::size_t off = 0;
+        while (off < b.size()) {
+            ERR_clear_error();
+            std::size_t n = 0;
+            const int r = SSL_write_ex(ssl_, static_cast<const char*>(b.data()) + off, b.size() - off, &n);
+            if (r == 1) {
+                off += n;
+                continue;
+            }
+            const int e = SSL_get_error(ssl_, r);
+            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+                // Retried with the same arguments, as SSL_write requires.
+                const auto ec = co_await wait(e == SSL_ERROR_WANT_READ ? asio::socket_base::wait_read
+                                                                        : asio::socket_base::wait_write);
+                if (ec) {
+                    co_return deadline.settle(ec);
+                }
+                continue;
+            }
+            co_return deadline.settle(tls_error(e));
+        }
+    }
+    co_return deadline.settle({});
+}
+
+asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> upstream_conn::read_some(asio::mutable_buffer into,
+                                                                                             bool wait_first) {
+    if (ssl_ == nullptr) {
+        auto [ec, n] = co_await sock_.async_read_some(into, asio::as_tuple(asio::use_awaitable));
+        co_return std::tuple{deadline.settle(ec), n};
+    }
+    auto* const p = static_cast<char*>(into.data());
+    std::size_t total = 0;
+    if (wait_first && SSL_has_pending(ssl_) == 0) {
+        // Safe with the reactor's edge-triggered readiness: the answer to a
+        // request just written cannot have arrived before this wait is queued.
+        if (const auto ec = co_await wait(asio::socket_base::wait_read)) {
+            co_return std::tuple{deadline.settle(ec), std::size_t{0}};
+        }
+    }
+    while (total < into.size()) {
+        ERR_clear_error();
+        std::size_t n = 0;
+        const int r = SSL_read_ex(ssl_, p + total, into.size() - total, &n);
+        if (r == 1) {
+            total += n;
+            if (SSL_has_pending(ssl_) == 1) {
+                continue;  // another record already received
+            }
+            break;
+        }
+        const int e = SSL_get_error(ssl_, r);
+        if (total > 0) {
+            break;  // deliver what arrived; a failure repeats on the next call
+        }
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            // Only after OpenSSL's own read said EAGAIN, so the next arrival is a new edge.
+            const auto ec = co_await wait(e == SSL_ERROR_WANT_READ ? asio::socket_base::wait_read
+                                                                    : asio::socket_base::wait_write);
+            if (ec) {
+                co_return std::tuple{deadline.settle(ec), std::size_t{0}};
+            }
+            continue;
+        }
+        co_return std::tuple{deadline.settle(tls_error(e)), std::size_t{0}};
+    }
+    co_return std::tuple{deadline.settle({}), total};
 }
 
 upstream_pool::upstream_pool(asio::io_context& ioc, const provider& p, std::shared_ptr<asio::ssl::context> tls)
@@ -88,7 +233,7 @@ std::unique_ptr<upstream_conn> upstream_pool::take() {
     while (!idle_.empty()) {
         auto c = std::move(idle_.back());
         idle_.pop_back();
-        if (now - c->idle_since < max_idle_age && c->tcp().socket().is_open() && still_quiet(*c)) {
+        if (now - c->idle_since < max_idle_age && c->still_quiet()) {
             return c;
         }
         c->close();
@@ -97,12 +242,12 @@ std::unique_ptr<upstream_conn> upstream_pool::take() {
 }
 
 void upstream_pool::give_back(std::unique_ptr<upstream_conn> c) {
-    if (idle_.size() >= max_idle_per_pool || !c->tcp().socket().is_open()) {
+    if (idle_.size() >= max_idle_per_pool || !c->is_open()) {
         c->close();
         return;
     }
     c->idle_since = std::chrono::steady_clock::now();
-    c->tcp().expires_never();
+    c->deadline.expires_never();
     if (c->buffer.size() == 0) {
         c->buffer.shrink_to_fit();
     }
@@ -120,7 +265,7 @@ void upstream_pool::remember_session(upstream_conn& c) {
     if (!c.is_tls()) {
         return;
     }
-    SSL_SESSION* s = SSL_get1_session(c.tls().native_handle());
+    SSL_SESSION* s = SSL_get1_session(c.ssl());
     if (s == nullptr) {
         return;
     }
@@ -144,28 +289,36 @@ asio::awaitable<std::unique_ptr<upstream_conn>> upstream_pool::connect(std::chro
         ec = rec;
         co_return nullptr;
     }
-    auto c = std::make_unique<upstream_conn>(ioc_, tls_ctx_);
-    c->tcp().expires_after(timeout);
-    auto [cec, ep] = co_await c->tcp().async_connect(results, as_tuple(use_awaitable));
-    if (cec) {
+    auto c = std::make_unique<upstream_conn>(ioc_, tls_ctx_ ? tls_ctx_->native_handle() : nullptr);
+    c->deadline.expires_after(timeout);
+    auto [cec, ep] = co_await asio::async_connect(c->socket(), results, as_tuple(use_awaitable));
+    if (cec = c->deadline.settle(cec); cec) {
         ec = cec;
         co_return nullptr;
     }
-    c->tcp().socket().set_option(asio::ip::tcp::no_delay(true), ec);
+    c->socket().set_option(asio::ip::tcp::no_delay(true), ec);
     if (c->is_tls()) {
-        SSL* ssl = c->tls().native_handle();
-        // SNI only for names (RFC 6066 §3 forbids IP literals there).
-        if (!is_ip_literal(prov_.host) && SSL_set_tlsext_host_name(ssl, prov_.host.c_str()) != 1) {
+        SSL* ssl = c->ssl();
+        // The certificate must name the host: a DNS name (no partial
+        // wildcards), or an IP address in an IP SAN. SNI only for names
+        // (RFC 6066 §3 forbids IP literals there).
+        bool ok = false;
+        if (is_ip_literal(prov_.host)) {
+            ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), prov_.host.c_str()) == 1;
+        } else {
+            SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+            ok = SSL_set1_host(ssl, prov_.host.c_str()) == 1 &&
+                 SSL_set_tlsext_host_name(ssl, prov_.host.c_str()) == 1;
+        }
+        if (!ok) {
             ec = asio::error::invalid_argument;
             co_return nullptr;
         }
-        c->tls().set_verify_callback(asio::ssl::host_name_verification(prov_.host));
         if (session_ != nullptr) {
             SSL_set_session(ssl, static_cast<SSL_SESSION*>(session_));
         }
-        c->tcp().expires_after(timeout);
-        auto [hec] = co_await c->tls().async_handshake(asio::ssl::stream_base::client, as_tuple(use_awaitable));
-        if (hec) {
+        c->deadline.expires_after(timeout);
+        if (const auto hec = co_await c->handshake()) {
             ec = hec;
             co_return nullptr;
         }

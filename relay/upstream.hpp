@@ -10,19 +10,19 @@
 
 #include <chrono>
 #include <memory>
-#include <optional>
-#include <variant>
+#include <span>
+#include <tuple>
 #include <vector>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
-#include <boost/asio/ssl/stream.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
+#include <openssl/ssl.h>
 
 #include "relay/config.hpp"
+#include "relay/deadline.hpp"
 
 namespace byok::relay {
 
@@ -33,26 +33,56 @@ namespace beast = boost::beast;
 // share once configured). Throws config_error if ca_file cannot be loaded.
 [[nodiscard]] std::shared_ptr<asio::ssl::context> make_client_tls_context(const provider& p);
 
+// One connection to a provider: plain TCP, or TLS run by OpenSSL directly on
+// the socket (SSL_set_fd; non-blocking SSL_read/SSL_write, waiting for the
+// socket with async_wait when OpenSSL wants to read or write). Asio's
+// ssl::stream would copy every byte through a BIO pair and its own buffers,
+// about 70 KiB per connection before any data moves; here OpenSSL's record
+// buffers are the only ones, and SSL_MODE_RELEASE_BUFFERS gives them back
+// whenever the connection has nothing in flight.
 class upstream_conn {
+    asio::ip::tcp::socket sock_;  // first: `deadline` refers to it
+    SSL* ssl_ = nullptr;
+
 public:
-    using tls_stream = asio::ssl::stream<beast::tcp_stream>;
+    upstream_conn(asio::io_context& ioc, SSL_CTX* tls);
+    ~upstream_conn();
+    upstream_conn(const upstream_conn&) = delete;
+    upstream_conn& operator=(const upstream_conn&) = delete;
 
-    upstream_conn(asio::io_context& ioc, std::shared_ptr<asio::ssl::context> tls);
-
-    [[nodiscard]] bool is_tls() const noexcept { return tls_.has_value(); }
-    [[nodiscard]] tls_stream& tls() { return *tls_; }
-    [[nodiscard]] beast::tcp_stream& tcp() { return tls_ ? tls_->next_layer() : *plain_; }
+    [[nodiscard]] bool is_tls() const noexcept { return ssl_ != nullptr; }
+    [[nodiscard]] SSL* ssl() const noexcept { return ssl_; }
+    [[nodiscard]] asio::ip::tcp::socket& socket() noexcept { return sock_; }
+    [[nodiscard]] bool is_open() const noexcept { return sock_.is_open(); }
     // Closes the socket; pending operations complete with operation_aborted.
     void close() noexcept;
 
+    // TLS client handshake after connect (verification set up by the pool).
+    [[nodiscard]] asio::awaitable<boost::system::error_code> handshake();
+    // Writes all of `bufs`.
+    [[nodiscard]] asio::awaitable<boost::system::error_code> write(std::span<const asio::const_buffer> bufs);
+    // Reads at least one byte into `into`: every byte already received (all
+    // buffered TLS records), as much as fits. With `wait_first`, waits for the
+    // socket to be readable before trying (right after a request was written,
+    // when nothing can be there yet: saves a read that would only say EAGAIN).
+    // A clean end (close_notify, or FIN on plain TCP) is asio::error::eof; a
+    // TLS connection cut without close_notify is asio::ssl::error::stream_truncated.
+    [[nodiscard]] asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> read_some(
+        asio::mutable_buffer into, bool wait_first = false);
+    // True if the provider sent nothing since the last exchange: no bytes in
+    // OpenSSL's buffers and none (not even a FIN) in the socket.
+    [[nodiscard]] bool still_quiet() const noexcept;
+
+    // Time limit for the operation about to start (then settled by the calls above).
+    socket_deadline deadline{sock_};
     // Bytes read from the provider, not yet parsed: a response head (at most
-    // 16 KiB) plus one read. Capped, because Beast reads in 64 KiB gulps.
+    // 16 KiB) plus one read.
     beast::flat_buffer buffer{20 * 1024};
     std::chrono::steady_clock::time_point idle_since{};
 
 private:
-    std::optional<beast::tcp_stream> plain_;
-    std::optional<tls_stream> tls_;
+    [[nodiscard]] asio::awaitable<boost::system::error_code> wait(asio::socket_base::wait_type w);
+    [[nodiscard]] boost::system::error_code tls_error(int ssl_error) const noexcept;
 };
 
 // Idle connections to one provider, for one thread.

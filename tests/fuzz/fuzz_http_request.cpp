@@ -150,7 +150,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         // http::async_read_header hands the parser everything buffered so far
         // and consumes what it used; so does this loop, through the same
         // obs-fold watch the session uses.
-        fold_watch_buffer head(buffer);
+        fold_watch_buffer head(buffer, c.max_header_bytes);
         while (!p.is_header_done()) {
             const std::size_t n = p.put(head.data(), ec);
             head.consume(n);

@@ -247,6 +247,9 @@ test('upstream failures: unreachable, bad certificate, silent, failing', async (
   const dir = h.tempDir();
   // Another mock with its own CA: the relay trusts only the first mock's CA.
   const stranger = await h.startMock({ tls: true });
+  // A mock whose certificate (IP:127.0.0.1, DNS:localhost) chains to a trusted
+  // CA but does not name the address it is reached at.
+  const misnamed = await h.startMock({ tls: true, host: '127.0.0.2' });
   // A port with nothing listening.
   const closedPort = await new Promise((res) => {
     const srv = net.createServer().listen(0, '127.0.0.1', () => { const p = srv.address().port; srv.close(() => res(p)); });
@@ -256,9 +259,21 @@ test('upstream failures: unreachable, bad certificate, silent, failing', async (
       ...h.mockProviders(mock),
       wrongca: { base_url: stranger.url, auth: 'bearer', ca_file: mock.caFile, paths: ['/v1/chat/completions'] },
       down: { base_url: `https://127.0.0.1:${closedPort}`, auth: 'bearer', ca_file: mock.caFile, paths: ['/v1/chat/completions'] },
+      misnamed: { base_url: misnamed.url, auth: 'bearer', ca_file: misnamed.caFile, paths: ['/v1/chat/completions'] },
+      byname: { base_url: mock.url.replace('127.0.0.1', 'localhost'), auth: 'bearer', ca_file: mock.caFile, paths: ['/v1/chat/completions'] },
     },
     upstream_timeout_s: 2,
   }, { dir });
+
+  // Host-name verification: the certificate must name the host of base_url.
+  let named = await h.sealedRequest(r2.url, { apiKey: newKey(), path: '/misnamed/v1/chat/completions', body: { model: 'm' } });
+  assert.equal(named.status, 502);
+  assert.equal(await errorOf(named), 'upstream_unreachable');
+  const misnamedSaw = await h.httpsJson(misnamed.url + '/__mock/requests', { ca: readFileSync(misnamed.caFile), servername: 'localhost' });
+  assert.equal(misnamedSaw.length, 0, 'an upstream whose certificate names another host never sees the key');
+  named = await h.sealedRequest(r2.url, { apiKey: newKey(), path: '/byname/v1/chat/completions', body: { model: 'm' } });
+  assert.equal(named.status, 200, 'a DNS name in the certificate matches base_url\'s host name (SNI sent)');
+  await named.text();
 
   const apiKey = newKey();
   let res = await h.sealedRequest(r2.url, { apiKey, path: '/wrongca/v1/chat/completions', body: { model: 'm' } });
@@ -283,6 +298,7 @@ test('upstream failures: unreachable, bad certificate, silent, failing', async (
   assert.ok(failBody.error, "the provider's error body is passed through");
   await r2.stop();
   await stranger.stop();
+  await misnamed.stop();
 });
 
 test('more in-flight requests than the cap get 503 overloaded', async () => {

@@ -8,6 +8,7 @@ import { join, resolve } from 'node:path';
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { promisify } from 'node:util';
+import { checkServerIdentity } from 'node:tls';
 
 const here = new URL('.', import.meta.url).pathname;
 export const sourceDir = process.env.BYOK_SOURCE_DIR ?? resolve(here, '../../..');
@@ -97,13 +98,13 @@ export async function stopAll() {
   await Promise.all([...running].map((c) => stopChild(c)));
 }
 
-export async function startMock({ tls = true, threads = 1, delayMs } = {}) {
+export async function startMock({ tls = true, threads = 1, delayMs, host = '127.0.0.1' } = {}) {
   const dir = tempDir('byok-mock-');
-  const args = ['--listen', '127.0.0.1:0', '--threads', String(threads)];
+  const args = ['--listen', `${host}:0`, '--threads', String(threads)];
   if (tls) args.push('--tls', '--cert-dir', dir);
   if (delayMs) args.push('--delay-ms', String(delayMs));
   const { child, out, match } = await startProcess(mockBin, args, {
-    ready: /mock: listening on (https?:\/\/127\.0\.0\.1:\d+)/, stream: 'stdout',
+    ready: /mock: listening on (https?:\/\/127\.\d+\.\d+\.\d+:\d+)/, stream: 'stdout',
   });
   const url = match[1];
   const caFile = tls ? join(dir, 'ca.pem') : undefined;
@@ -119,10 +120,12 @@ export async function startMock({ tls = true, threads = 1, delayMs } = {}) {
 
 // Node's fetch cannot take a private CA per call; the mock's control
 // endpoints are read with node:https instead.
-export async function httpsJson(url, { method = 'GET', ca, body } = {}) {
+export async function httpsJson(url, { method = 'GET', ca, body, servername } = {}) {
   const mod = url.startsWith('https:') ? await import('node:https') : await import('node:http');
   return new Promise((res, rej) => {
-    const req = mod.request(url, { method, ca }, (r) => {
+    // `servername`: the name the certificate is checked against, when the URL's host is not in it.
+    const tls = servername ? { servername, checkServerIdentity: (_, cert) => checkServerIdentity(servername, cert) } : {};
+    const req = mod.request(url, { method, ca, ...tls }, (r) => {
       let data = '';
       r.on('data', (c) => (data += c));
       r.on('end', () => {
@@ -158,7 +161,7 @@ export function mockProviders(mock, extra = {}) {
   };
 }
 
-export async function startRelay(overrides = {}, { env, dir = tempDir('byok-relay-') } = {}) {
+export async function startRelay(overrides = {}, { env, dir = tempDir('byok-relay-'), bin = relayBin } = {}) {
   const config = {
     listen: '127.0.0.1:0',
     threads: 2,
@@ -170,7 +173,7 @@ export async function startRelay(overrides = {}, { env, dir = tempDir('byok-rela
   config.key_files = config.key_files.map(String);
   const configPath = join(dir, 'relay.json');
   writeFileSync(configPath, JSON.stringify(config, null, 2));
-  const { child, out, match } = await startProcess(relayBin, ['serve', '--config', configPath], {
+  const { child, out, match } = await startProcess(bin, ['serve', '--config', configPath], {
     ready: /byok-relay: listening on (http:\/\/[^\s]+)/, env,
   });
   const url = match[1];

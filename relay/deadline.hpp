@@ -1,0 +1,61 @@
+#pragma once
+// A time limit on the operations of one socket that costs a clock read to
+// set, for the relay's hot path.
+//
+// beast::tcp_stream arms a timer when each read or write starts and cancels
+// it when the operation ends: a timer-queue insert, a cancel, and an extra
+// handler run per operation, and often a timerfd_settime system call. Here
+// an operation only records its limit; one timer per socket sleeps until the
+// earliest limit it knows of, and when it wakes it either finds the limit
+// moved later (and sleeps again) or passed (and cancels the socket's pending
+// operations). So the timer fires at most about once per time limit, however
+// many operations run.
+//
+// Use: `d.expires_after(t)` before an operation, `ec = d.settle(ec)` after
+// it. settle() clears the limit and turns the operation_aborted of a timeout
+// into beast::error::timeout, like beast::tcp_stream. A limit that passes
+// while no operation is pending does nothing.
+
+#include <chrono>
+#include <memory>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/system/error_code.hpp>
+
+namespace byok::relay {
+
+class socket_deadline {
+public:
+    using clock = std::chrono::steady_clock;
+
+    explicit socket_deadline(boost::asio::ip::tcp::socket& s);
+    ~socket_deadline();
+    socket_deadline(const socket_deadline&) = delete;
+    socket_deadline& operator=(const socket_deadline&) = delete;
+
+    void expires_after(clock::duration d);
+    void expires_never() noexcept;
+    // The error the operation should report: beast::error::timeout if the
+    // limit cancelled it, `ec` otherwise. Clears the limit.
+    [[nodiscard]] boost::system::error_code settle(boost::system::error_code ec) noexcept;
+
+private:
+    // Shared with the pending timer handler, which may run after the owner
+    // is gone (a completed wait is queued, not cancellable).
+    struct state {
+        explicit state(boost::asio::ip::tcp::socket& s) : timer(s.get_executor()), sock(&s) {}
+        boost::asio::steady_timer timer;
+        boost::asio::ip::tcp::socket* sock;  // null once the owner is gone
+        clock::time_point at = clock::time_point::max();
+        clock::time_point sleeping_until = clock::time_point::max();
+        unsigned generation = 0;
+        bool sleeping = false;
+        bool fired = false;
+    };
+    static void sleep(const std::shared_ptr<state>& st, clock::time_point until);
+
+    std::shared_ptr<state> st_;
+};
+
+}  // namespace byok::relay
