@@ -11,7 +11,6 @@
 #include <optional>
 #include <string>
 
-#include <cerrno>
 
 #include <sys/socket.h>
 
@@ -779,27 +778,18 @@ asio::awaitable<void> session::forward(http::request<http::string_body>& req, co
     };
 
     auto watcher = [&]() -> asio::awaitable<void> {
-        // Waits for the client's socket to become readable, with no buffer
-        // and no time limit: a generation may last minutes and the client
-        // sends nothing meanwhile. Only after a read saw nothing pending
-        // (EAGAIN) does it wait again, so no readiness edge is missed.
-        for (;;) {
-            auto [ec] = co_await sock_.async_wait(asio::socket_base::wait_read, as_tuple(use_awaitable));
-            if (ps->done || ec == asio::error::operation_aborted) {
-                co_return;
-            }
-            if (!ec) {
-                char byte = 0;
-                const ssize_t got = ::recv(sock_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-                if (got > 0) {
-                    co_return;  // a pipelined request: read after this answer
-                }
-                if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-                    continue;
-                }
-            }
-            break;  // end of stream, reset, or an error: the client is gone
+        // Peeks at one byte of the client's socket, with no buffer and no
+        // time limit: a generation may last minutes and the client sends
+        // nothing meanwhile. A reactor read, not async_wait: after the
+        // request's read drained the socket Asio queues it without a system
+        // call, where async_wait re-arms the descriptor (epoll_ctl) each time.
+        char byte = 0;
+        auto [ec, n] = co_await sock_.async_receive(asio::buffer(&byte, 1), asio::socket_base::message_peek,
+                                                    as_tuple(use_awaitable));
+        if (ps->done || ec == asio::error::operation_aborted || (!ec && n > 0)) {
+            co_return;  // the exchange ended first, or a pipelined request (read after this answer)
         }
+        // End of stream, reset, or an error: the client is gone.
         ps->client_gone = true;
         conn->close();
         wake(ps->reader_wake);
