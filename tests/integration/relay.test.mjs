@@ -111,6 +111,35 @@ test('a streamed answer reaches the client event by event', async () => {
   assert.equal(seen.headers.authorization, `Bearer ${apiKey}`);
 });
 
+test('a plain-HTTP loopback provider: JSON, a stream event by event, the exact key, connection reuse', async () => {
+  // The non-TLS upstream path (allowed for loopback providers; scripts/demo.sh uses it).
+  const plain = await h.startMock({ tls: false });
+  const rp = await h.startRelay({
+    providers: { plain: { base_url: plain.url, auth: 'bearer', paths: ['/v1/chat/completions'] } }, threads: 1,
+  }, { dir: h.tempDir() });
+  const path = '/plain/v1/chat/completions';
+  for (let i = 0; i < 3; i++) {
+    const apiKey = newKey();
+    const res = await h.sealedRequest(rp.url, { apiKey, path, body: { model: 'm', n: i } });
+    assert.equal(res.status, 200);
+    assert.ok((await res.json()).choices, 'the JSON answer arrives whole');
+    const seen = (await plain.requests()).at(-1);
+    assert.equal(seen.headers.authorization, `Bearer ${apiKey}`);
+  }
+  const res = await h.sealedRequest(rp.url, {
+    apiKey: newKey(), path, body: { model: 'm', stream: true, mock: { events: 4, interval_ms: 200 } },
+  });
+  assert.equal(res.status, 200);
+  const chunks = await h.readChunksTimed(res);
+  const withData = chunks.filter((c) => c.text.includes('data: '));
+  assert.match(chunks.map((c) => c.text).join(''), /data: \[DONE\]/);
+  assert.ok(withData.length >= 3, `events arrived in ${withData.length} reads`);
+  const stats = await plain.stats();
+  assert.ok(stats.connections_open + stats.connections_closed <= 2, 'the plain connection is pooled and reused');
+  await rp.stop();
+  await plain.stop();
+});
+
 test('upstream connections are kept alive and reused across requests', async () => {
   const r9 = await h.startRelay({ providers: h.mockProviders(mock), threads: 1 }, { dir: h.tempDir() });
   const before = await mock.stats();
