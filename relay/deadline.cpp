@@ -29,9 +29,13 @@ void socket_deadline::sleep(const std::shared_ptr<state>& st, clock::time_point 
             sleep(st, st->at);  // the limit moved later while this one slept
             return;
         }
+        // Closed, not cancelled (as beast::tcp_stream does): a composed
+        // operation between two steps, or a range connect about to try the
+        // next address, would take a cancel for one failed step and go on
+        // with no limit at all.
         st->fired = true;
         boost::system::error_code ignored;
-        st->sock->cancel(ignored);
+        st->sock->close(ignored);
     });
 }
 
@@ -49,8 +53,8 @@ boost::system::error_code socket_deadline::settle(boost::system::error_code ec) 
     st_->at = clock::time_point::max();
     if (st_->fired) {
         st_->fired = false;
-        if (ec == boost::asio::error::operation_aborted) {
-            return boost::beast::error::timeout;
+        if (ec) {
+            return boost::beast::error::timeout;  // aborted, or a later step on the closed socket
         }
     }
     return ec;

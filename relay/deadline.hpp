@@ -7,14 +7,14 @@
 // handler run per operation, and often a timerfd_settime system call. Here
 // an operation only records its limit; one timer per socket sleeps until the
 // earliest limit it knows of, and when it wakes it either finds the limit
-// moved later (and sleeps again) or passed (and cancels the socket's pending
-// operations). So the timer fires at most about once per time limit, however
-// many operations run.
+// moved later (and sleeps again) or passed (and closes the socket, as
+// beast::tcp_stream does). So the timer fires at most about once per time
+// limit, however many operations run.
 //
 // Use: `d.expires_after(t)` before an operation, `ec = d.settle(ec)` after
-// it. settle() clears the limit and turns the operation_aborted of a timeout
-// into beast::error::timeout, like beast::tcp_stream. A limit that passes
-// while no operation is pending does nothing.
+// it. settle() clears the limit and turns the failure of a timed-out
+// operation into beast::error::timeout. A limit that was settled does
+// nothing when its timer wakes.
 
 #include <chrono>
 #include <memory>

@@ -371,8 +371,8 @@ asio::awaitable<bool> session::serve_one() {
                           rq.bytes_in, rq.bytes_out, rq.error});
         s_.stats.request_done(rq.provider_index, rq.route, rq.status);
     }
-    if (buffer_.size() == 0) {
-        buffer_.shrink_to_fit();  // an idle keep-alive connection holds no read buffer
+    if (buffer_.size() == 0 && buffer_.capacity() > 4096) {
+        buffer_.shrink_to_fit();  // an idle keep-alive connection keeps at most the 4 KiB its next read reserves
     }
     // Closing after an answer to a request whose bytes may not all have been
     // read: linger (see run()). Not after a timeout (a slow client gets no
@@ -548,12 +548,22 @@ asio::awaitable<void> session::forward(http::request<http::string_body>& req, co
     // the head, then body bytes into the current pump buffer until it is full.
     // Never waits for the network, so events that arrived together leave in
     // one client write and none waits behind a read.
+    // Beast's header_limit bounds one put(), but the parser consumes complete
+    // fields as it goes: the head's total is counted here.
+    std::size_t head_bytes = 0;
     auto parse = [&]() -> boost::system::error_code {
         auto& b = conn->buffer;
         while (b.size() > 0 && !up.is_done() && !(up.is_header_done() && up.get().body().size == 0)) {
             boost::system::error_code pec;
+            const bool in_head = !up.is_header_done();
             const std::size_t used = up.put(b.data(), pec);
             b.consume(used);
+            if (in_head) {
+                head_bytes += used;
+                if (!up.is_header_done() && head_bytes + b.size() > upstream_header_limit) {
+                    return http::error::header_limit;
+                }
+            }
             if (pec == http::error::need_more || pec == http::error::need_buffer) {
                 break;
             }

@@ -78,7 +78,9 @@ void upstream_conn::close() noexcept {
 }
 
 bool upstream_conn::still_quiet() const noexcept {
-    if (!sock_.is_open() || (ssl_ != nullptr && SSL_has_pending(ssl_) == 1)) {
+    // Bytes OpenSSL already holds, or a close_notify it already processed
+    // (it can arrive in the same read as the end of a response).
+    if (!sock_.is_open() || (ssl_ != nullptr && (SSL_has_pending(ssl_) == 1 || SSL_get_shutdown(ssl_) != 0))) {
         return false;
     }
     // An idle HTTP/1.1 connection has nothing to read. If the provider closed
@@ -183,8 +185,8 @@ asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> upstream_con
     auto* const p = static_cast<char*>(into.data());
     std::size_t total = 0;
     if (wait_first && SSL_has_pending(ssl_) == 0) {
-        // Safe with the reactor's edge-triggered readiness: the answer to a
-        // request just written cannot have arrived before this wait is queued.
+        // Asio re-arms the descriptor for a wait (epoll_ctl), so an answer
+        // that arrived before the wait was queued still wakes it.
         if (const auto ec = co_await wait(asio::socket_base::wait_read)) {
             co_return std::tuple{deadline.settle(ec), std::size_t{0}};
         }
@@ -202,10 +204,9 @@ asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> upstream_con
         }
         const int e = SSL_get_error(ssl_, r);
         if (total > 0) {
-            break;  // deliver what arrived; a failure repeats on the next call
+            break;  // deliver what arrived; the next call reports the failure (for a fatal one, as SSL_ERROR_SYSCALL)
         }
         if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-            // Only after OpenSSL's own read said EAGAIN, so the next arrival is a new edge.
             const auto ec = co_await wait(e == SSL_ERROR_WANT_READ ? asio::socket_base::wait_read
                                                                     : asio::socket_base::wait_write);
             if (ec) {

@@ -76,7 +76,7 @@ public:
     // Time limit for the operation about to start (then settled by the calls above).
     socket_deadline deadline{sock_};
     // Bytes read from the provider, not yet parsed: a response head (at most
-    // 16 KiB) plus one read.
+    // 16 KiB, counted by session::forward) plus one read.
     beast::flat_buffer buffer{20 * 1024};
     std::chrono::steady_clock::time_point idle_since{};
 

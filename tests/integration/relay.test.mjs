@@ -140,6 +140,26 @@ test('a plain-HTTP loopback provider: JSON, a stream event by event, the exact k
   await plain.stop();
 });
 
+test('a provider whose response head grows past 16 KiB in small fields gets 502, not unbounded memory', async () => {
+  const fat = net.createServer((sock) => {
+    sock.once('data', () => {
+      sock.write('HTTP/1.1 200 OK\r\n');
+      for (let i = 0; i < 600; i++) sock.write(`X-Filler-${i}: ${'b'.repeat(40)}\r\n`);  // about 32 KiB, never ended
+    });
+    sock.on('error', () => {});
+  });
+  await new Promise((res) => fat.listen(0, '127.0.0.1', res));
+  const rf = await h.startRelay({
+    providers: { fat: { base_url: `http://127.0.0.1:${fat.address().port}`, auth: 'bearer', paths: ['/v1/chat/completions'] } },
+    upstream_timeout_s: 5,
+  }, { dir: h.tempDir() });
+  const res = await h.sealedRequest(rf.url, { apiKey: newKey(), path: '/fat/v1/chat/completions', body: { model: 'm' } });
+  assert.equal(res.status, 502);
+  assert.equal(await errorOf(res), 'upstream_bad_response');
+  await rf.stop();
+  fat.close();
+});
+
 test('upstream connections are kept alive and reused across requests', async () => {
   const r9 = await h.startRelay({ providers: h.mockProviders(mock), threads: 1 }, { dir: h.tempDir() });
   const before = await mock.stats();

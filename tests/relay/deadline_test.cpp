@@ -92,3 +92,18 @@ TEST_CASE("socket_deadline: the owner may go away while its timer sleeps") {
     p.ioc.run();  // the sleeping handler runs (aborted) after the owner is gone; must not touch it
     CHECK(p.a.is_open());
 }
+
+TEST_CASE("socket_deadline: a limit that passes while no step is pending still ends the operation") {
+    // A composed operation (async_write, a header read) may be between two
+    // steps when its limit passes; the next step must fail, not run unbounded.
+    socket_pair p;
+    socket_deadline d(p.a);
+    d.expires_after(20ms);
+    asio::steady_timer gap(p.ioc, 60ms);
+    bool waited = false;
+    gap.async_wait([&](boost::system::error_code) { waited = true; });
+    while (!waited && p.ioc.run_one() > 0) {
+    }
+    CHECK(read_once(p, d) == boost::beast::error::timeout);
+    CHECK_FALSE(p.a.is_open());
+}
