@@ -1,5 +1,7 @@
 #include "relay/config.hpp"
 
+#include <cctype>
+
 #include <algorithm>
 #include <fstream>
 #include <sstream>
@@ -101,6 +103,14 @@ provider parse_provider(const std::string& name, const json& j, const std::strin
         fail(field + ".base_url", "is required (a string such as \"https://api.openai.com\")");
     }
     p.base_url = j["base_url"].get<std::string>();
+    // The host and path go into every upstream request head (next to the key):
+    // no control characters, spaces or non-ASCII bytes anywhere in the URL.
+    for (const char ch : p.base_url) {
+        const auto u = static_cast<unsigned char>(ch);
+        if (u <= 0x20 || u >= 0x7f) {
+            fail(field + ".base_url", "contains a space, a control character or a non-ASCII byte");
+        }
+    }
     std::string rest;
     if (p.base_url.rfind("https://", 0) == 0) {
         p.tls = true;
@@ -142,6 +152,13 @@ provider parse_provider(const std::string& name, const json& j, const std::strin
     }
     if (host.empty()) {
         fail(field + ".base_url", "has no host");
+    }
+    for (const char ch : host) {
+        const bool ok = std::isalnum(static_cast<unsigned char>(ch)) != 0 || ch == '.' || ch == '-' || ch == '_' ||
+                        (ch == ':' && authority.front() == '[');
+        if (!ok) {
+            fail(field + ".base_url", "has a host that is not a DNS name or an IP address");
+        }
     }
     p.host = host;
     if (!p.tls && !is_loopback_host(host)) {

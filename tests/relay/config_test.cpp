@@ -84,6 +84,16 @@ TEST_CASE("every bad setting is named in the error") {
               .find("\"providers.x.base_url\"") != std::string::npos);
     CHECK(error_of(R"({"key_files":["k"],"providers":{"x":{"base_url":"https://u@h","paths":["/v1"]}}})")
               .find("\"providers.x.base_url\"") != std::string::npos);
+    // Host and path go into the upstream request head, next to the key: no
+    // CR/LF, space or other byte that could start a header of its own
+    // (fuzz_config found "https://api.op\nai.com" accepted).
+    for (const char* url : {"https://api.op\\nai.com", "https://h/v1\\r\\nX-Evil: 1", "https://h/a b",
+                            "https://h%0a.com", "https://h\\u00e9.com", "https://[::1\\n]:443"}) {
+        CHECK_MESSAGE(error_of(std::string(R"({"key_files":["k"],"providers":{"x":{"base_url":")") + url +
+                               R"(","paths":["/v1"]}}})")
+                          .find("\"providers.x.base_url\"") != std::string::npos,
+                      url);
+    }
     CHECK(error_of(R"({"key_files":["k"],"providers":{"x":{"base_url":"https://h","auth":"basic","paths":["/v1"]}}})")
               .find("\"providers.x.auth\"") != std::string::npos);
     CHECK(error_of(R"({"key_files":["k"],"providers":{"x":{"base_url":"https://h","paths":[]}}})")
