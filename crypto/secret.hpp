@@ -77,9 +77,10 @@ inline void wipe(void* p, std::size_t n) noexcept { sodium_memzero(p, n); }
 // Zeroes the 16 KiB of stack below the caller's frame. For right after a
 // library call that handled secret bytes and may have left copies in its
 // own stack frames, which it does not wipe: libsodium 1.0.18's secretbox
-// open (the first 32 bytes of a payload), OpenSSL's record encryption (the
-// request head holding the key). Those frames lie below the caller's, where
-// later calls may or may not happen to overwrite them.
+// open (the first 32 bytes of a payload; crypto/seal.cpp), and whatever
+// writing the upstream request head leaves (relay/session.cpp runs it from
+// the top of the event loop, after the write). Those frames lie below the
+// caller's, where later calls may or may not happen to overwrite them.
 void wipe_stack_below() noexcept;
 
 // An allocator that wipes every block it frees, then passes it to Upstream.

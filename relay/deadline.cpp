@@ -14,14 +14,13 @@ socket_deadline::~socket_deadline() {
 
 void socket_deadline::sleep(const std::shared_ptr<state>& st, clock::time_point until) {
     const unsigned gen = ++st->generation;
-    st->sleeping = true;
     st->sleeping_until = until;
     st->timer.expires_at(until);  // cancels an earlier sleep, whose handler then sees a newer generation
     st->timer.async_wait([st, gen](const boost::system::error_code&) {
         if (gen != st->generation) {
             return;  // superseded by a sleep to an earlier limit
         }
-        st->sleeping = false;
+        st->sleeping_until = clock::time_point::max();
         if (st->sock == nullptr || st->at == clock::time_point::max()) {
             return;  // owner gone, or no limit now: the next expires_after starts a sleep
         }
@@ -42,7 +41,7 @@ void socket_deadline::sleep(const std::shared_ptr<state>& st, clock::time_point 
 void socket_deadline::expires_after(clock::duration d) {
     st_->at = clock::now() + d;
     st_->fired = false;
-    if (!st_->sleeping || st_->at < st_->sleeping_until) {
+    if (st_->at < st_->sleeping_until) {
         sleep(st_, st_->at);
     }
 }

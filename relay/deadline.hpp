@@ -48,9 +48,8 @@ private:
         boost::asio::steady_timer timer;
         boost::asio::ip::tcp::socket* sock;  // null once the owner is gone
         clock::time_point at = clock::time_point::max();
-        clock::time_point sleeping_until = clock::time_point::max();
+        clock::time_point sleeping_until = clock::time_point::max();  // max: the timer is not sleeping
         unsigned generation = 0;
-        bool sleeping = false;
         bool fired = false;
     };
     static void sleep(const std::shared_ptr<state>& st, clock::time_point until);

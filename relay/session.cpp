@@ -11,7 +11,6 @@
 #include <optional>
 #include <string>
 
-
 #include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -28,10 +27,10 @@
 #include "crypto/encoding.hpp"
 #include "crypto/secret.hpp"
 #include "relay/access_log.hpp"
+#include "relay/deadline.hpp"
 #include "relay/errors.hpp"
 #include "relay/http_util.hpp"
 #include "relay/router.hpp"
-#include "relay/deadline.hpp"
 #include "relay/server.hpp"
 
 namespace byok::relay {
@@ -547,9 +546,10 @@ asio::awaitable<void> session::forward(http::request<http::string_body>& req, co
     // Feeds the parser the bytes read from the provider and not yet parsed:
     // the head, then body bytes into the current pump buffer until it is full.
     // Never waits for the network, so events that arrived together leave in
-    // one client write and none waits behind a read.
-    // Beast's header_limit bounds one put(), but the parser consumes complete
-    // fields as it goes: the head's total is counted here.
+    // one client write and none waits behind a read. Beast's header_limit
+    // bounds one put(), but the parser consumes complete fields as it goes:
+    // the head's total is counted here (fold_watch_buffer does the same for
+    // client requests).
     std::size_t head_bytes = 0;
     auto parse = [&]() -> boost::system::error_code {
         auto& b = conn->buffer;

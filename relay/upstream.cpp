@@ -77,7 +77,7 @@ void upstream_conn::close() noexcept {
     sock_.close(ignored);
 }
 
-bool upstream_conn::still_quiet() const noexcept {
+bool upstream_conn::still_quiet() noexcept {
     // Bytes OpenSSL already holds, or a close_notify it already processed
     // (it can arrive in the same read as the end of a response).
     if (!sock_.is_open() || (ssl_ != nullptr && (SSL_has_pending(ssl_) == 1 || SSL_get_shutdown(ssl_) != 0))) {
@@ -87,18 +87,17 @@ bool upstream_conn::still_quiet() const noexcept {
     // it (FIN, RST, or a TLS close_notify waiting in the socket), reusing it
     // would fail the request after the key was sent.
     char byte = 0;
-    const ssize_t r = ::recv(const_cast<asio::ip::tcp::socket&>(sock_).native_handle(), &byte, 1,
-                             MSG_PEEK | MSG_DONTWAIT);
+    const ssize_t r = ::recv(sock_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
-asio::awaitable<boost::system::error_code> upstream_conn::wait(asio::socket_base::wait_type w) {
+asio::awaitable<boost::system::error_code> upstream_conn::wait_for(int ssl_want) {
+    const auto w = ssl_want == SSL_ERROR_WANT_WRITE ? asio::socket_base::wait_write : asio::socket_base::wait_read;
     auto [ec] = co_await sock_.async_wait(w, asio::as_tuple(asio::use_awaitable));
     co_return ec;
 }
 
-boost::system::error_code upstream_conn::tls_error(int ssl_error) const noexcept {
-    const int sys = errno;
+boost::system::error_code upstream_conn::tls_error(int ssl_error, int sys) const noexcept {
     switch (ssl_error) {
     case SSL_ERROR_ZERO_RETURN:
         return asio::error::eof;  // close_notify: a clean end
@@ -130,18 +129,18 @@ asio::awaitable<boost::system::error_code> upstream_conn::handshake() {
     for (;;) {
         ERR_clear_error();
         const int r = SSL_connect(ssl_);
+        const int sys = errno;
         if (r == 1) {
             co_return deadline.settle({});
         }
         const int e = SSL_get_error(ssl_, r);
         if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-            ec = co_await wait(e == SSL_ERROR_WANT_READ ? asio::socket_base::wait_read : asio::socket_base::wait_write);
-            if (ec) {
+            if (ec = co_await wait_for(e); ec) {
                 co_return deadline.settle(ec);
             }
             continue;
         }
-        co_return deadline.settle(tls_error(e));
+        co_return deadline.settle(tls_error(e, sys));
     }
 }
 
@@ -156,6 +155,7 @@ asio::awaitable<boost::system::error_code> upstream_conn::write(std::span<const 
             ERR_clear_error();
             std::size_t n = 0;
             const int r = SSL_write_ex(ssl_, static_cast<const char*>(b.data()) + off, b.size() - off, &n);
+            const int sys = errno;
             if (r == 1) {
                 off += n;
                 continue;
@@ -163,14 +163,12 @@ asio::awaitable<boost::system::error_code> upstream_conn::write(std::span<const 
             const int e = SSL_get_error(ssl_, r);
             if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
                 // Retried with the same arguments, as SSL_write requires.
-                const auto ec = co_await wait(e == SSL_ERROR_WANT_READ ? asio::socket_base::wait_read
-                                                                        : asio::socket_base::wait_write);
-                if (ec) {
+                if (const auto ec = co_await wait_for(e)) {
                     co_return deadline.settle(ec);
                 }
                 continue;
             }
-            co_return deadline.settle(tls_error(e));
+            co_return deadline.settle(tls_error(e, sys));
         }
     }
     co_return deadline.settle({});
@@ -187,7 +185,7 @@ asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> upstream_con
     if (wait_first && SSL_has_pending(ssl_) == 0) {
         // Asio re-arms the descriptor for a wait (epoll_ctl), so an answer
         // that arrived before the wait was queued still wakes it.
-        if (const auto ec = co_await wait(asio::socket_base::wait_read)) {
+        if (const auto ec = co_await wait_for(SSL_ERROR_WANT_READ)) {
             co_return std::tuple{deadline.settle(ec), std::size_t{0}};
         }
     }
@@ -195,6 +193,7 @@ asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> upstream_con
         ERR_clear_error();
         std::size_t n = 0;
         const int r = SSL_read_ex(ssl_, p + total, into.size() - total, &n);
+        const int sys = errno;
         if (r == 1) {
             total += n;
             if (SSL_has_pending(ssl_) == 1) {
@@ -207,14 +206,12 @@ asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> upstream_con
             break;  // deliver what arrived; the next call reports the failure (for a fatal one, as SSL_ERROR_SYSCALL)
         }
         if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-            const auto ec = co_await wait(e == SSL_ERROR_WANT_READ ? asio::socket_base::wait_read
-                                                                    : asio::socket_base::wait_write);
-            if (ec) {
+            if (const auto ec = co_await wait_for(e)) {
                 co_return std::tuple{deadline.settle(ec), std::size_t{0}};
             }
             continue;
         }
-        co_return std::tuple{deadline.settle(tls_error(e)), std::size_t{0}};
+        co_return std::tuple{deadline.settle(tls_error(e, sys)), std::size_t{0}};
     }
     co_return std::tuple{deadline.settle({}), total};
 }

@@ -71,7 +71,7 @@ public:
         asio::mutable_buffer into, bool wait_first = false);
     // True if the provider sent nothing since the last exchange: no bytes in
     // OpenSSL's buffers and none (not even a FIN) in the socket.
-    [[nodiscard]] bool still_quiet() const noexcept;
+    [[nodiscard]] bool still_quiet() noexcept;
 
     // Time limit for the operation about to start (then settled by the calls above).
     socket_deadline deadline{sock_};
@@ -81,8 +81,10 @@ public:
     std::chrono::steady_clock::time_point idle_since{};
 
 private:
-    [[nodiscard]] asio::awaitable<boost::system::error_code> wait(asio::socket_base::wait_type w);
-    [[nodiscard]] boost::system::error_code tls_error(int ssl_error) const noexcept;
+    // Waits until the socket can do what OpenSSL asked for: SSL_ERROR_WANT_READ or SSL_ERROR_WANT_WRITE.
+    [[nodiscard]] asio::awaitable<boost::system::error_code> wait_for(int ssl_want);
+    // `sys_errno`: errno as it was right after the failed OpenSSL call.
+    [[nodiscard]] boost::system::error_code tls_error(int ssl_error, int sys_errno) const noexcept;
 };
 
 // Idle connections to one provider, for one thread.
