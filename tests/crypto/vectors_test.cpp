@@ -1,4 +1,4 @@
-// Published known-answer vectors (../shared/vectors, see SOURCES.md there),
+// Published known-answer vectors (tests/vectors, see SOURCES.md there),
 // applied to the primitives crypto_box_seal is built from.
 #include "crypto/seal.hpp"
 
