@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { promisify } from 'node:util';
 import { checkServerIdentity } from 'node:tls';
+import net from 'node:net';
 
 const here = new URL('.', import.meta.url).pathname;
 export const sourceDir = process.env.BYOK_SOURCE_DIR ?? resolve(here, '../../..');
@@ -161,7 +162,10 @@ export function mockProviders(mock, extra = {}) {
   };
 }
 
-export async function startRelay(overrides = {}, { env, dir = tempDir('byok-relay-'), bin = relayBin } = {}) {
+// `wrap`: a command the relay is started under (its last argument then the
+// relay's path and arguments), e.g. ['unshare', '-m', ...]; it must exec the
+// relay, so that the pid is the relay's.
+export async function startRelay(overrides = {}, { env, dir = tempDir('byok-relay-'), bin = relayBin, wrap } = {}) {
   const config = {
     listen: '127.0.0.1:0',
     threads: 2,
@@ -173,7 +177,9 @@ export async function startRelay(overrides = {}, { env, dir = tempDir('byok-rela
   config.key_files = config.key_files.map(String);
   const configPath = join(dir, 'relay.json');
   writeFileSync(configPath, JSON.stringify(config, null, 2));
-  const { child, out, match } = await startProcess(bin, ['serve', '--config', configPath], {
+  if (wrap && !existsSync(bin)) throw new Error(`${bin} does not exist: build it first (scripts/build.sh)`);
+  const args = ['serve', '--config', configPath];
+  const { child, out, match } = await startProcess(wrap ? wrap[0] : bin, wrap ? [...wrap.slice(1), bin, ...args] : args, {
     ready: /byok-relay: listening on (http:\/\/[^\s]+)/, env,
   });
   const url = match[1];
@@ -251,3 +257,179 @@ export async function readChunksTimed(response) {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 export { existsSync };
+
+// ---- raw-socket helpers (admission and upstream-quirk tests) ------------------------------
+
+// The relay's resident set, in KiB, from /proc.
+export function rssKiB(pid) {
+  return Number(readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/)[1]);
+}
+
+// The value of an unlabelled metric (a gauge) on the relay's /metrics
+// listener; undefined when the relay does not expose it.
+export async function metricValue(metricsUrl, name) {
+  const text = await (await fetch(metricsUrl)).text();
+  const m = text.match(new RegExp(`^${name} (\\S+)$`, 'm'));
+  return m ? Number(m[1]) : undefined;
+}
+
+// The bytes of one sealed request, exactly as they go on the wire. The seal
+// binds method, path and the SHA-256 of `body` (give `sealBody` to seal for
+// another body than the one sent).
+export async function sealedRequestBytes({ keyConfig, apiKey, method = 'POST', path, body = '', sealBody,
+  iat, headers = {}, close = false }) {
+  const authorization = await seal({ keyConfig, apiKey, method, path, body: sealBody ?? body, iat });
+  const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  return `${method} ${path} HTTP/1.1\r\nHost: relay.test\r\nContent-Type: application/json\r\n` +
+    `Authorization: ${authorization}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}` +
+    `${close ? 'Connection: close\r\n' : ''}\r\n${body}`;
+}
+
+// One client connection over raw bytes, for exact framing checks: write any
+// bytes, read one response at a time exactly as the relay framed it.
+export class RawConnection {
+  static open(port, { host = '127.0.0.1', localAddress } = {}) {
+    return new Promise((resolvePromise, reject) => {
+      const sock = net.connect({ port, host, localAddress });
+      const c = new RawConnection(sock);
+      sock.once('connect', () => resolvePromise(c));
+      sock.once('error', (e) => { if (!c.connected) reject(e); });
+    });
+  }
+
+  constructor(sock) {
+    this.sock = sock;
+    this.buf = Buffer.alloc(0);
+    this.closed = false;
+    this.error = undefined;
+    this.wake = null;
+    this.connected = false;
+    sock.once('connect', () => { this.connected = true; });
+    sock.on('data', (d) => { this.buf = Buffer.concat([this.buf, d]); this.poke(); });
+    sock.on('end', () => { this.closed = true; this.poke(); });
+    sock.on('close', () => { this.closed = true; this.poke(); });
+    sock.on('error', (e) => { this.error = e; this.closed = true; this.poke(); });
+  }
+
+  poke() {
+    const w = this.wake;
+    this.wake = null;
+    if (w) w();
+  }
+
+  write(bytes) {
+    if (!this.sock.destroyed) this.sock.write(bytes);
+  }
+
+  close() {
+    this.sock.destroy();
+  }
+
+  // Waits for more bytes (or the close); false once `deadline` (ms since epoch) passed.
+  async more(deadline) {
+    if (this.closed) return false;
+    const left = deadline - Date.now();
+    if (left <= 0) return false;
+    let timer;
+    await new Promise((r) => { this.wake = r; timer = setTimeout(r, left); });
+    clearTimeout(timer);
+    return Date.now() < deadline || this.buf.length > 0;
+  }
+
+  take(n) {
+    const out = this.buf.subarray(0, n);
+    this.buf = this.buf.subarray(n);
+    return Buffer.from(out);
+  }
+
+  fail(what, deadline) {
+    const why = Date.now() >= deadline ? 'timed out' : 'the connection closed';
+    const e = new Error(`${what}: ${why}; unread ${JSON.stringify(this.buf.toString('latin1').slice(0, 300))}`);
+    e.timedOut = Date.now() >= deadline;
+    throw e;
+  }
+
+  // Reads one response (an interim 1xx too). Returns { status, head, headers
+  // (lower-case name -> list of values), framing: 'length' | 'chunked' |
+  // 'close' | 'none', body (decoded), raw (the body bytes as framed on the
+  // wire), chunks (chunk payloads, for chunked) }. Throws on timeout or on
+  // a close before the response is complete; err.timedOut tells which.
+  async readResponse({ timeoutMs = 5000, noBody = false } = {}) {
+    const deadline = Date.now() + timeoutMs;
+    let end;
+    while ((end = this.buf.indexOf('\r\n\r\n')) < 0) {
+      if (!(await this.more(deadline)) && this.buf.indexOf('\r\n\r\n') < 0) this.fail('response head', deadline);
+    }
+    const head = this.take(end + 4).toString('latin1');
+    const m = head.match(/^HTTP\/1\.1 (\d{3}) [^\r\n]*\r\n/);
+    if (!m) throw new Error(`not an HTTP/1.1 status line: ${JSON.stringify(head.slice(0, 200))}`);
+    const status = Number(m[1]);
+    const headers = {};
+    for (const line of head.slice(m[0].length, -4).split('\r\n').filter(Boolean)) {
+      const i = line.indexOf(':');
+      const k = line.slice(0, i).toLowerCase();
+      (headers[k] ??= []).push(line.slice(i + 1).trim());
+    }
+    const res = { status, head, headers, body: Buffer.alloc(0), raw: Buffer.alloc(0), chunks: [] };
+    const te = headers['transfer-encoding']?.join(',').toLowerCase();
+    if (noBody || status < 200 || status === 204 || status === 304) {
+      res.framing = 'none';
+    } else if (te) {
+      if (te !== 'chunked') throw new Error(`unexpected Transfer-Encoding ${te}`);
+      res.framing = 'chunked';
+      const raw = [];
+      for (;;) {
+        let eol;
+        while ((eol = this.buf.indexOf('\r\n')) < 0) {
+          if (!(await this.more(deadline)) && this.buf.indexOf('\r\n') < 0) this.fail('chunk size line', deadline);
+        }
+        const sizeLine = this.take(eol + 2);
+        raw.push(sizeLine);
+        const size = parseInt(sizeLine.toString('latin1'), 16);
+        if (!Number.isFinite(size)) throw new Error(`bad chunk size line ${JSON.stringify(sizeLine.toString('latin1'))}`);
+        if (size === 0) {
+          // The trailer section: empty ("\r\n") or fields up to a blank line.
+          const trailerEnd = () => (this.buf.indexOf('\r\n') === 0 ? 2
+            : this.buf.indexOf('\r\n\r\n') >= 0 ? this.buf.indexOf('\r\n\r\n') + 4 : -1);
+          while (trailerEnd() < 0) {
+            if (!(await this.more(deadline)) && trailerEnd() < 0) this.fail('last chunk', deadline);
+          }
+          const tail = this.take(trailerEnd());
+          raw.push(tail);
+          res.trailers = tail.toString('latin1');
+          break;
+        }
+        while (this.buf.length < size + 2) {
+          if (!(await this.more(deadline)) && this.buf.length < size + 2) this.fail('chunk data', deadline);
+        }
+        const data = this.take(size + 2);
+        raw.push(data);
+        if (data.subarray(size).toString('latin1') !== '\r\n') throw new Error('chunk data not followed by CRLF');
+        res.chunks.push(data.subarray(0, size));
+      }
+      res.raw = Buffer.concat(raw);
+      res.body = Buffer.concat(res.chunks);
+    } else if (headers['content-length']) {
+      res.framing = 'length';
+      const n = Number(headers['content-length'][0]);
+      while (this.buf.length < n) {
+        if (!(await this.more(deadline)) && this.buf.length < n) this.fail(`body of ${n} bytes (have ${this.buf.length})`, deadline);
+      }
+      res.body = res.raw = this.take(n);
+    } else {
+      res.framing = 'close';
+      while (!this.closed) {
+        if (!(await this.more(deadline)) && !this.closed) this.fail('close-delimited body', deadline);
+      }
+      res.body = res.raw = this.take(this.buf.length);
+    }
+    return res;
+  }
+
+  // Waits until the peer closes; true if it did within `timeoutMs`.
+  async waitClosed(timeoutMs) {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.closed && (await this.more(deadline))) { /* keep reading */ }
+    return this.closed;
+  }
+}
