@@ -9,23 +9,14 @@
 namespace byok::crypto {
 namespace {
 
-constexpr std::string_view scheme = "Sealed";
-// A sealed payload is small; a header that claims more is not a seal. Bounds
-// the work a stranger can make us do before the box opens.
-constexpr std::size_t max_sealed_bytes = 4096;
+// The one spelling accepted. RFC 9110 makes auth-scheme names
+// case-insensitive and allows more than one space, but several spellings of
+// one seal would let a front proxy that hashes the raw header route copies of
+// it to different replicas (issue 15), so the relay accepts exactly this.
+constexpr std::string_view scheme_prefix = "Sealed ";
 
-bool iequals(std::string_view a, std::string_view b) noexcept {
-    if (a.size() != b.size()) {
-        return false;
-    }
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        const auto x = static_cast<unsigned char>(a[i]);
-        const auto y = static_cast<unsigned char>(b[i]);
-        if ((x | 0x20) != (y | 0x20)) {
-            return false;
-        }
-    }
-    return true;
+bool kid_char(char c) noexcept {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
 }
 
 // A provider key goes into an HTTP header: visible ASCII only, so a key can
@@ -70,26 +61,25 @@ seal_checker::seal_checker(seal_policy policy, std::size_t replay_capacity)
     ensure_sodium();
 }
 
-check_result seal_checker::check(const keyring& keys, const request_facts& req, std::int64_t now) {
-    // 1. "Sealed <kid>.<box>" (the scheme is case-insensitive, RFC 9110 §11.1).
-    std::string_view auth = req.authorization;
-    while (!auth.empty() && (auth.back() == ' ' || auth.back() == '\t')) {
-        auth.remove_suffix(1);
-    }
-    if (auth.size() <= scheme.size() || !iequals(auth.substr(0, scheme.size()), scheme) ||
-        auth[scheme.size()] != ' ') {
+std::optional<seal_error> seal_checker::screen(const keyring& keys, std::string_view auth, std::int64_t now,
+                                               std::span<unsigned char, max_sealed_bytes> buf,
+                                               screened& out) const {
+    // 1. Exactly "Sealed <kid>.<box>".
+    if (!auth.starts_with(scheme_prefix)) {
         return seal_error::missing_seal;
     }
-    auth.remove_prefix(scheme.size());
-    while (!auth.empty() && auth.front() == ' ') {
-        auth.remove_prefix(1);
-    }
+    auth.remove_prefix(scheme_prefix.size());
     const auto dot = auth.find('.');
     if (dot == std::string_view::npos || dot == 0) {
         return seal_error::bad_seal;
     }
     const std::string_view kid = auth.substr(0, dot);
     const std::string_view box_b64 = auth.substr(dot + 1);
+    for (const char c : kid) {
+        if (!kid_char(c)) {
+            return seal_error::bad_seal;
+        }
+    }
 
     // 2. The key must be loaded and current.
     const relay_key* key = keys.find(kid);
@@ -97,22 +87,42 @@ check_result seal_checker::check(const keyring& keys, const request_facts& req, 
         return seal_error::unknown_kid;
     }
 
-    // 3. Decode the box (ciphertext, not secret: a plain stack buffer).
+    // 3. Decode the box (ciphertext, not secret: the caller's plain buffer).
     if (box_b64.size() > (max_sealed_bytes * 4 + 2) / 3) {
         return seal_error::bad_seal;
     }
-    unsigned char box[max_sealed_bytes];
-    const auto box_len = base64url_decode_public(box_b64, std::span(box));
+    const auto box_len = base64url_decode_public(box_b64, buf);
     if (!box_len || *box_len <= crypto_box_SEALBYTES) {
         return seal_error::bad_seal;
     }
-    const std::span<const unsigned char> sealed(box, *box_len);
+    out.key = key;
+    out.sealed = std::span<const unsigned char>(buf.data(), *box_len);
 
     // 4. A replay costs a hash lookup, not an X25519 operation.
-    const auto seal_id = replay_cache::make_id(sealed);
-    if (replay_.contains(seal_id, now)) {
+    out.seal_id = replay_cache::make_id(out.sealed);
+    if (replay_.contains(out.seal_id, now)) {
         return seal_error::seal_replayed;
     }
+    return std::nullopt;
+}
+
+std::optional<seal_error> seal_checker::precheck(const keyring& keys, std::string_view authorization,
+                                                 std::int64_t now) const {
+    unsigned char box[max_sealed_bytes];
+    screened s;
+    return screen(keys, authorization, now, box, s);
+}
+
+check_result seal_checker::check(const keyring& keys, const request_facts& req, std::int64_t now) {
+    // 1-4: the header checks, as in precheck().
+    unsigned char box[max_sealed_bytes];
+    screened s;
+    if (const auto refused = screen(keys, req.authorization, now, box, s)) {
+        return *refused;
+    }
+    const relay_key* key = s.key;
+    const std::span<const unsigned char> sealed = s.sealed;
+    const replay_cache::id& seal_id = s.seal_id;
 
     // 5. Open into secret memory and parse in place.
     auto plain = secret_bytes::allocate(sealed.size() - crypto_box_SEALBYTES);

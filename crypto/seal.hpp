@@ -8,6 +8,7 @@
 //              "path":"/openai/v1/chat/completions","body_sha256":"<b64url>"}
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -21,7 +22,7 @@
 namespace byok::crypto {
 
 enum class seal_error {
-    missing_seal,   // no Authorization header, or not the Sealed scheme
+    missing_seal,   // no Authorization header, or it does not begin with exactly "Sealed "
     unknown_kid,    // kid not loaded, or its key has expired
     bad_seal,       // bad base64url, does not open, not JSON, fields missing or of the wrong type
     seal_expired,   // iat too old or too far in the future
@@ -82,17 +83,41 @@ private:
 // thread-safe (the keyring is passed per call, so a reload takes effect at once).
 class seal_checker {
 public:
+    // A decoded box is at most this long (a payload of up to 4048 bytes: room
+    // for a key of max_key_bytes and a long path); a header claiming more is
+    // not a seal.
+    static constexpr std::size_t max_sealed_bytes = 4096;
+
     seal_checker(seal_policy policy, std::size_t replay_capacity);
 
     // One seal-open, no heap allocation but the replay entry. `now` is unix seconds.
     [[nodiscard]] check_result check(const keyring& keys, const request_facts& req, std::int64_t now);
 
+    // The cheap checks of check() on the Authorization header alone, for
+    // before the body is read: the exact spelling "Sealed <kid>.<box>", kid
+    // known and not expired, canonical base64url of a plausible length, and
+    // a replay lookup. No X25519, no secret memory, records nothing.
+    // nullopt: check() may still accept this header. An error: check() with
+    // the same header, keyring and clock refuses it with that same error.
+    [[nodiscard]] std::optional<seal_error> precheck(const keyring& keys, std::string_view authorization,
+                                                     std::int64_t now) const;
+
     [[nodiscard]] const seal_policy& policy() const noexcept { return policy_; }
     [[nodiscard]] std::size_t replay_entries() const { return replay_.size(); }
 
 private:
+    struct screened {
+        const relay_key* key = nullptr;
+        std::span<const unsigned char> sealed;  // the decoded box, in the caller's buffer
+        replay_cache::id seal_id{};
+    };
+    // The header checks shared by check() and precheck(), so the two cannot disagree.
+    [[nodiscard]] std::optional<seal_error> screen(const keyring& keys, std::string_view authorization,
+                                                   std::int64_t now, std::span<unsigned char, max_sealed_bytes> buf,
+                                                   screened& out) const;
+
     seal_policy policy_;
-    replay_cache replay_;
+    mutable replay_cache replay_;  // thread-safe; contains() forgets expired entries, hence mutable
 };
 
 // ---- Client side -----------------------------------------------------------

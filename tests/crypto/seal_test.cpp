@@ -58,11 +58,26 @@ std::string payload_without(std::string_view field) {
     return p;
 }
 
+// check() through the fixture, after precheck() on the same header: so every
+// test in this file also shows that precheck() never refuses what check()
+// accepts, and that when it refuses, check() refuses with the same error.
+crypto::check_result checked(relay_fixture& f, std::string_view authorization, std::string_view m = method,
+                             std::string_view p = path, std::string_view b = body) {
+    const auto pre = f.checker.precheck(*f.ring, authorization, f.now);
+    auto r = f.check(authorization, m, p, b);
+    if (r.ok()) {
+        CHECK_MESSAGE(!pre.has_value(), "precheck refused a seal check accepted");
+    } else if (pre.has_value()) {
+        CHECK(*pre == r.error());
+    }
+    return r;
+}
+
 }  // namespace
 
 TEST_CASE("round trip: a seal made with libsodium opens and yields the key") {
     relay_fixture f;
-    const auto r = f.check(f.seal_header_for(payload()));
+    const auto r = checked(f, f.seal_header_for(payload()));
     REQUIRE(r.ok());
     CHECK(r.key().value() == api_key);
     CHECK(f.checker.replay_entries() == 1);
@@ -71,8 +86,8 @@ TEST_CASE("round trip: a seal made with libsodium opens and yields the key") {
 TEST_CASE("the test payload helpers are accepted as built (controls for the rejections below)") {
     relay_fixture f;
     CHECK(payload_with("none", "") == payload());
-    CHECK(f.check(f.seal_header_for(payload_with("iat", std::to_string(t0)))).ok());
-    CHECK(f.check(f.seal_header_for(payload_with("method", "\"POST\""))).ok());
+    CHECK(checked(f, f.seal_header_for(payload_with("iat", std::to_string(t0)))).ok());
+    CHECK(checked(f, f.seal_header_for(payload_with("method", "\"POST\""))).ok());
 }
 
 TEST_CASE("unknown fields in the payload are ignored; field order does not matter") {
@@ -80,14 +95,14 @@ TEST_CASE("unknown fields in the payload are ignored; field order does not matte
     const std::string p = R"({"v":2,"extra":{"nested":[1,2,{"x":null}]},"body_sha256":")" + body_hash_b64(body) +
                           R"(","path":")" + std::string(path) + R"(","method":"POST","iat":)" + std::to_string(t0) +
                           R"(,"key":")" + std::string(api_key) + R"("})";
-    const auto r = f.check(f.seal_header_for(p));
+    const auto r = checked(f, f.seal_header_for(p));
     REQUIRE(r.ok());
     CHECK(r.key().value() == api_key);
 }
 
 TEST_CASE("opened_key and secret_bytes print <redacted>, never the key") {
     relay_fixture f;
-    const auto r = f.check(f.seal_header_for(payload()));
+    const auto r = checked(f, f.seal_header_for(payload()));
     REQUIRE(r.ok());
     std::ostringstream os;
     os << r.key();
@@ -105,21 +120,43 @@ TEST_CASE("missing header or another scheme -> missing_seal") {
     const std::string good = f.seal_header_for(payload());
     const std::string token = good.substr(7);
     for (const std::string& auth : std::vector<std::string>{std::string(), std::string("Bearer ") + std::string(api_key), "Basic dXNlcjpwYXNz",
-                                   std::string("Sealed"), std::string("Sealed "), "Sealedx " + token,
+                                   std::string("Sealed"), "Sealedx " + token,
                                    "Seal " + token, token}) {
         CAPTURE(auth);
-        CHECK(error_of(f.check(auth)) == seal_error::missing_seal);
+        CHECK(error_of(checked(f, auth)) == seal_error::missing_seal);
     }
-    // The scheme is case-insensitive (RFC 9110 §11.1): the control is accepted.
-    CHECK(f.check("sEALED " + token).ok());
+    CHECK(checked(f, good).ok());
+}
+
+TEST_CASE("only the exact spelling 'Sealed <kid>.<box>' is accepted (one seal, one spelling)") {
+    relay_fixture f;
+    const std::string good = f.seal_header_for(payload());
+    const std::string token = good.substr(7);
+    // Another case of the scheme, or anything before it: not this scheme.
+    for (const std::string& auth : std::vector<std::string>{"sealed " + token, "SEALED " + token, "sEALED " + token,
+                                                            "Sealed\t" + token, " Sealed " + token, "\tSealed " + token}) {
+        CAPTURE(auth);
+        CHECK(error_of(checked(f, auth)) == seal_error::missing_seal);
+    }
+    // The scheme, then malformed credentials: more spaces, a tab, white space after the box.
+    for (const std::string& auth : std::vector<std::string>{"Sealed  " + token, "Sealed    " + token,
+                                                            "Sealed \t" + token, good + " ", good + "\t", good + "  ",
+                                                            std::string("Sealed "), "Sealed " + f.key().kid() + " ." + token.substr(f.key().kid().size() + 1)}) {
+        CAPTURE(auth);
+        CHECK(error_of(checked(f, auth)) == seal_error::bad_seal);
+    }
+    // None of the above was remembered; the one spelling is accepted once.
+    CHECK(f.checker.replay_entries() == 0);
+    CHECK(checked(f, good).ok());
+    CHECK(error_of(checked(f, good)) == seal_error::seal_replayed);
 }
 
 TEST_CASE("malformed credentials after the scheme -> bad_seal") {
     relay_fixture f;
     const auto box = b64(f.seal(payload()));
-    CHECK(error_of(f.check("Sealed " + box)) == seal_error::bad_seal);       // no '.'
-    CHECK(error_of(f.check("Sealed ." + box)) == seal_error::bad_seal);      // empty kid
-    CHECK(error_of(f.check("Sealed " + f.key().kid() + ".")) == seal_error::bad_seal);  // empty box
+    CHECK(error_of(checked(f, "Sealed " + box)) == seal_error::bad_seal);       // no '.'
+    CHECK(error_of(checked(f, "Sealed ." + box)) == seal_error::bad_seal);      // empty kid
+    CHECK(error_of(checked(f, "Sealed " + f.key().kid() + ".")) == seal_error::bad_seal);  // empty box
 }
 
 TEST_CASE("a kid this relay does not hold -> unknown_kid") {
@@ -129,15 +166,15 @@ TEST_CASE("a kid this relay does not hold -> unknown_kid") {
     for (const std::string& kid : std::vector<std::string>{other.kid(), std::string("AAAAAAAAAAAA"), f.key().kid() + "x",
                                   f.key().kid().substr(1), std::string("AAAA-_AAAA")}) {
         CAPTURE(kid);
-        CHECK(error_of(f.check(header(kid, box))) == seal_error::unknown_kid);
+        CHECK(error_of(checked(f, header(kid, box))) == seal_error::unknown_kid);
     }
-    CHECK(f.check(header(f.key().kid(), box)).ok());
+    CHECK(checked(f, header(f.key().kid(), box)).ok());
 }
 
 TEST_CASE("a seal to the right kid but another key's box -> bad_seal") {
     relay_fixture f;
     const auto other = crypto::relay_key::generate(t0);
-    CHECK(error_of(f.check(header(f.key().kid(), raw_seal(other.pk(), payload())))) == seal_error::bad_seal);
+    CHECK(error_of(checked(f, header(f.key().kid(), raw_seal(other.pk(), payload())))) == seal_error::bad_seal);
 }
 
 TEST_CASE("an expired key -> unknown_kid, from the second of exp on") {
@@ -165,9 +202,9 @@ TEST_CASE("every truncation of the box -> bad_seal") {
     for (std::size_t n = 0; n < box.size(); ++n) {
         CAPTURE(n);
         const bytes cut(box.begin(), box.begin() + static_cast<std::ptrdiff_t>(n));
-        CHECK(error_of(f.check(header(f.key().kid(), cut))) == seal_error::bad_seal);
+        CHECK(error_of(checked(f, header(f.key().kid(), cut))) == seal_error::bad_seal);
     }
-    CHECK(f.check(header(f.key().kid(), box)).ok());
+    CHECK(checked(f, header(f.key().kid(), box)).ok());
 }
 
 TEST_CASE("one trailing extra byte -> bad_seal") {
@@ -176,9 +213,9 @@ TEST_CASE("one trailing extra byte -> bad_seal") {
     for (const unsigned char extra : {0x00, 0x01, 0xff}) {
         auto longer = box;
         longer.push_back(extra);
-        CHECK(error_of(f.check(header(f.key().kid(), longer))) == seal_error::bad_seal);
+        CHECK(error_of(checked(f, header(f.key().kid(), longer))) == seal_error::bad_seal);
     }
-    CHECK(f.check(header(f.key().kid(), box)).ok());
+    CHECK(checked(f, header(f.key().kid(), box)).ok());
 }
 
 TEST_CASE("one flipped bit anywhere in a short box -> bad_seal") {
@@ -193,16 +230,16 @@ TEST_CASE("one flipped bit anywhere in a short box -> bad_seal") {
             flipped[i] ^= static_cast<unsigned char>(1U << bit);
             CAPTURE(i);
             CAPTURE(bit);
-            CHECK(error_of(f.check(header(f.key().kid(), flipped), "GET", "/", "")) == seal_error::bad_seal);
+            CHECK(error_of(checked(f, header(f.key().kid(), flipped), "GET", "/", "")) == seal_error::bad_seal);
         }
     }
-    CHECK(f.check(header(f.key().kid(), box), "GET", "/", "").ok());
+    CHECK(checked(f, header(f.key().kid(), box), "GET", "/", "").ok());
 }
 
 TEST_CASE("a box larger than any payload -> bad_seal without opening") {
     relay_fixture f;
     const std::string big_key(5000, 'k');
-    CHECK(error_of(f.check(f.seal_header_for(payload(big_key)))) == seal_error::bad_seal);
+    CHECK(error_of(checked(f, f.seal_header_for(payload(big_key)))) == seal_error::bad_seal);
 }
 
 // ---- bad_seal: base64url -----------------------------------------------------
@@ -215,7 +252,7 @@ TEST_CASE("non-alphabet characters in the box -> bad_seal") {
         CAPTURE(static_cast<int>(c));
         std::string bad = good;
         bad[10] = c;
-        CHECK(error_of(f.check("Sealed " + f.key().kid() + "." + bad)) == seal_error::bad_seal);
+        CHECK(error_of(checked(f, "Sealed " + f.key().kid() + "." + bad)) == seal_error::bad_seal);
     }
     // Standard base64 spells the same bytes with '+' and '/' for '-' and '_'.
     bytes with_dash = box;
@@ -228,7 +265,7 @@ TEST_CASE("non-alphabet characters in the box -> bad_seal") {
     for (auto& c : standard) {
         c = c == '-' ? '+' : c == '_' ? '/' : c;
     }
-    CHECK(error_of(f.check("Sealed " + f.key().kid() + "." + standard)) == seal_error::bad_seal);
+    CHECK(error_of(checked(f, "Sealed " + f.key().kid() + "." + standard)) == seal_error::bad_seal);
     // libsodium 1.0.18 alone reads bytes 0x80-0xff as '_': the same box spelled with one of
     // them must not be accepted (found by the fuzzer, tests/fuzz).
     const auto underscore = enc.find('_');
@@ -236,10 +273,10 @@ TEST_CASE("non-alphabet characters in the box -> bad_seal") {
         for (const char high : {'\x80', '\xdf', '\xff'}) {
             std::string odd = enc;
             odd[underscore] = high;
-            CHECK(error_of(f.check("Sealed " + f.key().kid() + "." + odd)) == seal_error::bad_seal);
+            CHECK(error_of(checked(f, "Sealed " + f.key().kid() + "." + odd)) == seal_error::bad_seal);
         }
     }
-    CHECK(f.check("Sealed " + f.key().kid() + "." + enc).ok());
+    CHECK(checked(f, "Sealed " + f.key().kid() + "." + enc).ok());
 }
 
 TEST_CASE("padding '=' -> bad_seal") {
@@ -254,9 +291,9 @@ TEST_CASE("padding '=' -> bad_seal") {
         const std::string enc = b64(box);
         const std::string pad = extra == 0 ? "==" : "=";
         CAPTURE(box.size());
-        CHECK(error_of(f.check("Sealed " + f.key().kid() + "." + enc + pad)) == seal_error::bad_seal);
-        CHECK(error_of(f.check("Sealed " + f.key().kid() + "." + enc + "=")) == seal_error::bad_seal);
-        CHECK(f.check("Sealed " + f.key().kid() + "." + enc).ok());
+        CHECK(error_of(checked(f, "Sealed " + f.key().kid() + "." + enc + pad)) == seal_error::bad_seal);
+        CHECK(error_of(checked(f, "Sealed " + f.key().kid() + "." + enc + "=")) == seal_error::bad_seal);
+        CHECK(checked(f, "Sealed " + f.key().kid() + "." + enc).ok());
     }
 }
 
@@ -276,10 +313,10 @@ TEST_CASE("non-canonical trailing bits and impossible lengths -> bad_seal") {
             std::string bad = enc;
             bad.back() = alphabet[last | bits];
             CAPTURE(bad.back());
-            CHECK(error_of(f.check("Sealed " + f.key().kid() + "." + bad)) == seal_error::bad_seal);
+            CHECK(error_of(checked(f, "Sealed " + f.key().kid() + "." + bad)) == seal_error::bad_seal);
         }
-        CHECK(error_of(f.check("Sealed " + f.key().kid() + "." + enc + "A")) == seal_error::bad_seal);
-        CHECK(f.check("Sealed " + f.key().kid() + "." + enc).ok());
+        CHECK(error_of(checked(f, "Sealed " + f.key().kid() + "." + enc + "A")) == seal_error::bad_seal);
+        CHECK(checked(f, "Sealed " + f.key().kid() + "." + enc).ok());
     }
 }
 
@@ -292,7 +329,7 @@ TEST_CASE("a payload that is not a JSON object -> bad_seal") {
                                 std::string("null"), good + "x", good + "{}", good.substr(0, good.size() - 1),
                                 replaced(good, ",", ";"), "\xEF\xBB\xBF" + good, std::string(1, '\0')}) {
         CAPTURE(p);
-        CHECK(error_of(f.check(f.seal_header_for(p))) == seal_error::bad_seal);
+        CHECK(error_of(checked(f, f.seal_header_for(p))) == seal_error::bad_seal);
     }
 }
 
@@ -300,7 +337,7 @@ TEST_CASE("a payload missing any one field -> bad_seal") {
     for (const char* field : {"key", "iat", "method", "path", "body_sha256"}) {
         relay_fixture f;
         CAPTURE(field);
-        CHECK(error_of(f.check(f.seal_header_for(payload_without(field)))) == seal_error::bad_seal);
+        CHECK(error_of(checked(f, f.seal_header_for(payload_without(field)))) == seal_error::bad_seal);
     }
 }
 
@@ -318,7 +355,7 @@ TEST_CASE("a field of the wrong type -> bad_seal") {
             relay_fixture f;
             CAPTURE(field);
             CAPTURE(v);
-            CHECK(error_of(f.check(f.seal_header_for(payload_with(field, v)))) == seal_error::bad_seal);
+            CHECK(error_of(checked(f, f.seal_header_for(payload_with(field, v)))) == seal_error::bad_seal);
         }
     }
 }
@@ -336,7 +373,7 @@ TEST_CASE("a duplicated field -> bad_seal, even with the same value") {
         const std::string member = p.substr(at, end - at);
         p.insert(p.size() - 1, "," + member);
         CAPTURE(p);
-        CHECK(error_of(f.check(f.seal_header_for(p))) == seal_error::bad_seal);
+        CHECK(error_of(checked(f, f.seal_header_for(p))) == seal_error::bad_seal);
     }
 }
 
@@ -361,7 +398,7 @@ TEST_CASE("body_sha256 that is not 32 bytes of canonical base64url -> bad_seal")
     for (const auto& v : bad) {
         relay_fixture f;
         CAPTURE(v);
-        CHECK(error_of(f.check(f.seal_header_for(payload_with("body_sha256", "\"" + v + "\"")))) ==
+        CHECK(error_of(checked(f, f.seal_header_for(payload_with("body_sha256", "\"" + v + "\"")))) ==
               seal_error::bad_seal);
     }
 }
@@ -386,11 +423,11 @@ TEST_CASE("a key that could inject a header or is empty or too long -> bad_seal"
             }
         }
         CAPTURE(json);
-        CHECK(error_of(f.check(f.seal_header_for(payload(json)))) == seal_error::bad_seal);
+        CHECK(error_of(checked(f, f.seal_header_for(payload(json)))) == seal_error::bad_seal);
     }
     relay_fixture f;
     const std::string longest(1024, 'k');
-    const auto r = f.check(f.seal_header_for(payload(longest)));
+    const auto r = checked(f, f.seal_header_for(payload(longest)));
     REQUIRE(r.ok());
     CHECK(r.key().value() == longest);
 }
@@ -399,10 +436,10 @@ TEST_CASE("a key that could inject a header or is empty or too long -> bad_seal"
 
 TEST_CASE("iat window: exactly max_age old and max_future ahead are accepted, one second more is not") {
     relay_fixture f;
-    CHECK(error_of(f.check(f.seal_header_for(payload(api_key, t0 - 61)))) == seal_error::seal_expired);
-    CHECK(error_of(f.check(f.seal_header_for(payload(api_key, t0 + 31)))) == seal_error::seal_expired);
-    CHECK(f.check(f.seal_header_for(payload(api_key, t0 - 60))).ok());
-    CHECK(f.check(f.seal_header_for(payload(api_key, t0 + 30))).ok());
+    CHECK(error_of(checked(f, f.seal_header_for(payload(api_key, t0 - 61)))) == seal_error::seal_expired);
+    CHECK(error_of(checked(f, f.seal_header_for(payload(api_key, t0 + 31)))) == seal_error::seal_expired);
+    CHECK(checked(f, f.seal_header_for(payload(api_key, t0 - 60))).ok());
+    CHECK(checked(f, f.seal_header_for(payload(api_key, t0 + 30))).ok());
 }
 
 TEST_CASE("stale iat -> seal_expired") {
@@ -410,7 +447,7 @@ TEST_CASE("stale iat -> seal_expired") {
     for (const std::int64_t iat : {t0 - 61, t0 - 3600, std::int64_t{0}, std::int64_t{-1},
                                    std::numeric_limits<std::int64_t>::min()}) {
         CAPTURE(iat);
-        CHECK(error_of(f.check(f.seal_header_for(payload(api_key, iat)))) == seal_error::seal_expired);
+        CHECK(error_of(checked(f, f.seal_header_for(payload(api_key, iat)))) == seal_error::seal_expired);
     }
 }
 
@@ -418,16 +455,16 @@ TEST_CASE("future iat -> seal_expired") {
     relay_fixture f;
     for (const std::int64_t iat : {t0 + 31, t0 + 3600, std::numeric_limits<std::int64_t>::max()}) {
         CAPTURE(iat);
-        CHECK(error_of(f.check(f.seal_header_for(payload(api_key, iat)))) == seal_error::seal_expired);
+        CHECK(error_of(checked(f, f.seal_header_for(payload(api_key, iat)))) == seal_error::seal_expired);
     }
 }
 
 TEST_CASE("the window is configurable") {
     relay_fixture f(crypto::seal_policy{.max_age_s = 5, .max_future_s = 0, .max_key_bytes = 1024});
-    CHECK(error_of(f.check(f.seal_header_for(payload(api_key, t0 - 6)))) == seal_error::seal_expired);
-    CHECK(error_of(f.check(f.seal_header_for(payload(api_key, t0 + 1)))) == seal_error::seal_expired);
-    CHECK(f.check(f.seal_header_for(payload(api_key, t0 - 5))).ok());
-    CHECK(f.check(f.seal_header_for(payload(api_key, t0))).ok());
+    CHECK(error_of(checked(f, f.seal_header_for(payload(api_key, t0 - 6)))) == seal_error::seal_expired);
+    CHECK(error_of(checked(f, f.seal_header_for(payload(api_key, t0 + 1)))) == seal_error::seal_expired);
+    CHECK(checked(f, f.seal_header_for(payload(api_key, t0 - 5))).ok());
+    CHECK(checked(f, f.seal_header_for(payload(api_key, t0))).ok());
 }
 
 // ---- seal_mismatch -------------------------------------------------------------
@@ -437,9 +474,9 @@ TEST_CASE("mismatched method -> seal_mismatch") {
     const auto h = f.seal_header_for(payload());
     for (const char* m : {"GET", "post", "PUT", "POST ", ""}) {
         CAPTURE(m);
-        CHECK(error_of(f.check(h, m)) == seal_error::seal_mismatch);
+        CHECK(error_of(checked(f, h, m)) == seal_error::seal_mismatch);
     }
-    CHECK(f.check(h).ok());
+    CHECK(checked(f, h).ok());
 }
 
 TEST_CASE("mismatched path -> seal_mismatch") {
@@ -449,9 +486,9 @@ TEST_CASE("mismatched path -> seal_mismatch") {
                           "/relay/openai/v1/chat/completions", "/openai/v1/chat/completions?x=1",
                           "/openai/v1/chat//completions", "/openai/v1/chat/completions%20"}) {
         CAPTURE(p);
-        CHECK(error_of(f.check(h, method, p)) == seal_error::seal_mismatch);
+        CHECK(error_of(checked(f, h, method, p)) == seal_error::seal_mismatch);
     }
-    CHECK(f.check(h).ok());
+    CHECK(checked(f, h).ok());
 }
 
 TEST_CASE("mismatched query string -> seal_mismatch") {
@@ -461,9 +498,9 @@ TEST_CASE("mismatched query string -> seal_mismatch") {
     for (const std::string& q : std::vector<std::string>{std::string(path), std::string(path) + "?api-version=2024-06-01&a=2",
                                 std::string(path) + "?a=1&api-version=2024-06-01", p + "&"}) {
         CAPTURE(q);
-        CHECK(error_of(f.check(h, method, q)) == seal_error::seal_mismatch);
+        CHECK(error_of(checked(f, h, method, q)) == seal_error::seal_mismatch);
     }
-    CHECK(f.check(h, method, p).ok());
+    CHECK(checked(f, h, method, p).ok());
 }
 
 TEST_CASE("mismatched body -> seal_mismatch; the empty body has its own hash") {
@@ -473,16 +510,16 @@ TEST_CASE("mismatched body -> seal_mismatch; the empty body has its own hash") {
     one_off.back() = ' ';
     for (const std::string& b : std::vector<std::string>{one_off, std::string(body) + "\n", std::string(), std::string(body).substr(1)}) {
         CAPTURE(b);
-        CHECK(error_of(f.check(h, method, path, b)) == seal_error::seal_mismatch);
+        CHECK(error_of(checked(f, h, method, path, b)) == seal_error::seal_mismatch);
     }
     // No body digest at all (the server could not hash the body) is never a match.
     const crypto::request_facts no_digest{method, path, nullptr, h};
     CHECK(error_of(f.checker.check(*f.ring, no_digest, f.now)) == seal_error::seal_mismatch);
-    CHECK(f.check(h).ok());
+    CHECK(checked(f, h).ok());
 
     const auto empty = f.seal_header_for(payload(api_key, t0, "GET", "/openai/v1/models", ""));
     CHECK(body_hash_b64("") == "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU");
-    CHECK(f.check(empty, "GET", "/openai/v1/models", "").ok());
+    CHECK(checked(f, empty, "GET", "/openai/v1/models", "").ok());
 }
 
 // ---- seal_replayed -------------------------------------------------------------
@@ -490,25 +527,25 @@ TEST_CASE("mismatched body -> seal_mismatch; the empty body has its own hash") {
 TEST_CASE("a replayed seal -> seal_replayed") {
     relay_fixture f;
     const auto h = f.seal_header_for(payload());
-    CHECK(f.check(h).ok());
-    CHECK(error_of(f.check(h)) == seal_error::seal_replayed);
+    CHECK(checked(f, h).ok());
+    CHECK(error_of(checked(f, h)) == seal_error::seal_replayed);
     f.now += 60;  // the last second the seal's iat is still inside the window
-    CHECK(error_of(f.check(h)) == seal_error::seal_replayed);
+    CHECK(error_of(checked(f, h)) == seal_error::seal_replayed);
     // Another seal of the same payload is a different seal (fresh ephemeral key).
-    CHECK(f.check(f.seal_header_for(payload())).ok());
+    CHECK(checked(f, f.seal_header_for(payload())).ok());
 }
 
 TEST_CASE("the replay lookup happens before the box is opened") {
     relay_fixture f;
     const auto box = f.seal(payload());
-    REQUIRE(f.check(header(f.key().kid(), box)).ok());
+    REQUIRE(checked(f, header(f.key().kid(), box)).ok());
     // Same ephemeral key, broken ciphertext: if the box were opened first this
     // would be bad_seal; the replay identifier is found without any X25519.
     auto broken = box;
     broken.back() ^= 1;
-    CHECK(error_of(f.check(header(f.key().kid(), broken))) == seal_error::seal_replayed);
+    CHECK(error_of(checked(f, header(f.key().kid(), broken))) == seal_error::seal_replayed);
     bytes only_id(box.begin(), box.begin() + crypto_box_SEALBYTES + 1);
-    CHECK(error_of(f.check(header(f.key().kid(), only_id))) == seal_error::seal_replayed);
+    CHECK(error_of(checked(f, header(f.key().kid(), only_id))) == seal_error::seal_replayed);
 }
 
 TEST_CASE("the same seal presented on many threads at once is accepted exactly once") {
@@ -544,19 +581,19 @@ TEST_CASE("the same seal presented on many threads at once is accepted exactly o
 TEST_CASE("a seal that was refused is not remembered, so its honest use still works") {
     relay_fixture f;
     const auto h = f.seal_header_for(payload());
-    CHECK(error_of(f.check(h, "GET")) == seal_error::seal_mismatch);
+    CHECK(error_of(checked(f, h, "GET")) == seal_error::seal_mismatch);
     CHECK(f.checker.replay_entries() == 0);
-    CHECK(f.check(h).ok());
+    CHECK(checked(f, h).ok());
 }
 
 TEST_CASE("a replay after the window has passed -> seal_expired, not accepted") {
     relay_fixture f;
     const auto h = f.seal_header_for(payload());
-    CHECK(f.check(h).ok());
+    CHECK(checked(f, h).ok());
     f.now = t0 + 61;
-    CHECK(error_of(f.check(h)) == seal_error::seal_expired);
+    CHECK(error_of(checked(f, h)) == seal_error::seal_expired);
     f.now = t0 + 100000;
-    CHECK(error_of(f.check(h)) == seal_error::seal_expired);
+    CHECK(error_of(checked(f, h)) == seal_error::seal_expired);
     CHECK(f.checker.replay_entries() == 0);  // forgotten, yet still refused
 }
 
@@ -566,7 +603,7 @@ TEST_CASE("a full replay cache refuses (overloaded) rather than forgetting early
     bool full = false;
     for (int i = 0; i < 17 && !full; ++i) {
         const auto h = f.seal_header_for(payload());
-        const auto r = f.check(h);
+        const auto r = checked(f, h);
         if (r.ok()) {
             accepted.push_back(h);
         } else {
@@ -577,10 +614,10 @@ TEST_CASE("a full replay cache refuses (overloaded) rather than forgetting early
     }
     CHECK(full);  // 17 seals into 16 single-entry shards: one must collide
     for (const auto& h : accepted) {
-        CHECK(error_of(f.check(h)) == seal_error::seal_replayed);
+        CHECK(error_of(checked(f, h)) == seal_error::seal_replayed);
     }
     f.now = t0 + 61;  // every entry has aged out
-    CHECK(f.check(f.seal_header_for(payload(api_key, f.now))).ok());
+    CHECK(checked(f, f.seal_header_for(payload(api_key, f.now))).ok());
 }
 
 // ---- several keys, the client half -------------------------------------------
@@ -612,7 +649,7 @@ TEST_CASE("make_payload + seal_header produce what the checker accepts, escapes 
                               R"(,"method":"POST","path":"/openai/v1/files?purpose=\"x\"&q=a\\b","body_sha256":")" +
                               body_hash_b64(body) + R"("})");
     const auto h = crypto::seal_header(f.key().kid(), f.key().pk(), plain.span());
-    const auto r = f.check(h, method, p);
+    const auto r = checked(f, h, method, p);
     REQUIRE(r.ok());
     CHECK(r.key().value() == api_key);
 }
@@ -625,4 +662,67 @@ TEST_CASE("seal_error codes are the wire codes") {
     CHECK(crypto::to_string(seal_error::seal_mismatch) == "seal_mismatch");
     CHECK(crypto::to_string(seal_error::seal_replayed) == "seal_replayed");
     CHECK(crypto::to_string(seal_error::replay_cache_full) == "overloaded");
+}
+
+// ---- precheck: the header alone, before the body -------------------------------
+
+TEST_CASE("precheck accepts a good header and remembers nothing") {
+    relay_fixture f;
+    const auto h = f.seal_header_for(payload());
+    CHECK_FALSE(f.checker.precheck(*f.ring, h, f.now).has_value());
+    CHECK_FALSE(f.checker.precheck(*f.ring, h, f.now).has_value());
+    CHECK(f.checker.replay_entries() == 0);
+    CHECK(f.check(h).ok());
+}
+
+TEST_CASE("precheck refuses each cheap failure with check()'s error") {
+    relay_fixture f;
+    const auto box = f.seal(payload());
+    const std::string kid = f.key().kid();
+    const std::string enc = b64(box);
+    auto pre = [&](const std::string& h) { return f.checker.precheck(*f.ring, h, f.now); };
+    CHECK(pre("") == seal_error::missing_seal);
+    CHECK(pre("Bearer sk-x") == seal_error::missing_seal);
+    CHECK(pre("sealed " + kid + "." + enc) == seal_error::missing_seal);
+    CHECK(pre("Sealed  " + kid + "." + enc) == seal_error::bad_seal);
+    CHECK(pre("Sealed " + enc) == seal_error::bad_seal);                    // no '.'
+    CHECK(pre("Sealed ." + enc) == seal_error::bad_seal);                   // empty kid
+    CHECK(pre("Sealed " + kid + "!." + enc) == seal_error::bad_seal);       // kid outside the alphabet
+    CHECK(pre(header(crypto::relay_key::generate(t0).kid(), box)) == seal_error::unknown_kid);
+    CHECK(pre("Sealed " + kid + "." + enc + "=") == seal_error::bad_seal);  // padding
+    CHECK(pre("Sealed " + kid + "." + enc.substr(0, 10) + "+" + enc.substr(11)) == seal_error::bad_seal);
+    CHECK(pre("Sealed " + kid + ".") == seal_error::bad_seal);
+    CHECK(pre(header(kid, bytes(box.begin(), box.begin() + crypto_box_SEALBYTES))) == seal_error::bad_seal);
+    CHECK(pre(header(kid, bytes(crypto::seal_checker::max_sealed_bytes + 1, 7))) == seal_error::bad_seal);
+    CHECK(pre(header(kid, bytes(crypto::seal_checker::max_sealed_bytes, 7))) == std::nullopt);  // plausible
+    CHECK(pre(std::string("Sealed ") + kid + "." + std::string(100000, 'A')) == seal_error::bad_seal);
+    // The control: the same header is accepted, and afterwards precheck finds its replay.
+    CHECK(pre(header(kid, box)) == std::nullopt);
+    REQUIRE(f.check(header(kid, box)).ok());
+    CHECK(pre(header(kid, box)) == seal_error::seal_replayed);
+    auto broken = box;
+    broken.back() ^= 1;  // same replay id, another box
+    CHECK(pre(header(kid, broken)) == seal_error::seal_replayed);
+}
+
+TEST_CASE("precheck refuses an expired key from the second of exp on") {
+    std::vector<crypto::relay_key> keys;
+    keys.push_back(crypto::relay_key::generate(t0 - 100, 100));  // exp == t0
+    const auto ring = crypto::keyring::from_keys(std::move(keys));
+    const crypto::seal_checker checker({}, 64);
+    const auto h = header(ring->keys()[0].kid(), raw_seal(ring->keys()[0].pk(), payload(api_key, t0 - 1)));
+    CHECK(checker.precheck(*ring, h, t0 - 1) == std::nullopt);
+    CHECK(checker.precheck(*ring, h, t0) == seal_error::unknown_kid);
+}
+
+TEST_CASE("precheck does not open the box: what only the open finds is left to check()") {
+    relay_fixture f;
+    auto box = f.seal(payload());
+    box[40] ^= 1;  // inside the MAC
+    const auto h = header(f.key().kid(), box);
+    CHECK(f.checker.precheck(*f.ring, h, f.now) == std::nullopt);
+    CHECK(error_of(f.check(h)) == seal_error::bad_seal);
+    const auto stale = f.seal_header_for(payload(api_key, t0 - 1000));
+    CHECK(f.checker.precheck(*f.ring, stale, f.now) == std::nullopt);
+    CHECK(error_of(f.check(stale)) == seal_error::seal_expired);
 }
