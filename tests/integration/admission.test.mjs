@@ -1,0 +1,436 @@
+// Admission against an attacker, through the real relay binary: what a
+// request may hold before it has earned it. Connections that hold unfinished
+// bodies under real seals, bodies that fill memory and stall, 100,000 client
+// addresses, chunked trailers, and a flood of accepted seals aimed at the
+// replay cache. Raw loopback sockets from many source addresses (127.0.0.0/8
+// is all on lo); everything is started and stopped here.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { createHash } from 'node:crypto';
+
+import * as h from './lib/harness.mjs';
+
+const CHAT = '/openai/v1/chat/completions';
+const MiB = 1024 * 1024;
+// The relay runs without ASan's quarantine where RSS is measured (as in abuse.test.mjs).
+const lean = { env: { ASAN_OPTIONS: `${process.env.ASAN_OPTIONS ?? ''}:quarantine_size_mb=0:thread_local_quarantine_size_kb=0` } };
+
+let mock;
+
+before(async () => {
+  mock = await h.startMock({ tls: false, threads: 2 });
+});
+
+after(h.stopAll);
+
+function statusOf(text) {
+  const m = text.match(/^HTTP\/1\.1 (\d{3}) /);
+  return m ? Number(m[1]) : 0;
+}
+
+function errorCode(text) {
+  try {
+    return JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)).error.code;
+  } catch {
+    return undefined;
+  }
+}
+
+// A connection that writes `bytes` and then holds on, recording what the
+// relay answers and when it closes. `onWritten` fires when every byte was
+// handed to the kernel.
+function hold(port, localAddress, bytes) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ port, host: '127.0.0.1', localAddress });
+    const held = { sock: s, text: '', closed: false, closedAt: 0, written: false, writtenAt: 0, openedAt: 0 };
+    s.on('data', (d) => { if (held.text.length < 4096) held.text += d.toString('latin1'); });
+    s.on('close', () => { held.closed = true; held.closedAt = Date.now(); });
+    s.on('error', (e) => {
+      if (!held.openedAt) {
+        reject(e.code === 'EMFILE'
+          ? new Error(`out of file descriptors (ulimit -n is too low for this test): ${e.message}`)
+          : e);
+      }
+    });
+    s.on('connect', () => {
+      held.openedAt = Date.now();
+      const parts = Array.isArray(bytes) ? bytes : [bytes];
+      parts.forEach((p, i) => s.write(p, i === parts.length - 1 ? (err) => {
+        if (!err) {
+          held.written = true;
+          held.writtenAt = Date.now();
+        }
+      } : undefined));
+      resolve(held);
+    });
+  });
+}
+
+// Runs `fn(i)` for i in [0, n) with at most `conc` at once.
+async function pool(n, conc, fn) {
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(conc, n) }, async () => {
+    while (next < n) await fn(next++);
+  }));
+}
+
+const SIX = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5', '127.0.0.6', '127.0.0.7'];
+
+function sealedHead(authorization, length) {
+  return `POST ${CHAT} HTTP/1.1\r\nHost: relay.test\r\nContent-Type: application/json\r\n` +
+    `Authorization: ${authorization}\r\nContent-Length: ${length}\r\n\r\n`;
+}
+
+async function legitimate(relay, keyConfig, n = 0) {
+  const res = await h.sealedRequest(relay.url, {
+    apiKey: h.randomApiKey('sk-admission-ok-'), path: CHAT, body: { model: 'm', n }, keyConfig,
+  });
+  const text = await res.text();
+  return { status: res.status, code: res.status === 200 ? undefined : JSON.parse(text).error?.code };
+}
+
+test('a. 1,200 connections holding unfinished bodies under valid seals take no in-flight slot: a legitimate request gets 200',
+  { timeout: 90000 }, async (t) => {
+    // Defaults: max_in_flight 1024, 256 connections per address, body_timeout_s 30.
+    const relay = await h.startRelay({ providers: h.mockProviders(mock), metrics_listen: '127.0.0.1:0' });
+    t.after(() => relay.stop('SIGKILL'));
+    const keyConfig = await h.fetchKeys(relay.url);
+    // A real seal for exactly this request (method, path, this body), a fresh
+    // one per connection: nothing a header precheck can look at (kid, base64url,
+    // length, replay) tells it from a legitimate slow upload, and it would
+    // even open. A seal made for another body would pass a precheck just as
+    // well but fail once opened; this one leaves the relay no early way out.
+    const body = JSON.stringify({ model: 'm', pad: '' }).padEnd(100, ' ');
+    assert.equal(Buffer.byteLength(body), 100);
+    const N = 1200;
+    const heads = [];
+    for (let i = 0; i < N; i++) {
+      const authorization = await h.seal({ keyConfig, apiKey: h.randomApiKey('sk-stall-'), path: CHAT, body });
+      heads.push(sealedHead(authorization, 100) + body[0]);
+    }
+    const conns = [];
+    t.after(() => { for (const c of conns) c.sock.destroy(); });
+    const t0 = Date.now();
+    await pool(N, 100, async (i) => { conns.push(await hold(relay.port, SIX[i % SIX.length], heads[i])); });
+    // Until the relay has read every head (or answered the connection).
+    let open = 0;
+    for (let i = 0; i < 30; i++) {
+      open = await h.metricValue(relay.metricsUrl, 'byok_open_connections');
+      if (open + conns.filter((c) => c.closed || c.text !== '').length >= N) break;
+      await h.sleep(100);
+    }
+    await h.sleep(200);
+    const heldMs = Date.now() - t0;
+    const inFlight = await h.metricValue(relay.metricsUrl, 'byok_in_flight_requests');
+
+    const res = await legitimate(relay, keyConfig);
+    const stillHeld = conns.filter((c) => !c.closed && c.text === '').length;
+    const answered = {};
+    for (const c of conns.filter((x) => x.text !== '')) {
+      const k = `${statusOf(c.text)} ${errorCode(c.text)}`;
+      answered[k] = (answered[k] ?? 0) + 1;
+    }
+    console.log(`slots: ${N} stalled bodies sent in ${heldMs} ms; byok_open_connections ${open}, ` +
+      `byok_in_flight_requests ${inFlight}; legitimate request: ${JSON.stringify(res)}; ` +
+      `${stillHeld} stalled connections still held then; answered: ${JSON.stringify(answered)}`);
+    assert.deepEqual(res, { status: 200, code: undefined }, 'the legitimate request is served');
+    assert.deepEqual(answered, {}, 'no stalled connection was answered (none was refused for want of a slot)');
+    assert.equal(stillHeld, N, 'every stalled connection was still held when the legitimate request went');
+  });
+
+test('b. 600 connections stalling after 6 MB of an announced 8 MB body: RSS grows at most max_pending_body_bytes + 64 MiB, others are served, the stalled are dropped by the minimum rate',
+  { timeout: 120000 }, async (t) => {
+    // The default max_pending_body_bytes (256 MiB): the one a deployment
+    // runs with, and far below the 3.6 GB these bodies would otherwise hold.
+    // A short rate window so the minimum-rate rule acts within seconds.
+    const BUDGET = 268435456;
+    const WINDOW_S = 2;
+    const relay = await h.startRelay({
+      providers: h.mockProviders(mock), metrics_listen: '127.0.0.1:0', body_rate_window_s: WINDOW_S,
+    }, lean);
+    t.after(() => relay.stop('SIGKILL'));
+    const keyConfig = await h.fetchKeys(relay.url);
+    for (let i = 0; i < 5; i++) assert.equal((await legitimate(relay, keyConfig, i)).status, 200);
+    await h.sleep(300);
+    const baseKiB = h.rssKiB(relay.pid);
+
+    const ANNOUNCED = 8000000;
+    const SENT = 6 * 1000 * 1000;
+    const full = Buffer.alloc(ANNOUNCED, 0x61);
+    const bodySha256 = createHash('sha256').update(full).digest('base64url');
+    const part = full.subarray(0, SENT);  // one buffer, shared by every connection's write
+    const N = 600;
+    const heads = [];
+    for (let i = 0; i < N; i++) {
+      // Real seals for the whole 8 MB body (its hash computed once).
+      const payload = JSON.stringify({
+        key: h.randomApiKey('sk-fat-'), iat: Math.floor(Date.now() / 1000), method: 'POST', path: CHAT, body_sha256: bodySha256,
+      });
+      heads.push(sealedHead(await h.seal({ keyConfig, payload }), ANNOUNCED));
+    }
+    const conns = [];
+    t.after(() => { for (const c of conns) c.sock.destroy(); });
+    const bound = BUDGET / 1024 + 64 * 1024;  // KiB
+    let peak = baseKiB;
+    let over = false;
+    const sampler = setInterval(() => {
+      try {
+        peak = Math.max(peak, h.rssKiB(relay.pid));
+        if (peak - baseKiB > bound && !over) {
+          over = true;  // stop at once: an unbounded relay would take gigabytes
+          for (const c of conns) c.sock.destroy();
+        }
+      } catch { /* the relay is gone; asserted below */ }
+    }, 50);
+    t.after(() => clearInterval(sampler));
+
+    // Legitimate requests meanwhile, four a second, each noting how full the budget was as it went.
+    const legit = [];
+    let stopLegit = false;
+    const legitLoop = (async () => {
+      for (let i = 0; !stopLegit; i++) {
+        const pendingThen = await h.metricValue(relay.metricsUrl, 'byok_pending_body_bytes');
+        const r = await legitimate(relay, keyConfig, 100 + i).catch((e) => ({ status: 0, code: e.message }));
+        legit.push({ ...r, pendingThen });
+        await h.sleep(250);
+      }
+    })();
+
+    const t0 = Date.now();
+    await pool(N, 100, async (i) => {
+      if (!over) conns.push(await hold(relay.port, SIX[i % SIX.length], [heads[i], part]));
+    });
+    const openedMs = Date.now() - t0;
+    // Every connection ends within a bound: refused at once (503), or
+    // dropped by the minimum rate a few windows after it stalled (408 or a
+    // close). 4 windows after the last one opened, plus slack.
+    const deadline = Date.now() + (4 * WINDOW_S + 8) * 1000;
+    while (!over && conns.some((c) => !c.closed) && Date.now() < deadline) await h.sleep(100);
+    stopLegit = true;
+    await legitLoop;
+    clearInterval(sampler);
+    const pending = await h.metricValue(relay.metricsUrl, 'byok_pending_body_bytes');
+
+    const kinds = {};
+    let stalledThenDropped = 0;
+    const bad = [];
+    for (const c of conns) {
+      const s = statusOf(c.text);
+      const k = c.closed ? `${s || 'closed'}${s ? ' ' + errorCode(c.text) : ''}` : 'still open';
+      kinds[k] = (kinds[k] ?? 0) + 1;
+      if (s === 503 && !(errorCode(c.text) === 'overloaded' && /\r\nRetry-After: \d+\r\n/i.test(c.text))) {
+        bad.push(`a 503 without code overloaded and Retry-After: ${JSON.stringify(c.text.slice(0, 200))}`);
+      }
+      if (![0, 408, 503].includes(s)) bad.push(`answered ${s}: ${JSON.stringify(c.text.slice(0, 120))}`);
+      if (c.written && c.closed && (s === 408 || s === 0)) ++stalledThenDropped;
+    }
+    const legitKinds = {};
+    for (const r of legit) legitKinds[`${r.status}${r.code ? ' ' + r.code : ''}`] = (legitKinds[`${r.status}${r.code ? ' ' + r.code : ''}`] ?? 0) + 1;
+    console.log(`body memory: ${conns.length} connections opened in ${openedMs} ms; relay RSS ${baseKiB} kB before, ` +
+      `peak ${peak} kB (+${Math.round((peak - baseKiB) / 1024)} MiB, bound ${bound / 1024} MiB)${over ? ' -- stopped early' : ''}; ` +
+      `outcomes ${JSON.stringify(kinds)}; ${stalledThenDropped} sent their 6 MB then were dropped; ` +
+      `legitimate meanwhile ${JSON.stringify(legitKinds)}; byok_pending_body_bytes after: ${pending}`);
+    assert.ok(!over && peak - baseKiB <= bound,
+      `RSS grew by ${Math.round((peak - baseKiB) / 1024)} MiB (bound ${bound / 1024} MiB)`);
+    assert.equal(conns.length, N);
+    assert.deepEqual(legitKinds, { 200: legit.length }, 'every legitimate request meanwhile got 200');
+    const whileFull = legit.filter((r) => r.pendingThen >= BUDGET / 2).length;
+    assert.ok(whileFull >= 1, `a legitimate request went while the budget was at least half held (${whileFull}; ` +
+      `byok_pending_body_bytes seen: ${legit.map((r) => r.pendingThen).join(' ')})`);
+    assert.deepEqual(bad, []);
+    assert.equal(kinds['still open'] ?? 0, 0, 'every stalled connection was dropped');
+    assert.ok(stalledThenDropped >= 1, 'some bodies were admitted, stalled, and were dropped by the minimum rate');
+    assert.equal(pending, 0, 'byok_pending_body_bytes is back to 0');
+  });
+
+// 127.a.b.c for the i-th connection, away from 127.0.0.x that other tests use.
+function addressOf(i, first = 16) {
+  return `127.${first + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
+}
+
+// One short connection from `localAddress`: GET /healthz, read until the relay closes.
+function oneShort(port, localAddress) {
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host: '127.0.0.1', localAddress });
+    let text = '';
+    const timer = setTimeout(() => { s.destroy(); resolve('timeout'); }, 10000);
+    s.on('connect', () => s.write('GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
+    s.on('data', (d) => { text += d.toString('latin1'); });
+    s.on('error', (e) => { clearTimeout(timer); resolve(e.code ?? 'error'); });
+    s.on('close', () => { clearTimeout(timer); resolve(String(statusOf(text))); });
+  });
+}
+
+test('c. 100,000 connections from distinct addresses: the address table empties again and RSS returns within 5 %',
+  { timeout: 240000 }, async (t) => {
+    // Rate limit off (the default); the per-address connection cap (default 256) is what keeps an entry.
+    const relay = await h.startRelay({ providers: h.mockProviders(mock), metrics_listen: '127.0.0.1:0' }, lean);
+    t.after(() => relay.stop('SIGKILL'));
+    const run = async (n, first) => {
+      const statuses = {};
+      await pool(n, 200, async (i) => {
+        const s = await oneShort(relay.port, addressOf(i + 1, first));
+        statuses[s] = (statuses[s] ?? 0) + 1;
+      });
+      return statuses;
+    };
+    const settled = async () => {
+      // Until every connection is closed on the relay's side too.
+      for (let i = 0; i < 50; i++) {
+        if ((await h.metricValue(relay.metricsUrl, 'byok_open_connections')) === 0) break;
+        await h.sleep(100);
+      }
+      await h.sleep(500);
+    };
+    // The baseline is taken after a warm-up of 20,000 connections from their
+    // own addresses, at the same concurrency: by then the allocator's arenas
+    // of both worker threads have grown to what 200 concurrent sessions need,
+    // and whatever the relay sets up lazily is set up. Growth after that is
+    // what the 100,000 addresses leave behind. (Measured on the relay of
+    // before issue 11 with the per-address table switched off: RSS still
+    // creeps by about 5 % over the first 10,000 connections and by 3 % over
+    // the next 100,000, then stays flat; after a warm-up of only 5,000 the
+    // allocator's settling alone came to 6.8 %.)
+    const warm = await run(20000, 250);
+    await settled();
+    const baseKiB = h.rssKiB(relay.pid);
+    const baseEntries = await h.metricValue(relay.metricsUrl, 'byok_address_table_entries');
+    const t0 = Date.now();
+    const statuses = await run(100000, 16);
+    const ms = Date.now() - t0;
+    await settled();
+    let entries;
+    for (let i = 0; i < 30; i++) {
+      entries = await h.metricValue(relay.metricsUrl, 'byok_address_table_entries');
+      if (entries !== undefined && entries <= 8) break;
+      await h.sleep(100);
+    }
+    const afterKiB = h.rssKiB(relay.pid);
+    console.log(`address table: warm-up ${JSON.stringify(warm)}; 100000 connections in ${ms} ms ${JSON.stringify(statuses)}; ` +
+      `RSS ${baseKiB} kB after the warm-up, ${afterKiB} kB after (${((afterKiB / baseKiB - 1) * 100).toFixed(1)} %); ` +
+      `byok_address_table_entries ${baseEntries} after the warm-up, ${entries} after`);
+    const problems = [];
+    if (statuses['200'] !== 100000) problems.push(`not every connection was served: ${JSON.stringify(statuses)}`);
+    if (entries === undefined) problems.push('/metrics has no byok_address_table_entries');
+    else if (entries > 8) problems.push(`byok_address_table_entries is ${entries}, not back to a few`);
+    if (afterKiB > baseKiB * 1.05) {
+      problems.push(`RSS ${afterKiB} kB is ${((afterKiB / baseKiB - 1) * 100).toFixed(1)} % above the ${baseKiB} kB baseline`);
+    }
+    assert.deepEqual(problems, []);
+  });
+
+test('d. a chunked request with trailer fields gets 400 bad_request and never reaches the provider',
+  { timeout: 30000 }, async (t) => {
+    const relay = await h.startRelay({ providers: h.mockProviders(mock) });
+    t.after(() => relay.stop('SIGKILL'));
+    const keyConfig = await h.fetchKeys(relay.url);
+    await mock.reset();
+    const chunked = (text) => `${Buffer.byteLength(text).toString(16)}\r\n${text}\r\n`;
+    const send = async ({ trailer, sealIn = 'header', n }) => {
+      const body = JSON.stringify({ model: 'm', trailer_case: n });
+      const authorization = await h.seal({ keyConfig, apiKey: h.randomApiKey('sk-trailer-'), path: CHAT, body });
+      const head = `POST ${CHAT} HTTP/1.1\r\nHost: relay.test\r\nContent-Type: application/json\r\n` +
+        `${sealIn === 'header' ? `Authorization: ${authorization}\r\n` : ''}Transfer-Encoding: chunked\r\n\r\n`;
+      const trailers = (trailer ?? '') + (sealIn === 'trailer' ? `Authorization: ${authorization}\r\n` : '');
+      const c = await h.RawConnection.open(relay.port);
+      try {
+        c.write(head + chunked(body.slice(0, 10)) + chunked(body.slice(10)) + `0\r\n${trailers}\r\n`);
+        const r = await c.readResponse({ timeoutMs: 5000 });
+        return { status: r.status, code: r.status === 200 ? undefined : JSON.parse(r.body.toString()).error?.code, body };
+      } finally {
+        c.close();
+      }
+    };
+    // Without a trailer a chunked body is fine: what is refused is the trailer.
+    const plain = await send({ n: 0 });
+    assert.deepEqual([plain.status, plain.code], [200, undefined], 'a chunked body without trailers is served');
+    const cases = {
+      'a harmless trailer field after a seal in the head': { trailer: 'X-Checksum: 0123\r\n', n: 1 },
+      'the seal itself in the trailer': { sealIn: 'trailer', n: 2 },
+      'a trailer that would be forwarded upstream': { trailer: 'OpenAI-Organization: org-smuggled\r\n', n: 3 },
+    };
+    const results = {};
+    const bodies = [];
+    for (const [name, c] of Object.entries(cases)) {
+      const r = await send(c);
+      results[name] = `${r.status} ${r.code}`;
+      bodies.push(h.bodySha256(r.body));
+    }
+    const seen = await mock.requests();
+    const reached = seen.filter((s) => bodies.includes(s.body_sha256)).length;
+    console.log(`trailers: ${JSON.stringify(results)}; ${reached} of them reached the provider`);
+    assert.deepEqual(results, Object.fromEntries(Object.keys(cases).map((k) => [k, '400 bad_request'])));
+    assert.equal(reached, 0, 'no request with a trailer reached the provider');
+    assert.equal(seen.length, 1, 'only the request without trailers reached it');
+  });
+
+test('e. a flood of accepted seals, some dated 30 s ahead, cannot make the replay cache refuse an honest seal',
+  { timeout: 60000 }, async (t) => {
+    // The flood's seals carry junk keys but are valid: the relay accepts
+    // them (it must remember each) and forwards them to a provider that is
+    // down (502, no work for the mock). What it must not do is let a few
+    // seals whose iat is 29 s ahead (allowed: seal_max_future_s is 30) keep
+    // every later entry alive until they expire. Each entry should leave at
+    // its own deadline (iat + seal_max_age_s).
+    //
+    // Small numbers make the defect show within seconds: seal_max_age_s 2,
+    // so an ordinary seal is remembered for 2-3 s; replay_cache_entries 1024
+    // (the smallest allowed). 128 future seals first (every shard of the
+    // cache gets some), then ordinary ones at about 120 per second. Held to
+    // their own deadlines the cache holds about 128 + 120 * 3 = 490 entries
+    // at any time, under half its size; expired first-in-first-out behind
+    // the future ones, it fills within about 8 s and honest seals get 503.
+    const closedPort = await new Promise((res) => {
+      const srv = net.createServer().listen(0, '127.0.0.1', () => { const p = srv.address().port; srv.close(() => res(p)); });
+    });
+    const relay = await h.startRelay({
+      providers: {
+        ...h.mockProviders(mock),
+        down: { base_url: `http://127.0.0.1:${closedPort}`, auth: 'bearer', paths: ['/v1/chat/completions'] },
+      },
+      seal_max_age_s: 2, seal_max_future_s: 30, replay_cache_entries: 1024, upstream_connect_timeout_s: 2,
+    });
+    t.after(() => relay.stop('SIGKILL'));
+    const keyConfig = await h.fetchKeys(relay.url);
+    const DOWN = '/down/v1/chat/completions';
+    const flood = {};
+    const fire = async (iatAhead) => {
+      const body = JSON.stringify({ model: 'm' });
+      const now = Math.floor(Date.now() / 1000);
+      const authorization = await h.seal({ keyConfig, apiKey: h.randomApiKey('sk-junk-'), path: DOWN, body, iat: now + iatAhead });
+      const res = await fetch(new URL(DOWN, relay.url), {
+        method: 'POST', body, headers: { 'content-type': 'application/json', authorization },
+      });
+      const code = (await res.json()).error?.code;
+      const k = `${res.status} ${code}`;
+      flood[k] = (flood[k] ?? 0) + 1;
+    };
+    await pool(128, 8, () => fire(29));
+    const t0 = Date.now();
+    const RATE = 120;
+    const SECONDS = 12;
+    let sent = 0;
+    while (sent < RATE * SECONDS && Date.now() - t0 < 20000) {
+      // Paced: at most RATE per second on average, 8 at a time.
+      const due = Math.min(RATE * SECONDS, Math.floor(((Date.now() - t0) / 1000) * RATE) + 8);
+      if (sent >= due) {
+        await h.sleep(10);
+        continue;
+      }
+      const batch = Math.min(8, due - sent);
+      sent += batch;
+      await Promise.all(Array.from({ length: batch }, () => fire(0)));
+    }
+    const floodMs = Date.now() - t0;
+    const honest = {};
+    for (let i = 0; i < 10; i++) {
+      const r = await legitimate(relay, keyConfig, i);
+      const k = `${r.status}${r.code ? ' ' + r.code : ''}`;
+      honest[k] = (honest[k] ?? 0) + 1;
+    }
+    console.log(`replay flood: 128 seals 29 s ahead, then ${sent} ordinary in ${floodMs} ms ` +
+      `(${Math.round(sent / (floodMs / 1000))}/s); flood answers ${JSON.stringify(flood)}; honest after: ${JSON.stringify(honest)}`);
+    assert.deepEqual(honest, { 200: 10 }, 'honest seals are accepted');
+    assert.deepEqual(flood, { '502 upstream_unreachable': 128 + sent }, 'every flood seal was accepted (none refused with 503)');
+  });
