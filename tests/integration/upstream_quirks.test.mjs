@@ -156,7 +156,9 @@ test('g. 103 Early Hints and 100 Continue before the answer: skipped; 200 reques
       `${problems.length} problems`);
     assert.deepEqual(problems, [], `${next} of ${TOTAL} requests sent`);
     assert.equal(next, TOTAL);
-    assert.ok(stats.connections <= 12, `the relay reused its upstream connections (${stats.connections} for ${TOTAL})`);
+    // Reuse is what could carry one key's answer to another: most requests
+    // must have gone over a pooled connection for the check above to mean much.
+    assert.ok(stats.connections <= TOTAL / 4, `the relay reused its upstream connections (${stats.connections} for ${TOTAL})`);
     assert.deepEqual(stats.errors, []);
 
     // 101: not an answer the relay can pass on.
