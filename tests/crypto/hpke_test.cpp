@@ -1,0 +1,263 @@
+// HPKE (RFC 9180), base mode, DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 /
+// AES-128-GCM: the RFC's published vectors (tests/vectors, see SOURCES.md),
+// then what must not open.
+#include "crypto/hpke.hpp"
+
+#include <doctest/doctest.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/crypto/test_support.hpp"
+
+using namespace byok;
+using namespace byok::test;
+namespace hpke = byok::crypto::hpke;
+
+namespace {
+
+const nlohmann::json& rfc_vectors() {
+    static const nlohmann::json doc = [] {
+        const std::string path = std::string(BYOK_VECTORS_DIR) + "/hpke-rfc9180-test-vectors.json";
+        std::ifstream in(path);
+        REQUIRE_MESSAGE(in.good(), "cannot read " << path);
+        return nlohmann::json::parse(in);
+    }();
+    return doc;
+}
+
+// The vectors of this suite in base mode.
+std::vector<nlohmann::json> suite_vectors() {
+    std::vector<nlohmann::json> out;
+    for (const auto& v : rfc_vectors()) {
+        if (v["mode"] == 0 && v["kem_id"] == hpke::kem_id && v["kdf_id"] == hpke::kdf_id &&
+            v["aead_id"] == hpke::aead_id) {
+            out.push_back(v);
+        }
+    }
+    return out;
+}
+
+bytes hex(const nlohmann::json& v) { return from_hex(v.get<std::string>()); }
+
+bytes to_bytes(std::span<const unsigned char> s) { return bytes(s.begin(), s.end()); }
+
+hpke::public_key as_pk(const bytes& b) {
+    REQUIRE(b.size() == hpke::n_pk);
+    hpke::public_key pk{};
+    std::copy(b.begin(), b.end(), pk.begin());
+    return pk;
+}
+
+hpke::schedule_context context_for(std::string_view info) { return hpke::schedule_context::base(info); }
+
+// One fresh single-shot seal: enc, ciphertext, plaintext.
+struct one_seal {
+    hpke::private_key sk_r = hpke::private_key::generate();
+    hpke::schedule_context ctx = context_for("byok-relay v1 test");
+    bytes aad = as_bytes("");
+    bytes pt = as_bytes(R"({"key":"sk-test","iat":1800000000})");
+    bytes enc;
+    bytes ct;
+    one_seal() {
+        auto s = hpke::sender::setup(sk_r.pk(), ctx);
+        REQUIRE(s.has_value());
+        enc = bytes(s->enc().begin(), s->enc().end());
+        ct = std::move(*s).seal(aad, pt);
+    }
+    // Opens (enc, ct) as a single-shot recipient; the plaintext, or nullopt.
+    std::optional<bytes> open(const bytes& e, const bytes& c, const hpke::private_key& key,
+                              const hpke::schedule_context& with) const {
+        auto r = hpke::recipient::setup(e, key, with);
+        if (!r) {
+            return std::nullopt;
+        }
+        bytes out(c.size() >= hpke::n_t ? c.size() - hpke::n_t : 0, 0xAA);
+        if (!std::move(*r).open(aad, c, out)) {
+            CHECK(std::all_of(out.begin(), out.end(), [](unsigned char b) { return b == 0; }));
+            return std::nullopt;
+        }
+        return out;
+    }
+    std::optional<bytes> open(const bytes& e, const bytes& c) const { return open(e, c, sk_r, ctx); }
+};
+
+}  // namespace
+
+TEST_CASE("RFC 9180 vectors, base mode, this suite: keys, shared secret, key schedule, every encryption, exports") {
+    const auto vectors = suite_vectors();
+    REQUIRE(!vectors.empty());
+    std::size_t encryptions = 0;
+    for (const auto& v : vectors) {
+        // DeriveKeyPair from the vector's ikm, for both sides.
+        const auto sk_r = hpke::private_key::derive(hex(v["ikmR"]));
+        const auto sk_e = hpke::private_key::derive(hex(v["ikmE"]));
+        CHECK(to_bytes(sk_r.secret()) == hex(v["skRm"]));
+        CHECK(to_bytes(sk_r.pk()) == hex(v["pkRm"]));
+        CHECK(to_bytes(sk_e.secret()) == hex(v["skEm"]));
+        CHECK(to_bytes(sk_e.pk()) == hex(v["enc"]));
+
+        // Both halves of the KEM.
+        const bytes enc = hex(v["enc"]);
+        const auto decapped = hpke::decap(enc, sk_r);
+        REQUIRE(decapped.has_value());
+        CHECK(to_bytes(decapped->span()) == hex(v["shared_secret"]));
+        const auto encapped = hpke::encap(sk_r.pk(), sk_e);
+        REQUIRE(encapped.has_value());
+        CHECK(to_bytes(encapped->span()) == hex(v["shared_secret"]));
+
+        // The key schedule.
+        const bytes info = hex(v["info"]);
+        const auto ctx = hpke::schedule_context::base(info);
+        CHECK(to_bytes(ctx.bytes()) == hex(v["key_schedule_context"]));
+        const auto s = hpke::key_schedule(decapped->span(), ctx);
+        CHECK(to_bytes(s.key()) == hex(v["key"]));
+        CHECK(to_bytes(s.base_nonce()) == hex(v["base_nonce"]));
+        CHECK(to_bytes(s.exporter_secret()) == hex(v["exporter_secret"]));
+
+        // Every encryption, in sequence, on both sides.
+        auto r = hpke::recipient::setup(enc, sk_r, ctx);
+        auto snd = hpke::sender::setup(as_pk(hex(v["pkRm"])), ctx, sk_e);
+        REQUIRE(r.has_value());
+        REQUIRE(snd.has_value());
+        CHECK(to_bytes(snd->enc()) == enc);
+        for (const auto& e : v["encryptions"]) {
+            const bytes aad = hex(e["aad"]);
+            const bytes ct = hex(e["ct"]);
+            const bytes pt = hex(e["pt"]);
+            CHECK(snd->seal_next(aad, pt) == ct);
+            bytes out(ct.size() - hpke::n_t);
+            REQUIRE(r->open_next(aad, ct, out));
+            CHECK(out == pt);
+            ++encryptions;
+        }
+        for (const auto& x : v["exports"]) {
+            const bytes exporter_context = hex(x["exporter_context"]);
+            const auto length = x["L"].get<std::size_t>();
+            CHECK(to_bytes(r->export_secret(exporter_context, length).span()) == hex(x["exported_value"]));
+            CHECK(to_bytes(snd->export_secret(exporter_context, length).span()) == hex(x["exported_value"]));
+        }
+    }
+    MESSAGE(vectors.size() << " vector(s), " << encryptions << " encryptions");
+    CHECK(encryptions >= 257);
+}
+
+TEST_CASE("RFC 9180 vector: out of sequence, or opened twice, a message does not open") {
+    const auto v = suite_vectors().at(0);
+    const auto sk_r = hpke::private_key::derive(hex(v["ikmR"]));
+    const auto ctx = hpke::schedule_context::base(hex(v["info"]));
+    const auto& e1 = v["encryptions"][1];
+    auto r = hpke::recipient::setup(hex(v["enc"]), sk_r, ctx);
+    REQUIRE(r.has_value());
+    const bytes ct1 = hex(e1["ct"]);
+    bytes out(ct1.size() - hpke::n_t);
+    CHECK_FALSE(r->open_next(hex(e1["aad"]), ct1, out));  // sequence 1 at sequence 0
+    const auto& e0 = v["encryptions"][0];
+    const bytes ct0 = hex(e0["ct"]);
+    bytes out0(ct0.size() - hpke::n_t);
+    REQUIRE(r->open_next(hex(e0["aad"]), ct0, out0));
+    CHECK_FALSE(r->open_next(hex(e0["aad"]), ct0, out0));  // sequence 0 again at sequence 1
+    CHECK(r->open_next(hex(e1["aad"]), ct1, out));
+}
+
+TEST_CASE("a single-shot seal opens once; the context is consumed") {
+    one_seal s;
+    auto r = hpke::recipient::setup(s.enc, s.sk_r, s.ctx);
+    REQUIRE(r.has_value());
+    bytes out(s.ct.size() - hpke::n_t);
+    REQUIRE(std::move(*r).open(s.aad, s.ct, out));
+    CHECK(out == s.pt);
+    // NOLINTNEXTLINE(bugprone-use-after-move): what a second use does is the point
+    CHECK_FALSE(r->open_next(s.aad, s.ct, out));
+    CHECK_THROWS(r->export_secret({}, 32));
+}
+
+TEST_CASE("every truncation of enc || ct does not open") {
+    one_seal s;
+    bytes all = s.enc;
+    all.insert(all.end(), s.ct.begin(), s.ct.end());
+    for (std::size_t n = 0; n < all.size(); ++n) {
+        CAPTURE(n);
+        const bytes e(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(std::min(n, hpke::n_enc)));
+        const bytes c(all.begin() + static_cast<std::ptrdiff_t>(std::min(n, hpke::n_enc)),
+                      all.begin() + static_cast<std::ptrdiff_t>(n));
+        CHECK_FALSE(s.open(e, c).has_value());
+    }
+    CHECK(s.open(s.enc, s.ct) == s.pt);
+}
+
+TEST_CASE("one trailing extra byte does not open") {
+    one_seal s;
+    for (const unsigned char extra : {0x00, 0x01, 0xff}) {
+        bytes longer = s.ct;
+        longer.push_back(extra);
+        CHECK_FALSE(s.open(s.enc, longer).has_value());
+    }
+    CHECK(s.open(s.enc, s.ct) == s.pt);
+}
+
+TEST_CASE("one flipped bit anywhere in enc or ct does not open") {
+    one_seal s;
+    for (std::size_t i = 0; i < s.enc.size() + s.ct.size(); ++i) {
+        for (int bit = 0; bit < 8; ++bit) {
+            bytes e = s.enc;
+            bytes c = s.ct;
+            auto& byte = i < e.size() ? e[i] : c[i - e.size()];
+            byte ^= static_cast<unsigned char>(1U << bit);
+            CAPTURE(i);
+            CAPTURE(bit);
+            CHECK_FALSE(s.open(e, c).has_value());
+        }
+    }
+    CHECK(s.open(s.enc, s.ct) == s.pt);
+}
+
+TEST_CASE("the wrong private key, info or aad does not open") {
+    one_seal s;
+    const auto other = hpke::private_key::generate();
+    CHECK_FALSE(s.open(s.enc, s.ct, other, s.ctx).has_value());
+    CHECK_FALSE(s.open(s.enc, s.ct, s.sk_r, context_for("byok-relay v1 tesT")).has_value());
+    CHECK_FALSE(s.open(s.enc, s.ct, s.sk_r, context_for("")).has_value());
+    auto r = hpke::recipient::setup(s.enc, s.sk_r, s.ctx);
+    REQUIRE(r.has_value());
+    bytes out(s.ct.size() - hpke::n_t);
+    CHECK_FALSE(r->open_next(as_bytes("x"), s.ct, out));
+    CHECK(s.open(s.enc, s.ct) == s.pt);
+}
+
+TEST_CASE("a low-order enc (all-zero shared secret) is refused at setup; so is a low-order recipient key") {
+    const auto sk = hpke::private_key::generate();
+    const auto ctx = context_for("x");
+    // u = 0 and u = 1 and the order-8 points of Curve25519: X25519 gives all zeros for each.
+    const std::vector<bytes> low_order = {
+        bytes(32, 0),
+        from_hex("0100000000000000000000000000000000000000000000000000000000000000"),
+        from_hex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+        from_hex("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"),
+        from_hex("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+    };
+    for (const auto& enc : low_order) {
+        CAPTURE(b64(enc));
+        CHECK_FALSE(hpke::decap(enc, sk).has_value());
+        CHECK_FALSE(hpke::recipient::setup(enc, sk, ctx).has_value());
+        CHECK_FALSE(hpke::sender::setup(as_pk(enc), ctx).has_value());
+    }
+    CHECK_FALSE(hpke::recipient::setup(bytes(31, 9), sk, ctx).has_value());
+    CHECK_FALSE(hpke::recipient::setup(bytes(33, 9), sk, ctx).has_value());
+    CHECK(hpke::recipient::setup(hpke::private_key::generate().pk(), sk, ctx).has_value());  // control
+}
+
+TEST_CASE("private_key::from_bytes takes exactly 32 bytes and gives the same public key as derive") {
+    const auto k = hpke::private_key::derive(as_bytes("some input keying material, 32 b"));
+    auto copy = crypto::secret_bytes::allocate(32);
+    std::copy(k.secret().begin(), k.secret().end(), copy.data());
+    const auto again = hpke::private_key::from_bytes(std::move(copy));
+    REQUIRE(again.has_value());
+    CHECK(again->pk() == k.pk());
+    CHECK_FALSE(hpke::private_key::from_bytes(crypto::secret_bytes::allocate(31)).has_value());
+    CHECK_FALSE(hpke::private_key::from_bytes(crypto::secret_bytes::allocate(33)).has_value());
+    CHECK(hpke::private_key::generate().pk() != hpke::private_key::generate().pk());
+}
