@@ -10,7 +10,10 @@
 //    relay must strip: set-cookie and x-internal-secret.
 //  - Body "mock" object: mode json|fail|hang|reset, events (default 20),
 //    interval_ms (between events), first_delay_ms (before the first event, or
-//    before a non-streamed answer), status (for fail; default 500).
+//    before a non-streamed answer), status (for fail; default 500),
+//    pause_after + pause_ms (after that many events, one pause of pause_ms:
+//    {"events":5,"pause_after":1,"pause_ms":1000} sends its first event at
+//    once and the other four a second later; the harness's TTFE test).
 //    --delay-ms applies before the response headers of every provider answer.
 //    "reset" always streams: headers, min(events, 2) events, then a TCP RST.
 //  - /__mock/stats also reports "requests"; records also carry "body_bytes".

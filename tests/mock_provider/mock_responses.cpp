@@ -171,6 +171,12 @@ request_options parse_options(std::string_view body, bool body_required) {
     if (auto it = m->find("first_delay_ms"); it != m->end()) {
         o.first_delay_ms = clamp_int(*it, 0, 3'600'000, o.first_delay_ms, ok);
     }
+    if (auto it = m->find("pause_after"); it != m->end()) {
+        o.pause_after = clamp_int(*it, 0, 1'000'000, o.pause_after, ok);
+    }
+    if (auto it = m->find("pause_ms"); it != m->end()) {
+        o.pause_ms = clamp_int(*it, 0, 3'600'000, o.pause_ms, ok);
+    }
     if (auto it = m->find("status"); it != m->end()) {
         o.status = clamp_int(*it, 400, 599, o.status, ok);
     }

@@ -44,6 +44,8 @@ struct request_options {
     int events = 20;
     int interval_ms = 0;
     int first_delay_ms = 0;
+    int pause_after = 0;       // with pause_ms: after this many events, one pause...
+    int pause_ms = 0;          // ...of this many ms (a stream whose first events come at once, the rest later)
     int status = 500;          // for mode "fail"; "mock": {"status": N} overrides
     std::string model_json;    // the request's "model" as a JSON string literal
     std::string error;         // non-empty: the body was not acceptable (answer 400)

@@ -307,7 +307,7 @@ private:
         ctx.events = opts.events;
 
         const bool slow = shared_.delay_ms > 0 || opts.first_delay_ms > 0 || opts.interval_ms > 0 ||
-                          opts.mode == mock_mode::hang;
+                          opts.pause_ms > 0 || opts.mode == mock_mode::hang;
         if (slow) {
             start_watch();
         }
@@ -376,6 +376,9 @@ private:
         const int events = opts.mode == mock_mode::reset ? std::min(opts.events, 2) : opts.events;
         for (int i = 0; i < events; ++i) {
             if (!co_await sleep(i == 0 ? opts.first_delay_ms : opts.interval_ms)) {
+                co_return outcome::aborted;
+            }
+            if (i > 0 && i == opts.pause_after && !co_await sleep(opts.pause_ms)) {
                 co_return outcome::aborted;
             }
             if (!co_await write(frame(render_stream_event(ctx, i)))) {
