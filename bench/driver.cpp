@@ -6,6 +6,7 @@
 #include <optional>
 #include <stdexcept>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <boost/asio/as_tuple.hpp>
@@ -26,6 +27,8 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <openssl/ssl.h>
+
+#include "bench/sse_events.hpp"
 // GCC 12 reports false maybe-uninitialized warnings inside nlohmann::json at -O2.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <nlohmann/json.hpp>
@@ -101,8 +104,10 @@ struct connection {
     beast::flat_buffer buffer;
     std::string scratch;
     std::array<char, read_chunk> chunk{};  // body bytes land here and are counted, then dropped
+    std::vector<std::uint64_t> gaps;       // ns between the events of the current answer
     bool in_flight = false;
     bool head_seen = false;
+    bool idle = false;                     // --idle-after: done sending, held open to the end
 
     beast::tcp_stream& tcp() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
     void close() {
@@ -127,6 +132,7 @@ struct outcome {
     std::uint64_t bytes_in = 0;
     std::uint64_t events = 0;
     std::optional<clock_type::time_point> first_event;
+    std::optional<clock_type::time_point> last_event;
     std::string error_body;
 };
 
@@ -134,8 +140,9 @@ class worker {
 public:
     worker(const target& t, const run_options& o, request_pool& pool, ssl::context* tls_ctx,
            asio::ip::tcp::endpoint ep, unsigned index, unsigned threads, unsigned connections,
-           clock_type::time_point t0)
-        : t_(t), o_(o), pool_(pool), tls_ctx_(tls_ctx), ep_(ep), connections_(connections),
+           clock_type::time_point t0, live_stats* live)
+        : t_(t), o_(o), pool_(pool), tls_ctx_(tls_ctx), ep_(ep), connections_(connections), index_(index),
+          live_(live),
           t0_(t0), warm_end_(t0 + to_duration(o.warmup_s)), end_(warm_end_ + to_duration(o.duration_s)),
           stop_timer_(ioc_) {
         if (o.rate > 0) {
@@ -153,6 +160,9 @@ public:
         stop_timer_.async_wait([this](const boost::system::error_code&) {
             stopping_ = true;
             for (auto& c : conns_) {
+                if (c->idle) {
+                    ++result_.idle_at_end;
+                }
                 if (c->in_flight) {
                     ++result_.unfinished;
                     if (c->head_seen) {
@@ -234,13 +244,17 @@ private:
         c.head_seen = true;
         out.status = p.get().result_int();
         const bool collect = out.status < 200 || out.status >= 300;
-        bool newline = false;
+        // Read the body as it arrives: each http::async_read_some is at most
+        // one socket read (after the bytes already buffered), so an event is
+        // timed when the read that completed it returned, not when a buffer
+        // filled or the answer ended.
+        sse_events sse;
         auto& chunk = c.chunk;
         while (!p.is_done()) {
             p.get().body().data = chunk.data();
             p.get().body().size = chunk.size();
             tcp.expires_after(timeout);
-            const auto rres = co_await http::async_read(s, c.buffer, p, as_tuple(use_awaitable));
+            const auto rres = co_await http::async_read_some(s, c.buffer, p, as_tuple(use_awaitable));
             auto rec = std::get<0>(rres);
             if (rec == http::error::need_buffer) {
                 rec = {};
@@ -249,25 +263,17 @@ private:
             const std::size_t got = chunk.size() - p.get().body().size;
             if (collect) {
                 out.error_body.append(chunk.data(), std::min(got, error_body_cap - std::min(error_body_cap, out.error_body.size())));
-            } else if (o_.stream) {
-                for (std::size_t i = 0; i < got; ++i) {
-                    const char ch = chunk[i];
-                    if (ch == '\r') {
-                        continue;
-                    }
-                    if (ch == '\n') {
-                        if (newline) {
-                            ++out.events;
-                            newline = false;
-                            if (!out.first_event) {
-                                out.first_event = clock_type::now();
-                            }
-                        } else {
-                            newline = true;
-                        }
+            } else if (o_.stream && got > 0) {
+                if (const std::size_t n = sse.feed(chunk.data(), got); n > 0) {
+                    const auto now = clock_type::now();
+                    if (out.last_event) {
+                        c.gaps.push_back(ns_between(*out.last_event, now));
                     } else {
-                        newline = false;
+                        out.first_event = now;
                     }
+                    c.gaps.insert(c.gaps.end(), n - 1, 0);  // events that came in the same read
+                    out.last_event = now;
+                    out.events += n;
                 }
             }
             if (rec) {
@@ -281,6 +287,7 @@ private:
 
     asio::awaitable<void> connection_loop(connection& c, unsigned i) {
         bool connected = false;
+        std::uint64_t sent_here = 0;  // answers on this connection (--idle-after)
         asio::steady_timer wait(ioc_);
         std::uint64_t slot = 0;
         if (o_.ramp_s > 0 && connections_ > 1) {
@@ -317,7 +324,7 @@ private:
                     if (stopping_) {
                         break;
                     }
-                    ++result_.errors;
+                    note_error();
                     wait.expires_after(std::chrono::milliseconds(50));  // no hot loop against a dead port
                     (void)co_await wait.async_wait(as_tuple(use_awaitable));
                     continue;
@@ -334,6 +341,7 @@ private:
             }
             c.in_flight = true;
             c.head_seen = false;
+            c.gaps.clear();
             // Not a conditional expression: GCC 12 destroys a co_await temporary
             // in one twice (a known coroutine miscompile).
             outcome out;
@@ -351,15 +359,19 @@ private:
             result_.bytes_received += out.bytes_in;
             if (!out.transport.empty()) {
                 note_transport(out.transport);
-                ++result_.errors;
+                note_error();
                 connected = false;
                 c.reset();
                 continue;
             }
             ++result_.completed_total;
+            ++sent_here;
+            if (live_ != nullptr) {
+                live_->answer(index_, ns_between(start, done));
+            }
             const bool good = out.status >= 200 && out.status < 300 && (!o_.stream || out.events > 0);
             if (!good) {
-                ++result_.errors;
+                note_error();
                 if (out.status >= 200 && out.status < 300) {
                     ++result_.by_code["stream_without_events"];
                 } else {
@@ -375,6 +387,10 @@ private:
                 result_.latency.record(ns_between(start, done));
                 if (out.first_event) {
                     result_.first_event.record(ns_between(start, *out.first_event));
+                    result_.last_event.record(ns_between(start, *out.last_event));
+                }
+                for (const auto g : c.gaps) {
+                    result_.event_gap.record(g);
                 }
                 result_.events += out.events;
             }
@@ -382,11 +398,40 @@ private:
                 connected = false;
                 c.reset();
             }
+            if (o_.idle_after > 0 && sent_here >= o_.idle_after && connected) {
+                co_await hold_idle(c);
+                break;
+            }
         }
         c.close();
     }
 
+    // --idle-after: keeps the connection open, sending nothing, until the run
+    // ends; a read stays pending so that a server closing it is seen.
+    asio::awaitable<void> hold_idle(connection& c) {
+        c.idle = true;
+        c.tcp().expires_never();
+        std::array<char, 1> byte{};
+        // Not a conditional expression (see connection_loop).
+        boost::system::error_code ec;
+        if (c.tls) {
+            std::tie(ec, std::ignore) = co_await c.tls->async_read_some(asio::buffer(byte), as_tuple(use_awaitable));
+        } else {
+            std::tie(ec, std::ignore) = co_await c.plain->async_read_some(asio::buffer(byte), as_tuple(use_awaitable));
+        }
+        if (!stopping_) {
+            c.idle = false;  // closed by the server (or it sent something): no longer an idle connection
+            ++result_.idle_closed;
+        }
+    }
+
     void note_transport(const std::string& what) { ++result_.by_transport[what]; }
+    void note_error() {
+        ++result_.errors;
+        if (live_ != nullptr) {
+            live_->error(index_);
+        }
+    }
 
     const target& t_;
     const run_options& o_;
@@ -394,6 +439,8 @@ private:
     ssl::context* tls_ctx_;
     asio::ip::tcp::endpoint ep_;
     unsigned connections_;
+    unsigned index_;
+    live_stats* live_;
     clock_type::time_point t0_;
     clock_type::time_point warm_end_;
     clock_type::time_point end_;
@@ -412,6 +459,8 @@ private:
 void run_result::merge(const run_result& o) {
     latency.merge(o.latency);
     first_event.merge(o.first_event);
+    last_event.merge(o.last_event);
+    event_gap.merge(o.event_gap);
     requests += o.requests;
     ok += o.ok;
     completed_total += o.completed_total;
@@ -432,9 +481,15 @@ void run_result::merge(const run_result& o) {
     late_sends += o.late_sends;
     unfinished += o.unfinished;
     streaming_at_end += o.streaming_at_end;
+    idle_at_end += o.idle_at_end;
+    idle_closed += o.idle_closed;
 }
 
-run_result run_load(const target& t, const run_options& o, request_pool& pool) {
+unsigned run_threads(const run_options& o) {
+    return std::max(1u, std::min(o.threads, std::max(1u, o.connections)));
+}
+
+run_result run_load(const target& t, const run_options& o, request_pool& pool, live_stats* live) {
     std::unique_ptr<ssl::context> tls_ctx;
     if (t.tls) {
         tls_ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
@@ -452,12 +507,15 @@ run_result run_load(const target& t, const run_options& o, request_pool& pool) {
     const auto addr = asio::ip::make_address(t.address);
     const asio::ip::tcp::endpoint ep(addr, t.port);
 
-    const unsigned threads = std::max(1u, std::min(o.threads, std::max(1u, o.connections)));
+    const unsigned threads = run_threads(o);
+    if (live != nullptr && live->slots() < threads) {
+        throw std::logic_error("live_stats has fewer slots than threads");
+    }
     const auto t0 = clock_type::now();
     std::vector<std::unique_ptr<worker>> workers;
     for (unsigned k = 0; k < threads; ++k) {
         const unsigned n = o.connections / threads + (k < o.connections % threads ? 1 : 0);
-        workers.push_back(std::make_unique<worker>(t, o, pool, tls_ctx.get(), ep, k, threads, n, t0));
+        workers.push_back(std::make_unique<worker>(t, o, pool, tls_ctx.get(), ep, k, threads, n, t0, live));
     }
     std::vector<std::thread> running;
     for (auto& w : workers) {

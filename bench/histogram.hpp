@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <vector>
@@ -66,6 +67,8 @@ public:
         return max_;
     }
 
+    // Mean and standard deviation, each value taken as the middle of its
+    // sub-bucket (HdrHistogram's "median equivalent value").
     [[nodiscard]] double mean() const noexcept {
         if (total_ == 0) {
             return 0;
@@ -73,12 +76,29 @@ public:
         long double sum = 0;
         for (std::size_t i = 0; i < counts_.size(); ++i) {
             if (counts_[i] != 0) {
-                sum += static_cast<long double>(counts_[i]) *
-                       (static_cast<long double>(lowest(i)) + static_cast<long double>(highest_equivalent(i))) / 2;
+                sum += static_cast<long double>(counts_[i]) * middle(i);
             }
         }
         return static_cast<double>(sum / static_cast<long double>(total_));
     }
+    [[nodiscard]] double stddev() const noexcept {
+        if (total_ == 0) {
+            return 0;
+        }
+        const long double m = mean();
+        long double sum = 0;
+        for (std::size_t i = 0; i < counts_.size(); ++i) {
+            if (counts_[i] != 0) {
+                const long double d = middle(i) - m;
+                sum += static_cast<long double>(counts_[i]) * d * d;
+            }
+        }
+        return static_cast<double>(std::sqrt(sum / static_cast<long double>(total_)));
+    }
+
+    // The buckets, in value order, for writers of other formats (bench/hgrm.hpp).
+    [[nodiscard]] std::size_t bucket_count() const noexcept { return counts_.size(); }
+    [[nodiscard]] std::uint64_t count_at(std::size_t i) const noexcept { return counts_[i]; }
 
     // Bucket index of a value, and the range of values a bucket stands for.
     [[nodiscard]] static std::size_t index(std::uint64_t v) noexcept {
@@ -106,6 +126,9 @@ public:
     }
 
 private:
+    [[nodiscard]] static long double middle(std::size_t i) noexcept {
+        return (static_cast<long double>(lowest(i)) + static_cast<long double>(highest_equivalent(i))) / 2;
+    }
     static constexpr std::size_t index_of_shift(unsigned shift) noexcept {
         return linear_limit + (static_cast<std::size_t>(shift) - 1) * (std::size_t{1} << sub_bits);
     }

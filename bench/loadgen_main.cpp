@@ -1,19 +1,26 @@
 // byok-loadgen: argument parsing and wiring only. See docs/benchmarks.md.
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <optional>
+#include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <sodium.h>
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <nlohmann/json.hpp>
 
 #include "bench/driver.hpp"
+#include "bench/hgrm.hpp"
 #include "bench/key_fetch.hpp"
+#include "bench/progress.hpp"
 #include "bench/report.hpp"
 #include "bench/request_pool.hpp"
 #include "crypto/secret.hpp"
@@ -32,7 +39,8 @@ constexpr const char* usage_text =
     "  --duration S       measured seconds (default 10)\n"
     "  --warmup S         seconds run but not measured, before --duration (default 0)\n"
     "  --rate R           open loop: R requests/s in total, latency from the intended send time\n"
-    "  --stream           ask for SSE answers (adds \"stream\":true); reports time to first/last event\n"
+    "  --stream           ask for SSE answers (adds \"stream\":true); reports time to the first and\n"
+    "                     the last complete event and the gaps between events\n"
     "  --body FILE        request body, a JSON object (default: a small chat completion)\n"
     "  --keys N           distinct random user API keys, rotated through (default 16)\n"
     "  --threads N        load-generator threads (default 1)\n"
@@ -41,6 +49,13 @@ constexpr const char* usage_text =
     "  --seal-threads N   threads that seal before the run (default: --threads)\n"
     "  --timeout S        per read/write timeout (default 60)\n"
     "  --ramp S           open the connections evenly over S seconds (default 0: all at once)\n"
+    "  --idle-after N     each connection sends N requests, then stays open and idle to the end\n"
+    "                     (memory per idle connection); the report counts them in idle_at_end\n"
+    "  --hist-out FILE    write the latency histogram to FILE in HdrHistogram's percentile-\n"
+    "                     distribution text (ms); --stream adds FILE's name with .first-event,\n"
+    "                     .last-event and .event-gap before its extension\n"
+    "  --progress         a progress line on stderr every second even when stderr is not a terminal\n"
+    "  --quiet            no progress line (default on a terminal)\n"
     "  --label TEXT       a label copied into the report\n"
     "  --json             print the report as JSON (default: a table)\n"
     "  --allow-remote     allow a non-loopback target (never on shared machines)\n";
@@ -83,6 +98,27 @@ void raise_fd_limit(unsigned want) {
     }
 }
 
+// --hist-out: one file per histogram (names in bench/hgrm.hpp, docs/benchmarks.md).
+void write_histograms(const std::string& base, const byok::bench::run_result& r, bool stream) {
+    using namespace byok::bench;
+    std::vector<std::pair<std::string_view, const histogram*>> files{{"", &r.latency}};
+    if (stream) {
+        files.insert(files.end(), {{"first-event", &r.first_event}, {"last-event", &r.last_event},
+                                   {"event-gap", &r.event_gap}});
+    }
+    for (const auto& [tag, h] : files) {
+        const std::string name = hist_file_name(base, tag);
+        std::FILE* f = std::fopen(name.c_str(), "w");
+        if (f == nullptr) {
+            throw std::runtime_error("cannot write --hist-out " + name);
+        }
+        write_percentile_distribution(f, *h);
+        if (std::fclose(f) != 0) {
+            throw std::runtime_error("cannot write --hist-out " + name);
+        }
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -101,6 +137,9 @@ int main(int argc, char** argv) {
     unsigned long seal_threads = 0;
     bool json = false;
     bool allow_remote = false;
+    bool quiet = false;
+    bool progress = false;
+    std::string hist_out;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         const bool v = i + 1 < argc;
@@ -120,6 +159,8 @@ int main(int argc, char** argv) {
             body_file = argv[++i];
         } else if (a == "--label" && v) {
             label = argv[++i];
+        } else if (a == "--hist-out" && v) {
+            hist_out = argv[++i];
         } else if (a == "--connections" && v && parse_uint(argv[i + 1], 1, 100000, n)) {
             o.connections = static_cast<unsigned>(n);
             ++i;
@@ -151,8 +192,15 @@ int main(int argc, char** argv) {
         } else if (a == "--timeout" && v && parse_double(argv[i + 1], 0.1, 86400, d)) {
             o.timeout_s = d;
             ++i;
+        } else if (a == "--idle-after" && v && parse_uint(argv[i + 1], 1, 1000000, n)) {
+            o.idle_after = static_cast<unsigned>(n);
+            ++i;
         } else if (a == "--stream") {
             o.stream = true;
+        } else if (a == "--quiet") {
+            quiet = true;
+        } else if (a == "--progress") {
+            progress = true;
         } else if (a == "--json") {
             json = true;
         } else if (a == "--allow-remote") {
@@ -230,9 +278,23 @@ int main(int argc, char** argv) {
         tg.address = address;
         tg.port = u.port;
         tg.ca_file = ca_file;
-        const run_result r = run_load(tg, o, pool);
+        // Like oha and k6: the line is on when stderr is a terminal (or
+        // --progress says so), off with --quiet.
+        const bool tty = isatty(STDERR_FILENO) == 1;
+        live_stats live(run_threads(o));
+        std::optional<progress_line> line;
+        if (!quiet && (tty || progress)) {
+            line.emplace(stderr, tty, o.warmup_s, o.warmup_s + o.duration_s, live);
+        }
+        const run_result r = run_load(tg, o, pool, &live);
+        if (line) {
+            line->stop();
+        }
+        if (!hist_out.empty()) {
+            write_histograms(hist_out, r, o.stream);
+        }
 
-        run_description desc{label, url, u.path + path, o, static_cast<unsigned>(keys)};
+        run_description desc{label, url, u.path + path, o, static_cast<unsigned>(keys), hist_out};
         const auto report = make_report(desc, r, pool);
         if (json) {
             std::printf("%s\n", report.dump(2).c_str());

@@ -52,7 +52,8 @@ nlohmann::json make_report(const run_description& d, const run_result& r, const 
     j["latency_us"] = latency_json(r.latency);
     if (o.stream) {
         j["first_event_us"] = latency_json(r.first_event);
-        j["last_event_us"] = j["latency_us"];
+        j["last_event_us"] = latency_json(r.last_event);
+        j["event_gap_us"] = latency_json(r.event_gap);
         j["events"] = r.events;
         j["events_per_stream"] = r.requests > 0 ? static_cast<double>(r.events) / static_cast<double>(r.requests) : 0.0;
     }
@@ -66,6 +67,14 @@ nlohmann::json make_report(const run_description& d, const run_result& r, const 
     j["late_sends"] = r.late_sends;
     j["unfinished_at_end"] = r.unfinished;
     j["streaming_at_end"] = r.streaming_at_end;
+    if (o.idle_after > 0) {
+        j["idle_after"] = o.idle_after;
+        j["idle_at_end"] = r.idle_at_end;
+        j["idle_closed"] = r.idle_closed;
+    }
+    if (!d.hist_out.empty()) {
+        j["hist_out"] = d.hist_out;
+    }
     j["seal"] = {
         {"presealed", pool.presealed()},
         {"background", pool.background_seals()},
@@ -95,9 +104,11 @@ void print_table(std::FILE* out, const nlohmann::json& j) {
                  j.at("bytes_sent").get<unsigned long long>(), j.at("bytes_received").get<unsigned long long>());
     std::fprintf(out, "  %-16s %9s %9s %9s %9s %9s %9s %9s\n", "latency (ms)", "min", "mean", "p50", "p90", "p99",
                  "p99.9", "max");
-    print_latency_row(out, j.at("stream").get<bool>() ? "last event" : "response", j.at("latency_us"));
+    print_latency_row(out, "response", j.at("latency_us"));
     if (j.contains("first_event_us")) {
         print_latency_row(out, "first event", j.at("first_event_us"));
+        print_latency_row(out, "last event", j.at("last_event_us"));
+        print_latency_row(out, "event gap", j.at("event_gap_us"));
         std::fprintf(out, "  events %llu (%.1f per stream)\n", j.at("events").get<unsigned long long>(),
                      j.at("events_per_stream").get<double>());
     }
@@ -125,6 +136,11 @@ void print_table(std::FILE* out, const nlohmann::json& j) {
     std::fprintf(out, "  connects %llu, late sends %llu, unfinished at end %llu (%llu with head received)\n",
                  j.at("connects").get<unsigned long long>(), j.at("late_sends").get<unsigned long long>(),
                  j.at("unfinished_at_end").get<unsigned long long>(), j.at("streaming_at_end").get<unsigned long long>());
+    if (j.contains("idle_at_end")) {
+        std::fprintf(out, "  idle after %u requests: %llu connections idle at the end, %llu closed by the server\n",
+                     j.at("idle_after").get<unsigned>(), j.at("idle_at_end").get<unsigned long long>(),
+                     j.at("idle_closed").get<unsigned long long>());
+    }
     if (s.at("inline").get<unsigned long long>() > 0) {
         std::fprintf(out, "  warning: the presealed pool ran out; raise --preseal so sealing stays out of the run\n");
     }

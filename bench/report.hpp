@@ -18,6 +18,7 @@ struct run_description {
     std::string target;   // request target
     run_options options;
     unsigned keys = 1;
+    std::string hist_out;  // --hist-out FILE, or empty
 };
 
 [[nodiscard]] nlohmann::json make_report(const run_description& d, const run_result& r, const request_pool& pool);
