@@ -6,6 +6,9 @@
 //                header, base64url-decode, replay lookup, open into secret
 //                memory, parse the payload in place, compare, replay insert)
 //   bare open  = crypto_box_seal_open(box) and nothing else
+//   HPKE row   = the same two for a seal to the key's HPKE kid (RFC 9180 base
+//                mode): the check path, and relay_key::open_hpke alone (X25519,
+//                the HKDF key schedule, AES-128-GCM), next to the bare open
 //
 // Every checked seal is fresh (a batch sealed beforehand; each round uses a
 // new checker), so the replay cache never answers early. Times are thread
@@ -162,7 +165,18 @@ int main(int argc, char** argv) {
         boxes[i].resize(*base64url_decode(b64, boxes[i]));
     });
     const std::size_t plain_len = boxes[0].size() - crypto_box_SEALBYTES;
+    // The same payloads sealed with HPKE to the key's HPKE half.
+    std::vector<std::string> hpke_headers(batch);
+    std::vector<std::vector<unsigned char>> hpke_sealed(batch);
+    const double hpke_seal_ns = time_ns_per_op(batch, [&](std::size_t i) {
+        const auto payload = make_payload(api_key, now, "POST", path, sha256(body));
+        hpke_headers[i] = hpke_seal_header(rk.hpke_kid(), rk.hpke_pk(), payload.span()).value();
+        const std::string_view b64 = std::string_view(hpke_headers[i]).substr(hpke_headers[i].find('.') + 1);
+        hpke_sealed[i].resize(base64url_decoded_max(b64.size()));
+        hpke_sealed[i].resize(*base64url_decode(b64, hpke_sealed[i]));
+    });
 
+    std::vector<double> hpke_check_ns, hpke_open_ns, hpke_open_ratio;
     std::vector<double> check_ns, open_ns, sha_ns, b64_ns, replay_ns, parse_ns, alloc_ns, ossl_sha_ns, table_b64_ns;
     std::size_t failures = 0;
     std::vector<unsigned char> out(plain_len);
@@ -178,6 +192,22 @@ int main(int argc, char** argv) {
             const request_facts facts{"POST", path, &digest, headers[i]};
             const auto result = checker.check(*keys, facts, now);
             if (!result) {
+                ++failures;
+            }
+        }));
+        // HPKE, measured right after the sealed box in the same round, so the
+        // ratio compares like with like on a shared machine.
+        hpke_open_ns.push_back(time_ns_per_op(batch, [&](std::size_t i) {
+            if (!rk.open_hpke(hpke_sealed[i], out)) {
+                ++failures;
+            }
+        }));
+        hpke_open_ratio.push_back(hpke_open_ns.back() / open_ns.back());
+        seal_checker hpke_checker(seal_policy{}, 1u << 20);
+        hpke_check_ns.push_back(time_ns_per_op(batch, [&](std::size_t i) {
+            const auto digest = sha256(body);
+            const request_facts facts{"POST", path, &digest, hpke_headers[i]};
+            if (!hpke_checker.check(*keys, facts, now)) {
                 ++failures;
             }
         }));
@@ -234,6 +264,8 @@ int main(int argc, char** argv) {
     const double check = median(check_ns);
     const double open = median(open_ns);
     const double ratio = check / open;
+    const double hpke_open = median(hpke_open_ns);
+    const double hpke_check = median(hpke_check_ns);
     if (json) {
         const nlohmann::json j = {
             {"batch", batch},
@@ -253,6 +285,12 @@ int main(int argc, char** argv) {
             {"alternatives_ns",
              {{"openssl_sha256_body", median(ossl_sha_ns)}, {"table_base64url_decode", median(table_b64_ns)}}},
             {"client_seal_ns", seal_ns},
+            {"hpke",
+             {{"check_path_ns", hpke_check},
+              {"open_ns", hpke_open},
+              {"open_ratio_vs_sealed_box", median(hpke_open_ratio)},
+              {"check_ratio_vs_sealed_box", hpke_check / check},
+              {"client_seal_ns", hpke_seal_ns}}},
             {"failures", failures},
         };
         std::printf("%s\n", j.dump(2).c_str());
@@ -268,6 +306,13 @@ int main(int argc, char** argv) {
         std::printf("  alternatives: OpenSSL SHA256(600 B) %.0f ns, table-driven base64url decode %.0f ns\n",
                     median(ossl_sha_ns), median(table_b64_ns));
         std::printf("  client side: make_payload + crypto_box_seal + base64url %.0f ns/op\n", seal_ns);
+        std::printf("  HPKE (hpke-x25519-sha256-aes128gcm), same payloads:\n");
+        std::printf("    check path (sha256 + seal_checker::check) %9.0f ns/op  (%.3f x the sealed box's)\n", hpke_check,
+                    hpke_check / check);
+        std::printf("    relay_key::open_hpke                      %9.0f ns/op  (%.3f x crypto_box_seal_open, median of\n"
+                    "                                                             the per-round ratios)\n",
+                    hpke_open, median(hpke_open_ratio));
+        std::printf("    client side: make_payload + HPKE seal + base64url %.0f ns/op\n", hpke_seal_ns);
         if (failures > 0) {
             std::printf("  FAILURES: %zu\n", failures);
         }

@@ -1,5 +1,7 @@
 #include "crypto/keyring.hpp"
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -36,6 +38,13 @@ private:
     int fd_;
 };
 
+// base64url of a secret key, on the stack, wiped by the caller's guard.
+using sk_text = std::array<char, sodium_base64_ENCODED_LEN(32, sodium_base64_VARIANT_URLSAFE_NO_PADDING)>;
+
+void encode_secret(std::span<const unsigned char> sk, sk_text& out) noexcept {
+    sodium_bin2base64(out.data(), out.size(), sk.data(), sk.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+}
+
 std::string mode_text(mode_t mode) {
     char buf[8];
     std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(mode & 07777));
@@ -47,6 +56,25 @@ std::string mode_text(mode_t mode) {
 std::string derive_kid(const public_key& pk) {
     const auto digest = sha256(std::span<const unsigned char>(pk));
     return base64url_encode(std::span(digest.data(), 9));
+}
+
+std::string derive_hpke_kid(const public_key& pk) {
+    std::array<unsigned char, hpke::suite_id.size() + 32> in{};
+    std::copy(hpke::suite_id.begin(), hpke::suite_id.end(), in.begin());
+    std::copy(pk.begin(), pk.end(), in.begin() + hpke::suite_id.size());
+    const auto digest = sha256(std::span<const unsigned char>(in));
+    return base64url_encode(std::span(digest.data(), 9));
+}
+
+void relay_key::attach_hpke(hpke::private_key k) {
+    hpke_kid_ = derive_hpke_kid(k.pk());
+    hpke_context_ = hpke::schedule_context::base(std::string(hpke_info_prefix) + hpke_kid_);
+    hpke_ = std::move(k);
+}
+
+const public_key& relay_key::hpke_pk() const noexcept {
+    static const public_key none{};
+    return hpke_ ? hpke_->pk() : none;
 }
 
 relay_key relay_key::from_secret(secret_bytes sk, std::int64_t created, std::int64_t exp) {
@@ -69,7 +97,9 @@ relay_key relay_key::generate(std::int64_t now, std::int64_t lifetime_s) {
     auto sk = secret_bytes::allocate(crypto_box_SECRETKEYBYTES);
     public_key pk;
     crypto_box_keypair(pk.data(), sk.data());
-    return from_secret(std::move(sk), now, now + lifetime_s);
+    auto key = from_secret(std::move(sk), now, now + lifetime_s);
+    key.attach_hpke(hpke::private_key::generate());
+    return key;
 }
 
 void relay_key::write_new_file(const std::string& path) const {
@@ -87,16 +117,25 @@ void relay_key::write_new_file(const std::string& path) const {
     }
     // The file text holds the secret key, so it is built in secret memory.
     const std::string pk_b64 = base64url_encode(pk_);
-    char sk_b64[sodium_base64_ENCODED_LEN(32, sodium_base64_VARIANT_URLSAFE_NO_PADDING)];
-    sodium_bin2base64(sk_b64, sizeof sk_b64, sk_.data(), sk_.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    sk_text sk_b64{};
+    encode_secret(sk_.span(), sk_b64);
+    // The HPKE half, when this key has one: three more members.
+    const std::string hpke_pk_b64 = hpke_ ? base64url_encode(hpke_->pk()) : std::string();
+    sk_text hpke_sk_b64{};
+    if (hpke_) {
+        encode_secret(hpke_->secret(), hpke_sk_b64);
+    }
     auto text = secret_bytes::allocate(max_key_file_bytes);
     const int n = std::snprintf(reinterpret_cast<char*>(text.data()), text.size(),
-                                "{\"v\":1,\"alg\":\"%.*s\",\"kid\":\"%s\",\"pk\":\"%s\",\"sk\":\"%s\","
+                                "{\"v\":1,\"alg\":\"%.*s\",\"kid\":\"%s\",\"pk\":\"%s\",\"sk\":\"%s\",%s%s%s%s%s%s%s"
                                 "\"created\":%lld,\"exp\":%lld}\n",
                                 static_cast<int>(sealed_box_alg.size()), sealed_box_alg.data(), kid_.c_str(),
-                                pk_b64.c_str(), sk_b64, static_cast<long long>(created_),
+                                pk_b64.c_str(), sk_b64.data(), hpke_ ? "\"hpke_kid\":\"" : "", hpke_kid_.c_str(),
+                                hpke_ ? "\",\"hpke_pk\":\"" : "", hpke_pk_b64.c_str(), hpke_ ? "\",\"hpke_sk\":\"" : "",
+                                hpke_sk_b64.data(), hpke_ ? "\"," : "", static_cast<long long>(created_),
                                 static_cast<long long>(exp_));
-    sodium_memzero(sk_b64, sizeof sk_b64);
+    sodium_memzero(sk_b64.data(), sk_b64.size());
+    sodium_memzero(hpke_sk_b64.data(), hpke_sk_b64.size());
     if (n <= 0 || static_cast<std::size_t>(n) >= text.size()) {
         throw key_error("key file text does not fit");
     }
@@ -161,7 +200,10 @@ relay_key relay_key::load_file(const std::string& path) {
     }
 
     auto sk = secret_bytes::allocate(crypto_box_SECRETKEYBYTES);
+    auto hpke_sk = secret_bytes::allocate(hpke::n_sk);
     public_key file_pk{};
+    public_key file_hpke_pk{};
+    std::string file_hpke_kid;
     std::string file_kid;
     std::string alg;
     std::int64_t version = 0;
@@ -170,6 +212,8 @@ relay_key relay_key::load_file(const std::string& path) {
     unsigned seen = 0;
     bool ok_sk = false;
     bool ok_pk = false;
+    bool ok_hpke_sk = false;
+    bool ok_hpke_pk = false;
     auto on_member = [&](std::string_view name, const json_lite::value& v) {
         auto once = [&](unsigned bit) {
             if ((seen & bit) != 0) {
@@ -188,21 +232,30 @@ relay_key relay_key::load_file(const std::string& path) {
         if (name == "kid") {
             return once(4) && v.type == kind::string && (file_kid = v.str, true);
         }
-        if (name == "pk") {
-            if (!once(8) || v.type != kind::string) {
+        // A 32-byte base64url member: the JSON must be well formed, the
+        // value's validity is judged after parsing (ok_...).
+        auto key_bytes = [&](unsigned bit, std::span<unsigned char> out, bool& ok) {
+            if (!once(bit) || v.type != kind::string) {
                 return false;
             }
-            const auto n = base64url_decode(v.str, file_pk);
-            ok_pk = n && *n == file_pk.size();
+            const auto n = base64url_decode(v.str, out);
+            ok = n && *n == out.size();
             return true;
+        };
+        if (name == "pk") {
+            return key_bytes(8, file_pk, ok_pk);
         }
         if (name == "sk") {
-            if (!once(16) || v.type != kind::string) {
-                return false;
-            }
-            const auto n = base64url_decode(v.str, sk.span());
-            ok_sk = n && *n == sk.size();
-            return true;
+            return key_bytes(16, sk.span(), ok_sk);
+        }
+        if (name == "hpke_kid") {
+            return once(128) && v.type == kind::string && (file_hpke_kid = v.str, true);
+        }
+        if (name == "hpke_pk") {
+            return key_bytes(256, file_hpke_pk, ok_hpke_pk);
+        }
+        if (name == "hpke_sk") {
+            return key_bytes(512, hpke_sk.span(), ok_hpke_sk);
         }
         if (name == "created") {
             return once(32) && v.type == kind::integer && (created = v.num, true);
@@ -234,6 +287,25 @@ relay_key relay_key::load_file(const std::string& path) {
     if ((seen & 4) != 0 && file_kid != key.kid_) {
         throw key_error("key file '" + path + "': \"kid\" does not match the key");
     }
+    // The HPKE half: absent in files written before HPKE (nothing is made up
+    // for them); if present, its sk is required and pk and kid must match it.
+    if ((seen & (128 | 256 | 512)) != 0) {
+        if (!ok_hpke_sk) {
+            throw key_error("key file '" + path + "': missing or malformed \"hpke_sk\"");
+        }
+        auto hk = hpke::private_key::from_bytes(std::move(hpke_sk));
+        if (!hk) {
+            throw key_error("key file '" + path + "': malformed \"hpke_sk\"");
+        }
+        if ((seen & 256) != 0 &&
+            (!ok_hpke_pk || sodium_memcmp(file_hpke_pk.data(), hk->pk().data(), file_hpke_pk.size()) != 0)) {
+            throw key_error("key file '" + path + "': \"hpke_pk\" does not belong to \"hpke_sk\" (corrupt file?)");
+        }
+        key.attach_hpke(std::move(*hk));
+        if ((seen & 128) != 0 && file_hpke_kid != key.hpke_kid_) {
+            throw key_error("key file '" + path + "': \"hpke_kid\" does not match the key");
+        }
+    }
     return key;
 }
 
@@ -244,13 +316,27 @@ bool relay_key::open(std::span<const unsigned char> sealed, std::span<unsigned c
     return crypto_box_seal_open(out.data(), sealed.data(), sealed.size(), pk_.data(), sk_.data()) == 0;
 }
 
+bool relay_key::open_hpke(std::span<const unsigned char> sealed, std::span<unsigned char> out) const {
+    if (!hpke_ || sealed.size() < hpke::n_enc + hpke::n_t || out.size() != sealed.size() - hpke::n_enc - hpke::n_t) {
+        return false;
+    }
+    try {
+        auto r = hpke::recipient::setup(sealed.first(hpke::n_enc), *hpke_, *hpke_context_);
+        return r && std::move(*r).open({}, sealed.subspan(hpke::n_enc), out);
+    } catch (const std::bad_alloc&) {
+        throw;
+    } catch (const std::exception&) {
+        return false;  // OpenSSL failed inside: refuse, as for any seal that does not open
+    }
+}
+
 std::shared_ptr<const keyring> keyring::load(const std::vector<std::string>& paths) {
     std::vector<relay_key> keys;
     keys.reserve(paths.size());
     for (std::size_t i = 0; i < paths.size(); ++i) {
         keys.push_back(relay_key::load_file(paths[i]));
         for (std::size_t j = 0; j < i; ++j) {
-            if (keys[j].kid() == keys[i].kid()) {
+            if (keys[j].kid() == keys[i].kid() || (keys[i].has_hpke() && keys[j].hpke_kid() == keys[i].hpke_kid())) {
                 throw key_error("key files '" + paths[j] + "' and '" + paths[i] + "' hold the same key (kid " +
                                 keys[i].kid() + ")");
             }
@@ -263,10 +349,18 @@ std::shared_ptr<const keyring> keyring::from_keys(std::vector<relay_key> keys) {
     if (keys.empty()) {
         throw key_error("no keys: at least one key file is needed");
     }
-    for (std::size_t i = 0; i < keys.size(); ++i) {
+    // Every kid (sealed-box or HPKE, of any key) names one key pair only.
+    std::vector<std::string_view> kids;
+    for (const auto& k : keys) {
+        kids.push_back(k.kid());
+        if (k.has_hpke()) {
+            kids.push_back(k.hpke_kid());
+        }
+    }
+    for (std::size_t i = 0; i < kids.size(); ++i) {
         for (std::size_t j = 0; j < i; ++j) {
-            if (keys[i].kid() == keys[j].kid()) {
-                throw key_error("the same key (kid " + keys[i].kid() + ") is loaded twice");
+            if (kids[i] == kids[j]) {
+                throw key_error("the same key (kid " + std::string(kids[i]) + ") is loaded twice");
             }
         }
     }
@@ -282,19 +376,38 @@ const relay_key* keyring::find(std::string_view kid) const noexcept {
     return nullptr;
 }
 
+keyring::found keyring::lookup(std::string_view kid) const noexcept {
+    for (const auto& k : keys_) {
+        if (k.kid() == kid) {
+            return {&k, seal_alg::sealed_box};
+        }
+        if (k.has_hpke() && k.hpke_kid() == kid) {
+            return {&k, seal_alg::hpke};
+        }
+    }
+    return {};
+}
+
 std::string keyring::key_config_json(std::int64_t now) const {
     std::string out = "{\"keys\":[";
     bool first = true;
-    for (const auto& k : keys_) {
-        if (k.expired(now)) {
-            continue;
-        }
+    auto entry = [&](const std::string& kid, std::string_view alg, const public_key& pk, std::int64_t exp) {
         if (!first) {
             out += ',';
         }
         first = false;
-        out += "{\"kid\":\"" + k.kid() + "\",\"alg\":\"" + std::string(sealed_box_alg) + "\",\"pk\":\"" +
-               base64url_encode(k.pk()) + "\",\"exp\":" + std::to_string(k.exp()) + "}";
+        out += "{\"kid\":\"" + kid + "\",\"alg\":\"" + std::string(alg) + "\",\"pk\":\"" + base64url_encode(pk) +
+               "\",\"exp\":" + std::to_string(exp) + "}";
+    };
+    for (const auto& k : keys_) {
+        if (!k.expired(now)) {
+            entry(k.kid(), sealed_box_alg, k.pk(), k.exp());
+        }
+    }
+    for (const auto& k : keys_) {
+        if (!k.expired(now) && k.has_hpke()) {
+            entry(k.hpke_kid(), hpke_alg, k.hpke_pk(), k.exp());
+        }
     }
     out += "]}";
     return out;

@@ -1,9 +1,11 @@
 #include "crypto/seal.hpp"
 
 #include <ostream>
+#include <vector>
 
 #include <sodium.h>
 
+#include "crypto/hpke.hpp"
 #include "crypto/json_lite.hpp"
 
 namespace byok::crypto {
@@ -14,6 +16,15 @@ namespace {
 // one seal would let a front proxy that hashes the raw header route copies of
 // it to different replicas (issue 15), so the relay accepts exactly this.
 constexpr std::string_view scheme_prefix = "Sealed ";
+
+// "Sealed <kid>.<base64url(sealed)>".
+std::string header_text(std::string_view kid, std::span<const unsigned char> sealed) {
+    std::string out;
+    out.reserve(scheme_prefix.size() + kid.size() + 1 + sealed.size() * 4 / 3 + 4);
+    out.append(scheme_prefix).append(kid).append(".");
+    out += base64url_encode(sealed);
+    return out;
+}
 
 bool kid_char(char c) noexcept {
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
@@ -81,8 +92,8 @@ std::optional<seal_error> seal_checker::screen(const keyring& keys, std::string_
         }
     }
 
-    // 2. The key must be loaded and current.
-    const relay_key* key = keys.find(kid);
+    // 2. The key must be loaded and current; its kid says which algorithm.
+    const auto [key, alg] = keys.lookup(kid);
     if (key == nullptr || key->expired(now)) {
         return seal_error::unknown_kid;
     }
@@ -96,9 +107,12 @@ std::optional<seal_error> seal_checker::screen(const keyring& keys, std::string_
         return seal_error::bad_seal;
     }
     out.key = key;
+    out.alg = alg;
     out.sealed = std::span<const unsigned char>(buf.data(), *box_len);
 
-    // 4. A replay costs a hash lookup, not an X25519 operation.
+    // 4. A replay costs a hash lookup, not an X25519 operation. The id is
+    //    the start of the sender's ephemeral public key in both algorithms
+    //    (a sealed box's epk, HPKE's enc).
     out.seal_id = replay_cache::make_id(out.sealed);
     if (replay_.contains(out.seal_id, now)) {
         return seal_error::seal_replayed;
@@ -120,13 +134,15 @@ check_result seal_checker::check(const keyring& keys, const request_facts& req, 
     if (const auto refused = screen(keys, req.authorization, now, box, s)) {
         return *refused;
     }
-    const relay_key* key = s.key;
     const std::span<const unsigned char> sealed = s.sealed;
     const replay_cache::id& seal_id = s.seal_id;
 
-    // 5. Open into secret memory and parse in place.
+    // 5. Open into secret memory and parse in place. A box made for the
+    //    other algorithm does not open (bad_seal).
+    static_assert(crypto_box_SEALBYTES == hpke::n_enc + hpke::n_t, "both add 48 bytes to the payload");
     auto plain = secret_bytes::allocate(sealed.size() - crypto_box_SEALBYTES);
-    const bool opened = key->open(sealed, plain.span());
+    const bool opened = s.alg == seal_alg::hpke ? s.key->open_hpke(sealed, plain.span())
+                                                : s.key->open(sealed, plain.span());
     wipe_stack_below();
     if (!opened) {
         return seal_error::bad_seal;
@@ -245,13 +261,21 @@ secret_bytes make_payload(std::string_view key, std::int64_t iat, std::string_vi
 
 std::string seal_header(std::string_view kid, const public_key& pk, std::span<const unsigned char> payload) {
     ensure_sodium();
-    std::string box(payload.size() + crypto_box_SEALBYTES, '\0');
-    crypto_box_seal(reinterpret_cast<unsigned char*>(box.data()), payload.data(), payload.size(), pk.data());
-    std::string out;
-    out.reserve(7 + kid.size() + 1 + box.size() * 4 / 3 + 4);
-    out.append("Sealed ").append(kid).append(".");
-    out += base64url_encode(std::span(reinterpret_cast<const unsigned char*>(box.data()), box.size()));
-    return out;
+    std::vector<unsigned char> box(payload.size() + crypto_box_SEALBYTES);
+    crypto_box_seal(box.data(), payload.data(), payload.size(), pk.data());
+    return header_text(kid, box);
+}
+
+std::optional<std::string> hpke_seal_header(std::string_view kid, const public_key& pk,
+                                            std::span<const unsigned char> payload) {
+    auto ctx = hpke::sender::setup(pk, hpke::schedule_context::base(std::string(hpke_info_prefix) + std::string(kid)));
+    if (!ctx) {
+        return std::nullopt;
+    }
+    std::vector<unsigned char> sealed(ctx->enc().begin(), ctx->enc().end());
+    const auto ct = std::move(*ctx).seal({}, payload);
+    sealed.insert(sealed.end(), ct.begin(), ct.end());
+    return header_text(kid, sealed);
 }
 
 }  // namespace byok::crypto

@@ -4,8 +4,13 @@
 // the specification; this is its implementation.
 //
 //   Authorization: Sealed <kid>.<base64url(crypto_box_seal(payload, pk[kid]))>
+//   Authorization: Sealed <kid>.<base64url(enc || ct)>     (kid of an HPKE key)
 //   payload = {"key":"...","iat":<unix s>,"method":"POST",
 //              "path":"/openai/v1/chat/completions","body_sha256":"<b64url>"}
+// The kid says which algorithm sealed the payload: a sealed-box kid
+// (x25519-sealedbox) or an HPKE kid (hpke-x25519-sha256-aes128gcm: RFC 9180
+// base mode, info "byok-relay v1 " + kid, aad empty). Both seal the same
+// payload, checked the same way.
 
 #include <cstdint>
 #include <optional>
@@ -108,6 +113,7 @@ public:
 private:
     struct screened {
         const relay_key* key = nullptr;
+        seal_alg alg = seal_alg::sealed_box;
         std::span<const unsigned char> sealed;  // the decoded box, in the caller's buffer
         replay_cache::id seal_id{};
     };
@@ -129,5 +135,11 @@ private:
 // "Sealed <kid>.<base64url(crypto_box_seal(payload, pk))>".
 [[nodiscard]] std::string seal_header(std::string_view kid, const public_key& pk,
                                       std::span<const unsigned char> payload);
+
+// "Sealed <kid>.<base64url(enc || ct)>": HPKE base mode to the HPKE key
+// (kid, pk), info "byok-relay v1 " + kid, aad empty. nullopt if pk is a
+// low-order point.
+[[nodiscard]] std::optional<std::string> hpke_seal_header(std::string_view kid, const public_key& pk,
+                                                          std::span<const unsigned char> payload);
 
 }  // namespace byok::crypto

@@ -53,6 +53,25 @@ std::string load_error(const std::string& path) {
     return "";
 }
 
+// Each (name, file text) of `cases`, written as a key file, is refused with a
+// message that names the file and contains none of `secrets`.
+void check_each_refused(const temp_dir& dir, const std::vector<std::pair<std::string, std::string>>& cases,
+                        const std::vector<std::string>& secrets) {
+    for (const auto& [name, text] : cases) {
+        CAPTURE(name);
+        const auto path = dir.file("bad.json");
+        std::filesystem::remove(path);
+        write_text(path, text, 0600);
+        const auto msg = load_error(path);
+        CAPTURE(msg);
+        CHECK_FALSE(msg.empty());
+        CHECK(msg.find(path) != std::string::npos);
+        for (const auto& secret : secrets) {
+            CHECK(msg.find(secret) == std::string::npos);
+        }
+    }
+}
+
 // Umask 077 would hide a keygen that forgot to force 0600; 0 shows it.
 class umask_guard {
 public:
@@ -217,17 +236,7 @@ TEST_CASE("a key file that is not a valid key is refused, naming the file and ne
         {"truncated", good.dump().substr(0, 40)},
         {"empty", ""},
     };
-    for (const auto& [name, text] : cases) {
-        CAPTURE(name);
-        const auto path = dir.file("bad.json");
-        std::filesystem::remove(path);
-        write_text(path, text, 0600);
-        const auto msg = load_error(path);
-        CAPTURE(msg);
-        CHECK_FALSE(msg.empty());
-        CHECK(msg.find(path) != std::string::npos);
-        CHECK(msg.find(sk) == std::string::npos);
-    }
+    check_each_refused(dir, cases, {sk});
     CHECK(load_error(dir.file("absent.json")).find("absent.json") != std::string::npos);
     CHECK_FALSE(load_error(dir.path().string()).empty());  // a directory
     // A FIFO (nobody writing) is refused at once instead of hanging start-up.
@@ -307,27 +316,167 @@ TEST_CASE("key_config_json: the documented shape, in order, expired keys left ou
     REQUIRE(j.is_object());
     CHECK(j.size() == 1);
     REQUIRE(j["keys"].is_array());
-    REQUIRE(j["keys"].size() == 2);
+    // The sealed-box entries first, then the HPKE entries, each in key order.
+    REQUIRE(j["keys"].size() == 4);
     CHECK(j["keys"][0]["kid"] == kid0);
     CHECK(j["keys"][1]["kid"] == kid1);
-    for (std::size_t i = 0; i < 2; ++i) {
+    CHECK(j["keys"][2]["kid"] == ring->keys()[0].hpke_kid());
+    CHECK(j["keys"][3]["kid"] == ring->keys()[1].hpke_kid());
+    for (std::size_t i = 0; i < 4; ++i) {
         const auto& k = j["keys"][i];
+        const bool hpke = i >= 2;
         CHECK(k.size() == 4);
-        CHECK(k["alg"] == "x25519-sealedbox");
-        CHECK(k["exp"].is_number_integer());
+        CHECK(k["alg"] == (hpke ? "hpke-x25519-sha256-aes128gcm" : "x25519-sealedbox"));
+        CHECK(k["exp"] == ring->keys()[i % 2].exp());
         const std::string pk = k["pk"];
         CHECK(pk.size() == 43);
         crypto::public_key decoded{};
         const auto n = crypto::base64url_decode(pk, decoded);
         REQUIRE(n);
         CHECK(*n == 32);
-        CHECK(crypto::derive_kid(decoded) == k["kid"]);
-        CHECK(ring->find(k["kid"].get<std::string>())->pk() == decoded);
+        const std::string kid = k["kid"];
+        CHECK((hpke ? crypto::derive_hpke_kid(decoded) : crypto::derive_kid(decoded)) == kid);
+        const auto found = ring->lookup(kid);
+        REQUIRE(found.key == &ring->keys()[i % 2]);
+        CHECK(found.alg == (hpke ? crypto::seal_alg::hpke : crypto::seal_alg::sealed_box));
+        CHECK((hpke ? found.key->hpke_pk() : found.key->pk()) == decoded);
     }
     CHECK(j["keys"][0]["exp"] == t0 + 86400);
     CHECK(text.find("\"sk\"") == std::string::npos);
 
     // At t0 + 10 the second key has expired too; at t0 + 1 day, all of them.
-    CHECK(nlohmann::json::parse(ring->key_config_json(t0 + 10))["keys"].size() == 1);
+    CHECK(nlohmann::json::parse(ring->key_config_json(t0 + 10))["keys"].size() == 2);
     CHECK(ring->key_config_json(t0 + 86400) == R"({"keys":[]})");
+}
+
+// ---- the HPKE half -----------------------------------------------------------------
+
+TEST_CASE("HPKE kid: 12 URL-safe characters over the suite id and the key; distinct from the sealed-box kid") {
+    const auto key = crypto::relay_key::generate(t0);
+    REQUIRE(key.has_hpke());
+    CHECK(key.hpke_kid().size() == 12);
+    const std::string in = std::string("HPKE\x00\x20\x00\x01\x00\x01", 10) +
+                           std::string(key.hpke_pk().begin(), key.hpke_pk().end());
+    const auto digest = crypto::sha256(in);
+    CHECK(key.hpke_kid() == crypto::base64url_encode(std::span(digest.data(), 9)));
+    CHECK(key.hpke_kid() != key.kid());
+    CHECK(key.hpke_pk() != key.pk());
+    CHECK(crypto::derive_hpke_kid(key.pk()) != crypto::derive_kid(key.pk()));
+}
+
+TEST_CASE("keygen writes the HPKE half; it loads back and opens HPKE seals, only as HPKE") {
+    temp_dir dir;
+    const auto path = dir.file("key.json");
+    const auto key = crypto::relay_key::generate(t0, 3600);
+    key.write_new_file(path);
+    const auto j = nlohmann::json::parse(read_text(path));
+    CHECK(j["hpke_kid"] == key.hpke_kid());
+    CHECK(j["hpke_pk"] == crypto::base64url_encode(key.hpke_pk()));
+    CHECK(j["hpke_sk"].get<std::string>().size() == 43);
+    CHECK(j["hpke_sk"] != j["sk"]);
+
+    const auto loaded = crypto::relay_key::load_file(path);
+    REQUIRE(loaded.has_hpke());
+    CHECK(loaded.hpke_kid() == key.hpke_kid());
+    CHECK(loaded.hpke_pk() == key.hpke_pk());
+
+    const std::string msg = "the plaintext";
+    auto seal = [&](std::string_view info_kid) {
+        auto s = crypto::hpke::sender::setup(key.hpke_pk(),
+                                             crypto::hpke::schedule_context::base("byok-relay v1 " + std::string(info_kid)));
+        REQUIRE(s.has_value());
+        bytes out(s->enc().begin(), s->enc().end());
+        const auto ct = std::move(*s).seal({}, as_bytes(msg));
+        out.insert(out.end(), ct.begin(), ct.end());
+        return out;
+    };
+    std::string out(msg.size(), '\0');
+    const std::span<unsigned char> out_span(reinterpret_cast<unsigned char*>(out.data()), out.size());
+    CHECK(loaded.open_hpke(seal(key.hpke_kid()), out_span));
+    CHECK(out == msg);
+    CHECK_FALSE(loaded.open_hpke(seal(key.kid()), out_span));           // info names another kid
+    CHECK_FALSE(loaded.open(seal(key.hpke_kid()), out_span));            // an HPKE seal is no sealed box
+    CHECK_FALSE(loaded.open_hpke(raw_seal(key.pk(), msg), out_span));     // nor the reverse
+    CHECK_FALSE(loaded.open_hpke(raw_seal(key.hpke_pk(), msg), out_span));
+}
+
+TEST_CASE("a key file from before HPKE loads as it is: no HPKE key is made up, none is listed") {
+    temp_dir dir;
+    const auto key = crypto::relay_key::generate(t0, 3600);
+    key.write_new_file(dir.file("new.json"));
+    auto j = nlohmann::json::parse(read_text(dir.file("new.json")));
+    j.erase("hpke_kid");
+    j.erase("hpke_pk");
+    j.erase("hpke_sk");
+    write_text(dir.file("old.json"), j.dump(), 0600);
+    const auto ring = crypto::keyring::load({dir.file("old.json")});
+    const auto& loaded = ring->keys()[0];
+    CHECK(loaded.kid() == key.kid());
+    CHECK_FALSE(loaded.has_hpke());
+    CHECK(loaded.hpke_kid().empty());
+    CHECK(ring->lookup(key.hpke_kid()).key == nullptr);
+    CHECK(ring->lookup(key.kid()).key == &loaded);
+    const auto config = nlohmann::json::parse(ring->key_config_json(t0));
+    REQUIRE(config["keys"].size() == 1);
+    CHECK(config["keys"][0]["alg"] == "x25519-sealedbox");
+    std::string out(1, '\0');
+    CHECK_FALSE(loaded.open_hpke(bytes(49, 1), std::span(reinterpret_cast<unsigned char*>(out.data()), 1)));
+    // Loading it again gives the same (absent) HPKE half: nothing random at load.
+    CHECK_FALSE(crypto::relay_key::load_file(dir.file("old.json")).has_hpke());
+}
+
+TEST_CASE("a key file with a broken HPKE half is refused, naming the file and never a key") {
+    temp_dir dir;
+    const auto key = crypto::relay_key::generate(t0);
+    key.write_new_file(dir.file("good.json"));
+    const auto good = nlohmann::json::parse(read_text(dir.file("good.json")));
+    const auto other = crypto::relay_key::generate(t0);
+    const std::string sk = good["sk"];
+    const std::string hsk = good["hpke_sk"];
+    auto variant = [&](auto edit) {
+        nlohmann::json j = good;
+        edit(j);
+        return j.dump();
+    };
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"hpke_pk of another key", variant([&](auto& j) { j["hpke_pk"] = crypto::base64url_encode(other.hpke_pk()); })},
+        {"hpke_pk = the sealed-box pk", variant([&](auto& j) { j["hpke_pk"] = j["pk"]; })},
+        {"hpke_pk too short", variant([&](auto& j) { j["hpke_pk"] = std::string(j["hpke_pk"]).substr(0, 40); })},
+        {"hpke_kid of another key", variant([&](auto& j) { j["hpke_kid"] = other.hpke_kid(); })},
+        {"hpke_kid = the sealed-box kid", variant([&](auto& j) { j["hpke_kid"] = j["kid"]; })},
+        {"hpke_sk missing, pk and kid kept", variant([&](auto& j) { j.erase("hpke_sk"); })},
+        {"hpke_sk short", variant([&](auto& j) { j["hpke_sk"] = hsk.substr(0, 42); })},
+        {"hpke_sk long", variant([&](auto& j) { j["hpke_sk"] = hsk + "AA"; })},
+        {"hpke_sk not base64url", variant([&](auto& j) { j["hpke_sk"] = "+" + hsk.substr(1); })},
+        {"hpke_sk a number", variant([&](auto& j) { j["hpke_sk"] = 7; })},
+        {"hpke_kid a number", variant([&](auto& j) { j["hpke_kid"] = 7; })},
+        {"duplicate hpke_sk", good.dump().insert(1, "\"hpke_sk\":\"" + hsk + "\",")},
+    };
+    check_each_refused(dir, cases, {sk, hsk});
+    // hpke_pk and hpke_kid are optional, like pk and kid.
+    const auto minimal = dir.file("minimal.json");
+    write_text(minimal, variant([](auto& j) {
+                   j.erase("hpke_pk");
+                   j.erase("hpke_kid");
+               }),
+               0600);
+    const auto loaded = crypto::relay_key::load_file(minimal);
+    CHECK(loaded.hpke_kid() == key.hpke_kid());
+    CHECK(loaded.hpke_pk() == key.hpke_pk());
+}
+
+TEST_CASE("two key files sharing only their HPKE half are refused") {
+    temp_dir dir;
+    const auto a = crypto::relay_key::generate(t0);
+    const auto b = crypto::relay_key::generate(t0);
+    a.write_new_file(dir.file("a.json"));
+    b.write_new_file(dir.file("b.json"));
+    auto ja = nlohmann::json::parse(read_text(dir.file("a.json")));
+    auto jb = nlohmann::json::parse(read_text(dir.file("b.json")));
+    jb["hpke_sk"] = ja["hpke_sk"];
+    jb["hpke_pk"] = ja["hpke_pk"];
+    jb["hpke_kid"] = ja["hpke_kid"];
+    write_text(dir.file("b2.json"), jb.dump(), 0600);
+    CHECK_NOTHROW((void)crypto::keyring::load({dir.file("a.json"), dir.file("b.json")}));
+    CHECK_THROWS_AS((void)crypto::keyring::load({dir.file("a.json"), dir.file("b2.json")}), crypto::key_error);
 }

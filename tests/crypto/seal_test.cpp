@@ -726,3 +726,126 @@ TEST_CASE("precheck does not open the box: what only the open finds is left to c
     CHECK(f.checker.precheck(*f.ring, stale, f.now) == std::nullopt);
     CHECK(error_of(f.check(stale)) == seal_error::seal_expired);
 }
+
+// ---- HPKE seals (the key's second kid) -------------------------------------------
+
+namespace {
+
+// enc || ct: HPKE base mode to the fixture key's HPKE half, info for `info_kid`.
+bytes hpke_seal(const relay_fixture& f, std::string_view p, std::string_view info_kid) {
+    auto s = crypto::hpke::sender::setup(f.key().hpke_pk(),
+                                         crypto::hpke::schedule_context::base("byok-relay v1 " + std::string(info_kid)));
+    REQUIRE(s.has_value());
+    bytes out(s->enc().begin(), s->enc().end());
+    const auto ct = std::move(*s).seal({}, as_bytes(p));
+    out.insert(out.end(), ct.begin(), ct.end());
+    return out;
+}
+bytes hpke_seal(const relay_fixture& f, std::string_view p) { return hpke_seal(f, p, f.key().hpke_kid()); }
+
+}  // namespace
+
+TEST_CASE("HPKE: a seal to the HPKE kid opens, yields the key, and is remembered by its enc") {
+    relay_fixture f;
+    REQUIRE(f.key().has_hpke());
+    const auto sealed = hpke_seal(f, payload());
+    const auto r = checked(f, header(f.key().hpke_kid(), sealed));
+    REQUIRE(r.ok());
+    CHECK(r.key().value() == api_key);
+    CHECK(error_of(checked(f, header(f.key().hpke_kid(), sealed))) == seal_error::seal_replayed);
+    // Same enc, another ciphertext: the replay is found before any X25519.
+    auto other_ct = sealed;
+    other_ct.back() ^= 1;
+    CHECK(f.checker.precheck(*f.ring, header(f.key().hpke_kid(), other_ct), f.now) == seal_error::seal_replayed);
+    CHECK(error_of(checked(f, header(f.key().hpke_kid(), other_ct))) == seal_error::seal_replayed);
+    CHECK(checked(f, header(f.key().hpke_kid(), hpke_seal(f, payload()))).ok());
+}
+
+TEST_CASE("HPKE: a sealed box under the HPKE kid, and an HPKE seal under the sealed-box kid -> bad_seal") {
+    relay_fixture f;
+    CHECK(error_of(checked(f, header(f.key().hpke_kid(), f.seal(payload())))) == seal_error::bad_seal);
+    CHECK(error_of(checked(f, header(f.key().kid(), hpke_seal(f, payload())))) == seal_error::bad_seal);
+    // Sealed to the right key but with the other algorithm's key pair.
+    CHECK(error_of(checked(f, header(f.key().hpke_kid(), raw_seal(f.key().hpke_pk(), payload())))) ==
+          seal_error::bad_seal);
+    CHECK(f.checker.replay_entries() == 0);
+}
+
+TEST_CASE("HPKE: info binds the kid; another key's seal -> bad_seal") {
+    relay_fixture f;
+    CHECK(error_of(checked(f, header(f.key().hpke_kid(), hpke_seal(f, payload(), f.key().kid())))) ==
+          seal_error::bad_seal);
+    CHECK(error_of(checked(f, header(f.key().hpke_kid(), hpke_seal(f, payload(), "")))) == seal_error::bad_seal);
+    relay_fixture g;
+    CHECK(error_of(checked(f, header(f.key().hpke_kid(), hpke_seal(g, payload(), f.key().hpke_kid())))) ==
+          seal_error::bad_seal);
+}
+
+TEST_CASE("HPKE: every truncation, a trailing byte, one flipped bit -> bad_seal") {
+    relay_fixture f;
+    const std::string p = R"({"key":"k-1234567890","iat":)" + std::to_string(t0) +
+                          R"(,"method":"GET","path":"/","body_sha256":")" + body_hash_b64("") + R"("})";
+    const auto sealed = hpke_seal(f, p);
+    const auto kid = f.key().hpke_kid();
+    for (std::size_t n = 0; n < sealed.size(); ++n) {
+        CAPTURE(n);
+        const bytes cut(sealed.begin(), sealed.begin() + static_cast<std::ptrdiff_t>(n));
+        CHECK(error_of(checked(f, header(kid, cut), "GET", "/", "")) == seal_error::bad_seal);
+    }
+    for (const unsigned char extra : {0x00, 0x01, 0xff}) {
+        auto longer = sealed;
+        longer.push_back(extra);
+        CHECK(error_of(checked(f, header(kid, longer), "GET", "/", "")) == seal_error::bad_seal);
+    }
+    // A flipped bit in enc changes the replay id; in ct it does not, and a
+    // refused seal is not remembered, so every one of them is tried in full.
+    for (std::size_t i = 0; i < sealed.size(); ++i) {
+        for (int bit = 0; bit < 8; ++bit) {
+            auto flipped = sealed;
+            flipped[i] ^= static_cast<unsigned char>(1U << bit);
+            CAPTURE(i);
+            CAPTURE(bit);
+            CHECK(error_of(checked(f, header(kid, flipped), "GET", "/", "")) == seal_error::bad_seal);
+        }
+    }
+    CHECK(f.checker.replay_entries() == 0);
+    CHECK(checked(f, header(kid, sealed), "GET", "/", "").ok());
+}
+
+TEST_CASE("HPKE: the payload is checked exactly as in a sealed box") {
+    relay_fixture f;
+    const auto kid = f.key().hpke_kid();
+    CHECK(error_of(checked(f, header(kid, hpke_seal(f, payload())), "GET")) == seal_error::seal_mismatch);
+    CHECK(error_of(checked(f, header(kid, hpke_seal(f, payload(api_key, t0 - 61))))) == seal_error::seal_expired);
+    CHECK(error_of(checked(f, header(kid, hpke_seal(f, payload_without("body_sha256"))))) == seal_error::bad_seal);
+    CHECK(error_of(checked(f, header(kid, hpke_seal(f, payload("sk bad key"))))) == seal_error::bad_seal);
+    CHECK(error_of(checked(f, header(kid, hpke_seal(f, "not json")))) == seal_error::bad_seal);
+    CHECK(error_of(checked(f, header(kid, hpke_seal(f, payload(std::string(5000, 'k')))))) == seal_error::bad_seal);
+}
+
+TEST_CASE("HPKE: an expired key's HPKE kid -> unknown_kid; a key without an HPKE half has no HPKE kid") {
+    std::vector<crypto::relay_key> keys;
+    keys.push_back(crypto::relay_key::generate(t0 - 100, 100));  // exp == t0
+    const auto ring = crypto::keyring::from_keys(std::move(keys));
+    crypto::seal_checker checker({}, 64);
+    const auto digest = crypto::sha256(body);
+    const auto& key = ring->keys()[0];
+    const auto h = crypto::hpke_seal_header(key.hpke_kid(), key.hpke_pk(), as_bytes(payload(api_key, t0 - 1)));
+    REQUIRE(h.has_value());
+    CHECK(checker.precheck(*ring, *h, t0) == seal_error::unknown_kid);
+    CHECK(error_of(checker.check(*ring, {method, path, &digest, *h}, t0)) == seal_error::unknown_kid);
+    CHECK(checker.check(*ring, {method, path, &digest, *h}, t0 - 1).ok());
+}
+
+TEST_CASE("hpke_seal_header + make_payload produce what the checker accepts") {
+    relay_fixture f;
+    const auto digest = crypto::sha256(body);
+    const auto plain = crypto::make_payload(api_key, t0, method, path, digest);
+    const auto h = crypto::hpke_seal_header(f.key().hpke_kid(), f.key().hpke_pk(), plain.span());
+    REQUIRE(h.has_value());
+    CHECK(h->starts_with("Sealed " + f.key().hpke_kid() + "."));
+    const auto r = checked(f, *h);
+    REQUIRE(r.ok());
+    CHECK(r.key().value() == api_key);
+    CHECK_FALSE(crypto::hpke_seal_header("x", crypto::public_key{}, plain.span()).has_value());  // low order
+}
