@@ -367,7 +367,7 @@ test('d. a chunked request with trailer fields gets 400 bad_request and never re
   });
 
 test('e. a flood of accepted seals, some dated 30 s ahead, cannot make the replay cache refuse an honest seal',
-  { timeout: 60000 }, async (t) => {
+  { timeout: 90000 }, async (t) => {
     // The flood's seals carry junk keys but are valid: the relay accepts
     // them (it must remember each) and forwards them to a provider that is
     // down (502, no work for the mock). What it must not do is let a few
@@ -378,10 +378,11 @@ test('e. a flood of accepted seals, some dated 30 s ahead, cannot make the repla
     // Small numbers make the defect show within seconds: seal_max_age_s 2,
     // so an ordinary seal is remembered for 2-3 s; replay_cache_entries 1024
     // (the smallest allowed). 128 future seals first (every shard of the
-    // cache gets some), then ordinary ones at about 120 per second. Held to
-    // their own deadlines the cache holds about 128 + 120 * 3 = 490 entries
-    // at any time, under half its size; expired first-in-first-out behind
-    // the future ones, it fills within about 8 s and honest seals get 503.
+    // cache gets some), then ordinary ones at about 100 per second for 14 s.
+    // Held to their own deadlines (iat + seal_max_age_s + 1) the cache holds
+    // about 128 + 100 * 4 = 530 entries at any time, half its size; expired
+    // first-in-first-out behind the future ones, it fills within about 9 s
+    // and honest seals get 503.
     const closedPort = await new Promise((res) => {
       const srv = net.createServer().listen(0, '127.0.0.1', () => { const p = srv.address().port; srv.close(() => res(p)); });
     });
@@ -409,8 +410,8 @@ test('e. a flood of accepted seals, some dated 30 s ahead, cannot make the repla
     };
     await pool(128, 8, () => fire(29));
     const t0 = Date.now();
-    const RATE = 120;
-    const SECONDS = 12;
+    const RATE = 100;
+    const SECONDS = 14;
     let sent = 0;
     while (sent < RATE * SECONDS && Date.now() - t0 < 20000) {
       // Paced: at most RATE per second on average, 8 at a time.
