@@ -10,16 +10,26 @@
 #include "relay/hardening.hpp"
 #include "relay/server.hpp"
 
+#ifndef BYOK_VERSION
+#define BYOK_VERSION "unknown"
+#endif
+#ifndef BYOK_GIT_COMMIT
+#define BYOK_GIT_COMMIT "unknown"
+#endif
+
 namespace {
 
 constexpr const char* usage_text =
     "usage: byok-relay serve --config FILE\n"
     "       byok-relay keygen --out FILE [--days N]\n"
+    "       byok-relay --version\n"
     "\n"
     "serve   runs the relay with the JSON configuration FILE (see docs/operations.md).\n"
     "        SIGTERM/SIGINT drain in-flight requests and exit; SIGHUP reloads the key files.\n"
     "keygen  writes a new X25519 relay key to FILE (mode 0600; never overwrites),\n"
-    "        valid for N days (default 90), and prints its kid.\n";
+    "        valid for N days (default 90), and prints its kid.\n"
+    "--version  prints the version and the git commit the binary was built from\n"
+    "        (check a binary against the source: scripts/repro-build.sh COMMIT).\n";
 
 int usage(std::FILE* to) {
     std::fputs(usage_text, to);
@@ -106,6 +116,10 @@ int main(int argc, char** argv) {
     }
     if (cmd == "--help" || cmd == "-h" || cmd == "help") {
         return usage(stdout);
+    }
+    if (cmd == "--version" || cmd == "version") {
+        std::printf("byok-relay %s commit %s\n", BYOK_VERSION, BYOK_GIT_COMMIT);
+        return 0;
     }
     return usage(stderr);
 }
