@@ -43,8 +43,11 @@ function errorCode(text) {
 function hold(port, localAddress, bytes) {
   return new Promise((resolve, reject) => {
     const s = net.connect({ port, host: '127.0.0.1', localAddress });
-    const held = { sock: s, text: '', closed: false, closedAt: 0, written: false, writtenAt: 0, openedAt: 0 };
-    s.on('data', (d) => { if (held.text.length < 4096) held.text += d.toString('latin1'); });
+    const held = { sock: s, text: '', closed: false, closedAt: 0, written: false, writtenAt: 0, openedAt: 0, answeredAt: 0 };
+    s.on('data', (d) => {
+      held.answeredAt ||= Date.now();
+      if (held.text.length < 4096) held.text += d.toString('latin1');
+    });
     s.on('close', () => { held.closed = true; held.closedAt = Date.now(); });
     s.on('error', (e) => {
       if (!held.openedAt) {
@@ -222,6 +225,8 @@ test('b. 600 connections stalling after 6 MB of an announced 8 MB body: RSS grow
       if (s === 503 && !(errorCode(c.text) === 'overloaded' && /\r\nRetry-After: \d+\r\n/i.test(c.text))) {
         bad.push(`a 503 without code overloaded and Retry-After: ${JSON.stringify(c.text.slice(0, 200))}`);
       }
+      // Refused on its announced length, not after its bytes filled the budget.
+      if (s === 503 && c.answeredAt - c.openedAt > 3000) bad.push(`a 503 ${c.answeredAt - c.openedAt} ms after connecting`);
       if (![0, 408, 503].includes(s)) bad.push(`answered ${s}: ${JSON.stringify(c.text.slice(0, 120))}`);
       if (c.written && c.closed && (s === 408 || s === 0)) ++stalledThenDropped;
     }
