@@ -6,15 +6,19 @@
 //                               apiKey: 'sealed-by-relay', fetch, dangerouslyAllowBrowser: true });
 //
 // Protocol v1 (docs/protocol.md): per request the key travels only inside
-// `Authorization: Sealed <kid>.<base64url(crypto_box_seal(payload))>`, where
+// `Authorization: Sealed <kid>.<base64url(seal(payload))>`, where
 // payload = {"key","iat","method","path","body_sha256"} describes exactly the
 // request being sent, so a captured seal is worth one copy of that request
-// within the relay's time window and nothing else.
+// within the relay's time window and nothing else. The seal is HPKE (RFC 9180,
+// hpke-x25519-sha256-aes128gcm) made with WebCrypto alone when the engine's
+// crypto.subtle has X25519 and the relay offers an HPKE key, else libsodium's
+// crypto_box_seal (x25519-sealedbox).
 //
 // One ES module, no build step: it runs unchanged in browsers and Node 20.
-// libsodium-wrappers is loaded with a dynamic import of the bare specifier
-// (browsers need an import map, see demo/index.html) unless the caller passes
-// its own instance as `options.sodium`.
+// libsodium-wrappers is loaded only for the sealed box, with a dynamic import
+// of the bare specifier (browsers need an import map, see demo/index.html)
+// unless the caller passes its own instance as `options.sodium`: an engine
+// that seals with HPKE never downloads it.
 //
 // The key is never logged, never put in an error message, never stored by
 // this module. JavaScript strings cannot be wiped; the payload bytes are
@@ -22,6 +26,8 @@
 
 const DEFAULT_MAX_AGE_S = 60;
 const ALG = 'x25519-sealedbox';
+const HPKE_ALG = 'hpke-x25519-sha256-aes128gcm';
+const HPKE_INFO_PREFIX = 'byok-relay v1 ';
 const RELAY_ERROR_TYPE = 'relay_error';
 
 /** The relay error codes (docs/protocol.md), with the HTTP status each comes with. */
@@ -119,9 +125,44 @@ export async function resolveRequest(input, init, baseUrl) {
   };
 }
 
-/** base64url without padding, the protocol's encoding for binary fields. */
+const B64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+
+/** base64url without padding, the protocol's encoding for binary fields (`sodium` is not needed). */
 export function base64url(sodium, bytes) {
-  return sodium.to_base64(bytes, sodium.base64_variants.URLSAFE_NO_PADDING);
+  let out = '';
+  let i = 0;
+  for (; i + 2 < bytes.length; i += 3) {
+    const n = (bytes[i] << 16) | (bytes[i + 1] << 8) | bytes[i + 2];
+    out += B64URL[n >> 18] + B64URL[(n >> 12) & 63] + B64URL[(n >> 6) & 63] + B64URL[n & 63];
+  }
+  if (i + 1 === bytes.length) {
+    const n = bytes[i] << 16;
+    out += B64URL[n >> 18] + B64URL[(n >> 12) & 63];
+  } else if (i + 2 === bytes.length) {
+    const n = (bytes[i] << 16) | (bytes[i + 1] << 8);
+    out += B64URL[n >> 18] + B64URL[(n >> 12) & 63] + B64URL[(n >> 6) & 63];
+  }
+  return out;
+}
+
+/** Strict base64url (no padding, canonical) to bytes; null if it is not. */
+function fromBase64url(text) {
+  if (typeof text !== 'string' || !/^[A-Za-z0-9_-]*$/.test(text) || text.length % 4 === 1) {
+    return null;
+  }
+  const out = new Uint8Array(Math.floor(text.length * 3 / 4));
+  let acc = 0;
+  let bits = 0;
+  let n = 0;
+  for (const c of text) {
+    acc = (acc << 6) | B64URL.indexOf(c);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out[n++] = (acc >> bits) & 0xff;
+    }
+  }
+  return (acc & ((1 << bits) - 1)) === 0 ? out : null;  // unused low bits must be zero
 }
 
 /** SHA-256 of `bytes` (empty body: SHA-256 of nothing), base64url without padding. */
@@ -135,6 +176,116 @@ export async function bodySha256(sodium, bytes) {
     digest = sodium.crypto_hash_sha256(data);
   }
   return base64url(sodium, digest);
+}
+
+// ---- HPKE (RFC 9180), base mode, DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 /
+// AES-128-GCM, with WebCrypto alone. The relay's implementation is
+// crypto/hpke.cpp; both pass the RFC's test vectors.
+
+const enc8 = (s) => new TextEncoder().encode(s);
+const HPKE_V1 = enc8('HPKE-v1');
+const KEM_SUITE = new Uint8Array([0x4b, 0x45, 0x4d, 0x00, 0x20]);                               // "KEM" 0x0020
+const HPKE_SUITE = new Uint8Array([0x48, 0x50, 0x4b, 0x45, 0x00, 0x20, 0x00, 0x01, 0x00, 0x01]);  // "HPKE" 0x0020 0x0001 0x0001
+
+function concat(...parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+async function hmacSha256(subtle, key, data) {
+  // An empty HKDF salt is HashLen zero bytes (RFC 5869), and WebCrypto refuses an empty HMAC key.
+  const k = await subtle.importKey('raw', key.length ? key : new Uint8Array(32), { name: 'HMAC', hash: 'SHA-256' },
+    false, ['sign']);
+  try {
+    return new Uint8Array(await subtle.sign('HMAC', k, data));
+  } finally {
+    data.fill(0);
+  }
+}
+
+function labeledExtract(subtle, suite, salt, label, ikm) {
+  return hmacSha256(subtle, salt, concat(HPKE_V1, suite, enc8(label), ikm));
+}
+
+// One HKDF-Expand block is all this suite needs (L <= 32).
+async function labeledExpand(subtle, suite, prk, label, info, length) {
+  const t1 = await hmacSha256(subtle, prk,
+    concat(new Uint8Array([length >> 8, length & 0xff]), HPKE_V1, suite, enc8(label), info, new Uint8Array([1])));
+  const out = t1.slice(0, length);
+  t1.fill(0);
+  return out;
+}
+
+/**
+ * HPKE base-mode single-shot seal (RFC 9180 SetupBaseS + Seal) of `plaintext`
+ * to the X25519 public key `pkR` (32 raw bytes): returns enc || ciphertext.
+ * The ephemeral key comes from subtle.generateKey, so a test can make the
+ * output deterministic only by handing in its own `subtle`.
+ */
+export async function hpkeSeal(subtle, pkR, info, aad, plaintext) {
+  const eph = await subtle.generateKey({ name: 'X25519' }, true, ['deriveBits']);
+  const enc = new Uint8Array(await subtle.exportKey('raw', eph.publicKey));
+  const pkRKey = await subtle.importKey('raw', pkR, { name: 'X25519' }, false, []);
+  // WebCrypto refuses an all-zero X25519 result (a low-order pkR) itself.
+  const dh = new Uint8Array(await subtle.deriveBits({ name: 'X25519', public: pkRKey }, eph.privateKey, 256));
+  const secrets = [dh];
+  try {
+    const eaePrk = await labeledExtract(subtle, KEM_SUITE, new Uint8Array(0), 'eae_prk', dh);
+    secrets.push(eaePrk);
+    const shared = await labeledExpand(subtle, KEM_SUITE, eaePrk, 'shared_secret', concat(enc, pkR), 32);
+    secrets.push(shared);
+    const pskIdHash = await labeledExtract(subtle, HPKE_SUITE, new Uint8Array(0), 'psk_id_hash', new Uint8Array(0));
+    const infoHash = await labeledExtract(subtle, HPKE_SUITE, new Uint8Array(0), 'info_hash', info);
+    const context = concat(new Uint8Array([0]), pskIdHash, infoHash);
+    const secret = await labeledExtract(subtle, HPKE_SUITE, shared, 'secret', new Uint8Array(0));
+    secrets.push(secret);
+    const key = await labeledExpand(subtle, HPKE_SUITE, secret, 'key', context, 16);
+    secrets.push(key);
+    const nonce = await labeledExpand(subtle, HPKE_SUITE, secret, 'base_nonce', context, 12);
+    secrets.push(nonce);
+    const aesKey = await subtle.importKey('raw', key, { name: 'AES-GCM' }, false, ['encrypt']);
+    const ct = new Uint8Array(await subtle.encrypt({ name: 'AES-GCM', iv: nonce, additionalData: aad, tagLength: 128 },
+      aesKey, plaintext));
+    return concat(enc, ct);
+  } finally {
+    for (const s of secrets) {
+      s.fill(0);
+    }
+  }
+}
+
+const x25519Support = new WeakMap();  // subtle -> Promise<boolean>, detected once each
+
+/** Whether `subtle` (default: this engine's) does X25519, detected once with generateKey. */
+export function webCryptoX25519(subtle = globalThis.crypto?.subtle) {
+  if (!subtle) {
+    return Promise.resolve(false);
+  }
+  let p = x25519Support.get(subtle);
+  if (!p) {
+    p = Promise.resolve()
+      .then(() => subtle.generateKey({ name: 'X25519' }, false, ['deriveBits']))
+      .then((k) => Boolean(k && k.privateKey), () => false);
+    x25519Support.set(subtle, p);
+  }
+  return p;
+}
+
+/** "Sealed <kid>.<base64url(enc || ct)>" for a payload string, HPKE-sealed to the HPKE `keyEntry`. */
+export async function sealPayloadHpke(subtle, keyEntry, payload) {
+  const plain = enc8(payload);
+  try {
+    const sealed = await hpkeSeal(subtle, keyEntry.pkBytes, enc8(HPKE_INFO_PREFIX + keyEntry.kid),
+      new Uint8Array(0), plain);
+    return `Sealed ${keyEntry.kid}.${base64url(null, sealed)}`;
+  } finally {
+    plain.fill(0);
+  }
 }
 
 /** The payload JSON, fields in the protocol's order. */
@@ -169,33 +320,35 @@ export function cacheSeconds(cacheControl) {
   return m ? Number(m[2]) : DEFAULT_MAX_AGE_S;
 }
 
-/** Parses and checks a GET /v1/keys answer; returns the usable entries, newest first. */
-export function parseKeyConfig(sodium, json, nowS) {
+/**
+ * Parses and checks a GET /v1/keys answer; returns the entry to seal to: the
+ * first usable key of the first algorithm in `algs` that the relay offers
+ * (default: the sealed box only), { kid, alg, pkBytes, exp }. `sodium` is
+ * not needed.
+ */
+export function parseKeyConfig(sodium, json, nowS, algs = [ALG]) {
   if (!json || !Array.isArray(json.keys)) {
     throw new RelayClientError('key_config', 'the relay key config has no "keys" list');
   }
-  const usable = [];
-  for (const k of json.keys) {
-    if (!k || k.alg !== ALG || typeof k.kid !== 'string' || !/^[A-Za-z0-9_-]+$/.test(k.kid) ||
-        typeof k.pk !== 'string') {
-      continue;
+  for (const alg of algs) {
+    const usable = [];
+    for (const k of json.keys) {
+      if (!k || k.alg !== alg || typeof k.kid !== 'string' || !/^[A-Za-z0-9_-]+$/.test(k.kid) ||
+          typeof k.pk !== 'string') {
+        continue;
+      }
+      const pkBytes = fromBase64url(k.pk);
+      if (!pkBytes || pkBytes.length !== 32) {
+        continue;
+      }
+      usable.push({ kid: k.kid, alg, pkBytes, exp: typeof k.exp === 'number' ? k.exp : Infinity });
     }
-    let pkBytes;
-    try {
-      pkBytes = sodium.from_base64(k.pk, sodium.base64_variants.URLSAFE_NO_PADDING);
-    } catch {
-      continue;
+    if (usable.length > 0) {
+      // The first entry is the one to seal to, unless it is past its exp by our clock.
+      return usable.find((k) => k.exp > nowS) ?? usable[0];
     }
-    if (pkBytes.length !== sodium.crypto_box_PUBLICKEYBYTES) {
-      continue;
-    }
-    usable.push({ kid: k.kid, pkBytes, exp: typeof k.exp === 'number' ? k.exp : Infinity });
   }
-  if (usable.length === 0) {
-    throw new RelayClientError('key_config', `the relay offers no ${ALG} key`);
-  }
-  // The first entry is the one to seal to, unless it is past its exp by our clock.
-  return usable.find((k) => k.exp > nowS) ?? usable[0];
+  throw new RelayClientError('key_config', `the relay offers no ${algs.join(' or ')} key`);
 }
 
 /** A failure on the client side (no response to hand back), never carrying the key. */
@@ -229,7 +382,10 @@ export async function relayErrorCode(res) {
  * e.g. https://host/relay; relative request paths are resolved under it).
  *
  * options:
- *   sodium   a ready-or-not libsodium-wrappers instance (default: import it)
+ *   sodium   a ready-or-not libsodium-wrappers instance (default: import it
+ *            when it is needed, for the sealed box only)
+ *   subtle   the WebCrypto SubtleCrypto to seal with (default: crypto.subtle);
+ *            HPKE is used when it does X25519 and the relay offers an HPKE key
  *   fetch    the fetch to send with (default: globalThis.fetch)
  *   now      () => milliseconds since the epoch (default: Date.now); for tests
  *   keysUrl  where the key config lives (default: relayUrl + '/v1/keys')
@@ -258,6 +414,7 @@ export function sealedFetch(relayUrl, getKey, options = {}) {
     }
   }
   const send = options.fetch ?? ((...a) => globalThis.fetch(...a));
+  const subtle = 'subtle' in options ? options.subtle ?? null : globalThis.crypto?.subtle;
   const now = options.now ?? Date.now;
   const keysUrl = options.keysUrl ?? baseHref + '/v1/keys';
 
@@ -268,7 +425,7 @@ export function sealedFetch(relayUrl, getKey, options = {}) {
 
   const relayNowS = () => Math.floor((now() + clockOffsetMs) / 1000);
 
-  async function keyConfig(sodium, { staleGeneration } = {}) {
+  async function keyConfig(algs, { staleGeneration } = {}) {
     if (keyCache && keyCache.generation !== staleGeneration && now() < keyCache.expiresAt) {
       return keyCache;
     }
@@ -290,7 +447,7 @@ export function sealedFetch(relayUrl, getKey, options = {}) {
         } catch (e) {
           throw new RelayClientError('key_config', 'the relay key config is not JSON', { cause: e });
         }
-        const entry = parseKeyConfig(sodium, json, relayNowS());
+        const entry = parseKeyConfig(null, json, relayNowS(), algs);
         const ttl = cacheSeconds(res.headers.get('cache-control'));
         keyCache = { entry, expiresAt: now() + ttl * 1000, generation: ++generation };
         return keyCache;
@@ -312,7 +469,6 @@ export function sealedFetch(relayUrl, getKey, options = {}) {
   }
 
   return async function byokFetch(input, init) {
-    const sodium = await loadSodium(options.sodium);
     const r = await resolveRequest(input, init, baseHref);
     const u = new URL(r.url);
     if (u.origin !== base.origin || !(basePath === '' || u.pathname === basePath ||
@@ -321,17 +477,30 @@ export function sealedFetch(relayUrl, getKey, options = {}) {
       throw new RelayClientError('foreign_url', 'refusing to send a sealed key outside the relay URL');
     }
     const path = requestTarget(r.url);
-    const digest = await bodySha256(sodium, r.body);
+    const algs = (await webCryptoX25519(subtle)) ? [HPKE_ALG, ALG] : [ALG];
+    // libsodium only for a sealed box, or for hashing where WebCrypto is missing.
+    let sodium = null;
+    const sodiumFor = async (entry) => {
+      if (!sodium && (entry.alg === ALG || !globalThis.crypto?.subtle)) {
+        sodium = await loadSodium(options.sodium);
+      }
+      return sodium;
+    };
+
+    let digest = null;
 
     const attempt = async (cfg) => {
+      const s = await sodiumFor(cfg.entry);
+      digest ??= await bodySha256(s, r.body);
       const payload = buildPayload({ key: await readKey(), iat: relayNowS(), method: r.method, path,
                                      bodySha256: digest });
       const headers = new Headers(r.headers);
-      headers.set('authorization', sealPayload(sodium, cfg.entry, payload));
+      headers.set('authorization', cfg.entry.alg === HPKE_ALG ? await sealPayloadHpke(subtle, cfg.entry, payload)
+                                                               : sealPayload(s, cfg.entry, payload));
       return send(r.url, { ...r.passOn, method: r.method, headers, body: r.body, signal: r.signal });
     };
 
-    let cfg = await keyConfig(sodium);
+    let cfg = await keyConfig(algs);
     let res = await attempt(cfg);
     let refetched = false;
     let reclocked = false;
@@ -340,7 +509,7 @@ export function sealedFetch(relayUrl, getKey, options = {}) {
       if (code === 'unknown_kid' && !refetched) {
         refetched = true;
         await res.body?.cancel();
-        cfg = await keyConfig(sodium, { staleGeneration: cfg.generation });
+        cfg = await keyConfig(algs, { staleGeneration: cfg.generation });
       } else if (code === 'seal_expired' && !reclocked) {
         const date = Date.parse(res.headers.get('date') ?? '');
         if (Number.isNaN(date)) {

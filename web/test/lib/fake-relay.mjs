@@ -1,12 +1,16 @@
 // An in-process stand-in for the relay's seal check, for unit tests of the
 // client's own logic (retries, caching, clock offset) with exact control over
-// the answers. It opens seals with libsodium-wrappers and applies the checks
-// of crypto/seal.cpp; the real relay is exercised by the other test files.
+// the answers. It opens seals with libsodium-wrappers (sealed box) or
+// @hpke/core (HPKE, with `hpke: true`), both written by others, and applies
+// the checks of crypto/seal.cpp; the real relay is exercised by the other
+// test files.
 import http from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { join, normalize, extname } from 'node:path';
 import { createHash } from 'node:crypto';
 import sodium from 'libsodium-wrappers';
+import { CipherSuite, Aes128Gcm, HkdfSha256 } from '@hpke/core';
+import { DhkemX25519HkdfSha256 } from '@hpke/dhkem-x25519';
 
 await sodium.ready;
 const B64 = sodium.base64_variants.URLSAFE_NO_PADDING;
@@ -15,10 +19,24 @@ export function b64(bytes) {
   return sodium.to_base64(bytes, B64);
 }
 
+export const hpkeSuite = new CipherSuite({ kem: new DhkemX25519HkdfSha256(), kdf: new HkdfSha256(), aead: new Aes128Gcm() });
+
+// A sealed-box key pair and an HPKE key pair (raw X25519 both), each with its kid.
 export function makeRelayKey(kidHint) {
   const kp = sodium.crypto_box_keypair();
+  const hkp = sodium.crypto_box_keypair();
   const kid = kidHint ?? b64(sodium.crypto_generichash(8, kp.publicKey));
-  return { kid, pk: kp.publicKey, sk: kp.privateKey, exp: Math.floor(Date.now() / 1000) + 86400 };
+  return { kid, pk: kp.publicKey, sk: kp.privateKey, exp: Math.floor(Date.now() / 1000) + 86400,
+    hpkeKid: 'h' + b64(sodium.crypto_generichash(8, hkp.publicKey)), hpkePk: hkp.publicKey, hpkeSk: hkp.privateKey };
+}
+
+// HPKE base-mode open of enc || ct with @hpke/core; throws if it does not open.
+export async function hpkeOpen(key, sealed) {
+  const recipientKey = await hpkeSuite.kem.deserializePrivateKey(key.hpkeSk);
+  const ctx = await hpkeSuite.createRecipientContext({
+    recipientKey, enc: sealed.slice(0, 32), info: new TextEncoder().encode('byok-relay v1 ' + key.hpkeKid),
+  });
+  return new Uint8Array(await ctx.open(sealed.slice(32)));
 }
 
 function relayError(res, status, code, extraHeaders = {}) {
@@ -45,9 +63,10 @@ async function serveStatic(root, rel, res) {
 }
 
 /**
- * startFakeRelay({ prefix, cacheControl, maxAgeS, maxFutureS, nowMs })
+ * startFakeRelay({ prefix, cacheControl, maxAgeS, maxFutureS, nowMs, hpke })
  * `prefix` is the public path prefix (the fake serves it itself, as a relay
- * behind a stripping proxy would be seen by the client).
+ * behind a stripping proxy would be seen by the client). With `hpke`, the
+ * key list also offers each key's HPKE half, after the sealed-box entries.
  */
 export async function startFakeRelay(opts = {}) {
   const prefix = opts.prefix ?? '';
@@ -67,7 +86,7 @@ export async function startFakeRelay(opts = {}) {
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => handle(req, Buffer.concat(chunks), res));
   });
-  function handle(req, body, res) {
+  async function handle(req, body, res) {
     res.setHeader('date', new Date(state.nowMs()).toUTCString());
     if (!req.url.startsWith(prefix + '/')) {
       return relayError(res, 404, 'unknown_route');
@@ -84,9 +103,12 @@ export async function startFakeRelay(opts = {}) {
         h['cache-control'] = state.cacheControl;
       }
       res.writeHead(200, h);
-      return res.end(JSON.stringify({
-        keys: state.keys.map((k) => ({ kid: k.kid, alg: 'x25519-sealedbox', pk: b64(k.pk), exp: k.exp })),
-      }));
+      const keys = state.keys.map((k) => ({ kid: k.kid, alg: 'x25519-sealedbox', pk: b64(k.pk), exp: k.exp }));
+      if (opts.hpke) {
+        keys.push(...state.keys.map((k) => ({ kid: k.hpkeKid, alg: 'hpke-x25519-sha256-aes128gcm', pk: b64(k.hpkePk),
+          exp: k.exp })));
+      }
+      return res.end(JSON.stringify({ keys }));
     }
     const bodySha256 = b64(createHash('sha256').update(body).digest());
     const rec = { method: req.method, target, headers: req.headers, body, bodySha256 };
@@ -100,16 +122,20 @@ export async function startFakeRelay(opts = {}) {
       return fail(401, 'missing_seal');
     }
     const accepted = state.accepted ?? state.keys;
-    const key = accepted.find((k) => k.kid === m[1]);
-    if (!key) {
+    let key = accepted.find((k) => k.kid === m[1]);
+    const hpkeKey = opts.hpke ? accepted.find((k) => k.hpkeKid === m[1]) : undefined;
+    if (!key && !hpkeKey) {
       return fail(401, 'unknown_kid');
     }
+    rec.alg = hpkeKey ? 'hpke' : 'sealedbox';
     let plain;
     try {
       if (!/^[A-Za-z0-9_-]+$/.test(m[2])) {
         throw new Error('not base64url');
       }
-      plain = sodium.crypto_box_seal_open(sodium.from_base64(m[2], B64), key.pk, key.sk);
+      const sealed = sodium.from_base64(m[2], B64);
+      plain = hpkeKey ? await hpkeOpen(hpkeKey, sealed) : sodium.crypto_box_seal_open(sealed, key.pk, key.sk);
+      key ??= hpkeKey;
     } catch {
       return fail(401, 'bad_seal');
     }
