@@ -51,6 +51,24 @@ def median_run(runs):
     return sorted(runs, key=lambda j: j['latency_us']['p99'])[len(runs) // 2] if runs else None
 
 
+def source_note(src):
+    """What the binaries were built from: BYOK_BENCH_SOURCE when the build
+    directory was not built from this working tree (run.sh --no-build)."""
+    if os.environ.get('BYOK_BENCH_SOURCE'):
+        return os.environ['BYOK_BENCH_SOURCE']
+    return (f'{sh(f"git -C {src} rev-parse --short HEAD")} (working tree; files with uncommitted changes under '
+            f'relay/ and crypto/ at run time: {sh(f"git -C {src} status --short -- relay crypto | wc -l")})')
+
+
+def load_range(results):
+    """The 1-minute load average at the start of each load-generator run."""
+    p = os.path.join(results, 'loadavg.txt')
+    if not os.path.exists(p):
+        return ''
+    vals = [float(l.split()[1]) for l in open(p) if len(l.split()) >= 2]
+    return f'; 1-minute load average at the start of each run: {min(vals):.1f} to {max(vals):.1f}' if vals else ''
+
+
 def ms(us):
     return f'{us / 1000:.2f}'
 
@@ -71,12 +89,11 @@ def main():
         f'## Run of {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}',
         '',
         f'- Machine: {os.cpu_count()} CPUs, {cpu_model}, kernel {platform.release()}; '
-        f'load average when the report was written: {" ".join(open("/proc/loadavg").read().split()[0:3])} '
+        f'load average when the report was written: {" ".join(open("/proc/loadavg").read().split()[0:3])}'
+        f'{load_range(results)} '
         '(the machine is shared with other engineers\' builds and browser tests; throughput and latency '
         'figures move with their load, CPU time per request much less).',
-        f'- Versions: byok-relay {sh(f"git -C {src} rev-parse --short HEAD")} '
-        f'(working tree; files with uncommitted changes under relay/ and crypto/ at run time: '
-        f'{sh(f"git -C {src} status --short -- relay crypto | wc -l")}) (Release, GCC '
+        f'- Versions: byok-relay {source_note(src)} (Release, GCC '
         f'{sh("gcc -dumpfullversion")}, Boost {boost.replace("_", ".")}), {sh("/usr/sbin/nginx -v 2>&1")}, '
         f'{sh("openssl version")}, libsodium {sh("pkg-config --modversion libsodium")}.',
         f'- Layout: load generator and mock provider pinned to core {lg_core}, the proxy under test '
@@ -191,8 +208,8 @@ def main():
         hdr = '| Target | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms |'
         sep = '|---|---|---|---|---|---|---|'
         if stream:
-            hdr += ' first event p50 / p99 ms | events/stream |'
-            sep += '---|---|'
+            hdr += ' first event p50 / p99 ms | last event p50 / p99 ms | event gap p50 / p99 ms | events/stream |'
+            sep += '---|---|---|---|'
         if open_loop:
             hdr += ' p99 added vs direct ms | p99 of each round ms | late sends |'
             sep += '---|---|---|'
@@ -205,8 +222,9 @@ def main():
             row = (f'| {label[n]} | {j["throughput_rps"]:.0f} | {ms(l["p50"])} | {ms(l["p90"])} | {ms(l["p99"])} | '
                    f'{ms(l["p999"])} | {ms(l["max"])} |')
             if stream:
-                f = j['first_event_us']
-                row += f' {ms(f["p50"])} / {ms(f["p99"])} | {j.get("events_per_stream", 0):.1f} |'
+                f, la, g = j['first_event_us'], j.get('last_event_us', {}), j.get('event_gap_us', {})
+                pair = lambda d: f'{ms(d["p50"])} / {ms(d["p99"])}' if 'p50' in d else '–'  # noqa: E731
+                row += f' {pair(f)} | {pair(la)} | {pair(g)} | {j.get("events_per_stream", 0):.1f} |'
             if open_loop:
                 add = (l['p99'] - direct['latency_us']['p99']) if direct and n != 'direct' else None
                 each = ', '.join(ms(r['latency_us']['p99']) for r in rounds[n])
@@ -228,23 +246,70 @@ def main():
     half = (median_run(open_runs(results, 'relay')) or {}).get('rate')
     table(f'Non-streaming, open loop at half of the relay\'s peak ({fmt(half, ".0f")} req/s; latency from the '
           'intended send time; each row is the round with the median p99)', 'json-open', open_loop=True)
-    table('Streaming (20-event SSE), closed loop', 'stream-closed', stream=True)
+    table('Streaming (20-event SSE, events sent back to back), closed loop', 'stream-closed', stream=True)
+    table('Streaming, paced (20 events 25 ms apart), closed loop', 'stream-paced', stream=True)
+
+    figs = [('bench-latency-open.svg', 'Non-streaming latency by percentile, open loop'),
+            ('bench-latency-closed.svg', 'Non-streaming latency by percentile, closed loop'),
+            ('bench-stream-first-event.svg', 'Paced SSE: time to the first event by percentile'),
+            ('bench-stream-last-event.svg', 'Paced SSE: time to the last event by percentile')]
+    figdir = os.path.dirname(os.path.abspath(out))
+    figs = [(f, t) for f, t in figs if os.path.exists(os.path.join(figdir, f))]
+    if figs:
+        lines += ['### Latency distributions', '',
+                  'From the `--hist-out` histograms of the runs above (HdrHistogram percentile-distribution '
+                  'text; drawn by `bench/plot_hist.py` with gnuplot). The x axis is 1/(1−percentile) on a log '
+                  'scale, so the tail gets as much room as the median.', '']
+        for f, t in figs:
+            lines += [f'![{t}]({f})', '']
 
     mem = [load(results, f'mem-{k}-{n}') for n in (1000, 5000) for k in ('relay', 'nginx')]
     mem = [m for m in mem if m]
+    def section(title, intro, columns, rows, names):
+        """A memory table: one row per proxy run, then the commands that made them."""
+        lines.extend([f'### {title}', '', intro, '', '| ' + ' | '.join(columns) + ' |',
+                      '|' + '---|' * len(columns)])
+        lines.extend('| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows)
+        lines.extend(['', 'Commands:', '', '```'] + [cmd(results, n) for n in names] + ['```', ''])
+
     if mem:
-        lines += ['### Memory per concurrent stream (slow SSE: one event a second)', '',
-                  'Each proxy is restarted and warmed with a short run, its RSS taken, then N streams are opened and '
-                  'held; the peak RSS while they are held, minus the base, divided by the streams that had '
-                  'received their response head when the run ended.', '',
-                  '| Proxy | streams wanted | held | RSS base MiB | RSS peak MiB | KiB per stream | errors |',
-                  '|---|---|---|---|---|---|---|']
-        for m in mem:
-            lines.append(f'| {label[m["proxy"]]} | {m["streams_wanted"]} | {m["streams_held"]} | '
-                         f'{m["rss_base_kib"] / 1024:.1f} | {m["rss_peak_kib"] / 1024:.1f} | '
-                         f'{fmt(m["rss_per_stream_kib"])} | {m["errors"]} |')
-        lines += ['', 'Commands:', '', '```'] + [cmd(results, f'mem-{m["proxy"]}-{m["streams_wanted"]}')
-                                                  for m in mem] + ['```', '']
+        section('Memory per concurrent stream (slow SSE: one event a second)',
+                'Each proxy is restarted and warmed with a short run, its RSS taken, then N streams are opened and '
+                'held; the peak RSS while they are held, minus the base, divided by the streams that had '
+                'received their response head when the run ended.',
+                ['Proxy', 'streams wanted', 'held', 'RSS base MiB', 'RSS peak MiB', 'KiB per stream', 'errors'],
+                [[label[m['proxy']], m['streams_wanted'], m['streams_held'], f'{m["rss_base_kib"] / 1024:.1f}',
+                  f'{m["rss_peak_kib"] / 1024:.1f}', fmt(m['rss_per_stream_kib']), m['errors']] for m in mem],
+                [f'mem-{m["proxy"]}-{m["streams_wanted"]}' for m in mem])
+    idle = [load(results, f[:-5]) for k in ('relay', 'nginx') for f in sorted(os.listdir(results))
+            if f.startswith(f'idle-{k}-') and f.endswith('.json')]
+    idle = [m for m in idle if m]
+    if idle:
+        section('Memory per idle keep-alive client connection',
+                f'Each proxy is restarted and warmed, its RSS taken; then {idle[0]["conns_wanted"]:,} connections '
+                'each send one request (opened over 10 s) and stay open, idle; the highest RSS while all are idle '
+                '(from 3 s after the last one opened), minus the base, divided by the connections still idle and '
+                'open at the end.',
+                ['Proxy', 'connections', 'idle at end', 'RSS base MiB', 'RSS idle MiB', 'bytes per idle connection',
+                 'errors'],
+                [[label[m['proxy']], m['conns_wanted'], m['conns_idle'], f'{m["rss_base_kib"] / 1024:.1f}',
+                  f'{m["rss_idle_kib"] / 1024:.1f}', fmt(m['bytes_per_conn'], '.0f'), m['errors']] for m in idle],
+                [f'idle-{m["proxy"]}-{m["conns_wanted"]}' for m in idle])
+        by = {m['proxy']: m for m in idle}
+        lines += ['Issue 11 memory targets, from this run:', '']
+        if 'relay' in by and 'nginx' in by and None not in (by['relay']['bytes_per_conn'], by['nginx']['bytes_per_conn']):
+            r, n = by['relay']['bytes_per_conn'], by['nginx']['bytes_per_conn']
+            ratio = f'{r / n:.1f} ×' if n > 0 else 'nginx below what RSS resolves'
+            lines.append(f'- idle keep-alive connection ≤ 2 × nginx: relay {r:.0f} B vs nginx {n:.0f} B '
+                         f'({ratio}): {"MET" if r <= 2 * n else "MISSED"}')
+        for n in (5000, 1000):
+            r, g = load(results, f'mem-relay-{n}'), load(results, f'mem-nginx-{n}')
+            if r and g and r.get('rss_per_stream_kib') and g.get('rss_per_stream_kib'):
+                a, b = r['rss_per_stream_kib'], g['rss_per_stream_kib']
+                lines.append(f'- held slow stream ≤ nginx ({n} streams): relay {a:.1f} KiB vs nginx {b:.1f} KiB '
+                             f'({a / b:.2f} ×): {"MET" if a <= b else "MISSED"}')
+                break
+        lines.append('')
     if os.path.exists(soak_file):
         pts = [l.split() for l in open(soak_file) if l.strip()]
         s = load(results, 'soak-relay')

@@ -3,13 +3,17 @@
 # doing no cryptography) and with the mock provider reached directly, all
 # three driven by byok-loadgen with the same sealed requests, in one run.
 #
-#   bench/run.sh [--soak] [--no-build] [--duration S] [--connections N] [--out FILE]
+#   bench/run.sh [--quick] [--soak] [--no-build] [--duration S] [--connections N] [--out FILE]
 #
 # Layout on this 2-core machine: the load generator and the mock provider on
 # core 0, the proxy under test (relay, 1 thread; or nginx, 1 worker) on core 1.
 # Everything listens on 127.0.0.1 only. Results: docs/benchmarks.md (the part
-# between the MEASURED markers is rewritten; the rest is kept) and the raw
-# JSON under the work directory printed at the end.
+# between the MEASURED markers is rewritten; the rest is kept), the latency
+# plots (SVG, gnuplot) beside it, and the raw JSON and histograms under the
+# work directory printed at the end. --quick: 4 s runs, slow streams held
+# 1,000 at a time only (about 5 minutes instead of 9). With --no-build,
+# BYOK_BENCH_BUILD names the build directory and BYOK_BENCH_SOURCE (optional)
+# says in the report what it was built from.
 set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,18 +24,21 @@ WARMUP=1
 CONNECTIONS=32
 SOAK=0
 SOAK_S=300
+QUICK=0
+IDLE_N=${BYOK_BENCH_IDLE_N:-5000}  # (smaller only to try the script out)
 BUILD_FIRST=1
 LG_CORE=0
 PROXY_CORE=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --soak) SOAK=1 ;;
+    --quick) QUICK=1; DURATION=4 ;;
     --soak-seconds) SOAK_S=$2; shift ;;
     --no-build) BUILD_FIRST=0 ;;
     --duration) DURATION=$2; shift ;;
     --connections) CONNECTIONS=$2; shift ;;
     --out) OUT=$2; shift ;;
-    -h|--help) sed -n 2,13p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,16p "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -230,10 +237,12 @@ drive() {
     nginx) url=$NGINX_URL; pids=("$NGINX_PID" "$NGINX_WORKER"); extra=(--keys-url "$RELAY_URL/v1/keys") ;;
     relay) url=$RELAY_URL; pids=("$RELAY_PID") ;;
   esac
-  local cmd=(taskset -c $LG_CORE "$LG_BIN" --url "$url" "${extra[@]}" --label "$name" --json "$@")
+  local cmd=(taskset -c $LG_CORE "$LG_BIN" --url "$url" "${extra[@]}" --label "$name" --json
+             --hist-out "$RESULTS/$name.hgrm" "$@")
   echo "${cmd[*]}" | sed "s|$BUILD/||; s|$WORK|\$WORK|g" >"$RESULTS/$name.cmd"
   # CPU is sampled around the load generator's whole run (warm-up included)
   # and divided by every answer it completed (completed_total).
+  echo "$name $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS/loadavg.txt"
   "${cmd[@]}" >"$RESULTS/$name.raw" 2>"$RESULTS/$name.err" &
   local lg=$!
   # (The load generator seals its pool before it connects; the proxy idles then.)
@@ -300,6 +309,14 @@ for kind in direct nginx relay; do
   drive "stream-closed-$kind" $kind "${COMMON[@]}" --stream --body "$BODY_STREAM"
 done
 
+# ---- 3b. paced streaming: 20 events 25 ms apart (about 0.5 s a stream) ------
+# What a user sees: the time to the first event and to the last.
+BODY_PACED=$WORK/body-paced.json
+echo '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count to twenty, slowly."}],"stream":true,"mock":{"events":20,"interval_ms":25}}' >"$BODY_PACED"
+for kind in direct nginx relay; do
+  drive "stream-paced-$kind" $kind "${COMMON[@]}" --stream --body "$BODY_PACED"
+done
+
 # ---- 4. memory per concurrent stream: hold N slow streams ---------------------
 SLOW=$WORK/body-slow.json
 echo '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Take your time."}],"stream":true,"mock":{"events":600,"interval_ms":1000}}' >"$SLOW"
@@ -339,10 +356,61 @@ json.dump(j, open(out, 'w'), indent=1)
 PY
   log "$name: $(python3 -c "import json; j=json.load(open('$RESULTS/$name.json')); print('held %d of %d streams, RSS %d -> %d KiB, %s KiB per stream, errors %d' % (j['streams_held'], j['streams_wanted'], j['rss_base_kib'], j['rss_peak_kib'], ('%.1f' % j['rss_per_stream_kib']) if j['rss_per_stream_kib'] else '-', j['errors']))")"
 }
-for n in 1000 5000; do
+STREAM_NS=(1000 5000)
+[ "$QUICK" = 1 ] && STREAM_NS=(1000)
+for n in "${STREAM_NS[@]}"; do
   hold_streams relay $n
   hold_streams nginx $n
 done
+
+# ---- 4b. memory per idle keep-alive client connection ------------------------
+# N connections each send one request and then stay open, idle, for the rest
+# of the run; the proxy's RSS while they are all idle, minus its base, divided
+# by the connections still idle and open at the end.
+idle_conns() {  # KIND N
+  local kind=$1 n=$2 pids url extra=() hold=24 ramp=10
+  if [ "$kind" = relay ]; then
+    stop_pid "$RELAY_PID"; start_relay; pids=("$RELAY_PID"); url=$RELAY_URL
+  else
+    stop_pid "$NGINX_PID"; start_nginx; pids=("$NGINX_WORKER"); url=$NGINX_URL; extra=(--keys-url "$RELAY_URL/v1/keys")
+  fi
+  taskset -c $LG_CORE "$LG_BIN" --url "$url" "${extra[@]}" --connections 8 --duration 1 \
+    --body "$BODY_JSON" >/dev/null
+  sleep 0.5
+  local base r start
+  base=$(rss_kib "${pids[@]}")
+  local name=idle-$kind-$n
+  local cmd=(taskset -c $LG_CORE "$LG_BIN" --url "$url" "${extra[@]}" --connections "$n" --duration "$hold"
+             --ramp "$ramp" --idle-after 1 --preseal $((n + 500)) --body "$BODY_JSON" --timeout 120
+             --label "$name" --json)
+  echo "${cmd[*]}" | sed "s|$BUILD/||; s|$WORK|\$WORK|g" >"$RESULTS/$name.cmd"
+  "${cmd[@]}" >"$RESULTS/$name.raw" 2>"$RESULTS/$name.err" &
+  local lg=$!
+  start=$(date +%s.%N)
+  : >"$RESULTS/$name.rss"
+  while kill -0 $lg 2>/dev/null; do
+    r=$(rss_kib "${pids[@]}" 2>/dev/null || echo 0)
+    echo "$(python3 -c "print(round($(date +%s.%N) - $start, 2))") $r" >>"$RESULTS/$name.rss"
+    sleep 0.5
+  done
+  wait $lg || true
+  # The plateau: from 3 s after the last connection opened to 1 s before the end.
+  python3 - "$RESULTS/$name.raw" "$RESULTS/$name.json" "$RESULTS/$name.rss" "$kind" "$n" "$base" "$ramp" "$hold" <<'PY'
+import json, sys
+raw, out, rss, kind, n, base, ramp, hold = sys.argv[1:]
+j = json.load(open(raw))
+pts = [tuple(map(float, l.split())) for l in open(rss) if l.strip()]
+plateau = [r for t, r in pts if float(ramp) + 3 <= t <= float(hold) - 1] or [r for _, r in pts]
+idle = j.get('idle_at_end', 0)
+rss_idle = max(plateau) if plateau else 0
+j.update(proxy=kind, conns_wanted=int(n), conns_idle=idle, rss_base_kib=int(base), rss_idle_kib=int(rss_idle),
+         bytes_per_conn=(rss_idle - int(base)) * 1024 / idle if idle else None)
+json.dump(j, open(out, 'w'), indent=1)
+PY
+  log "$name: $(python3 -c "import json; j=json.load(open('$RESULTS/$name.json')); print('%d of %d idle at the end, RSS %d -> %d KiB, %s bytes per connection, errors %d' % (j['conns_idle'], j['conns_wanted'], j['rss_base_kib'], j['rss_idle_kib'], ('%.0f' % j['bytes_per_conn']) if j['bytes_per_conn'] is not None else '-', j['errors']))")"
+}
+idle_conns relay $IDLE_N
+idle_conns nginx $IDLE_N
 
 # ---- 5. soak (optional): relay RSS over time at a steady open-loop rate -------
 if [ "$SOAK" = 1 ]; then
@@ -363,6 +431,39 @@ if [ "$SOAK" = 1 ]; then
   done
   wait $lg || true
   cp "$RESULTS/$name.raw" "$RESULTS/$name.json"
+fi
+
+# ---- the plots (SVG beside the report) ----------------------------------------
+FIGS=$(dirname "$OUT")
+median_round() {  # KIND: the open-loop round whose p99 is the median of the rounds
+  python3 - "$RESULTS" "$1" <<'PY'
+import json, os, sys
+res, kind = sys.argv[1:]
+runs = [(json.load(open(p))['latency_us']['p99'], r) for r in (1, 2, 3)
+        for p in [os.path.join(res, f'json-open-{kind}-{r}.json')] if os.path.exists(p)]
+print(sorted(runs)[len(runs) // 2][1] if runs else 1)
+PY
+}
+plot() {  # OUT TITLE YLABEL PREFIX SUFFIX: one line per target
+  local out=$1 title=$2 ylabel=$3 prefix=$4 suffix=$5
+  python3 "$SRC/bench/plot_hist.py" "$FIGS/$out" "$title" "$ylabel" \
+    "byok-relay=$RESULTS/${prefix}relay${suffix}" "nginx=$RESULTS/${prefix}nginx${suffix}" \
+    "mock direct=$RESULTS/${prefix}direct${suffix}" || log "plot $out failed"
+}
+if command -v gnuplot >/dev/null; then
+  RELAY_R=$(median_round relay); NGINX_R=$(median_round nginx); DIRECT_R=$(median_round direct)
+  python3 "$SRC/bench/plot_hist.py" "$FIGS/bench-latency-open.svg" \
+    "Non-streaming, open loop at $HALF req/s (median round each)" "latency (ms)" \
+    "byok-relay=$RESULTS/json-open-relay-$RELAY_R.hgrm" "nginx=$RESULTS/json-open-nginx-$NGINX_R.hgrm" \
+    "mock direct=$RESULTS/json-open-direct-$DIRECT_R.hgrm" || log "plot bench-latency-open.svg failed"
+  plot bench-latency-closed.svg "Non-streaming, closed loop, $CONNECTIONS connections" "latency (ms)" json-closed- .hgrm
+  plot bench-stream-first-event.svg "Paced SSE (20 events, 25 ms apart): time to the first event" \
+    "time to first event (ms)" stream-paced- .first-event.hgrm
+  plot bench-stream-last-event.svg "Paced SSE (20 events, 25 ms apart): time to the last event" \
+    "time to last event (ms)" stream-paced- .last-event.hgrm
+  log "plots in $FIGS"
+else
+  log "gnuplot not installed (scripts/install-deps.sh --test installs it): no plots"
 fi
 
 # ---- the report ---------------------------------------------------------------

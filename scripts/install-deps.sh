@@ -12,12 +12,13 @@ PKGS=(build-essential cmake ninja-build pkg-config
       libboost1.81-dev libssl-dev libsodium-dev nlohmann-json3-dev doctest-dev
       openssl ca-certificates)
 # Tests: Node for the browser-side library and integration tests, nginx for the
-# deploy test, Chromium for the real-browser test, clang for fuzzing/sanitizers.
+# deploy test, Chromium for the real-browser test, clang for fuzzing/sanitizers,
+# gnuplot for the benchmark's latency plots (bench/plot_hist.py).
 if [ "${1:-}" = "--web" ] || [ "${1:-}" = "--test" ]; then
   PKGS+=(nodejs npm)
 fi
 if [ "${1:-}" = "--test" ]; then
-  PKGS+=(nginx chromium chromium-driver clang libclang-rt-14-dev procps gdb)
+  PKGS+=(nginx chromium chromium-driver clang libclang-rt-14-dev procps gdb gnuplot-nox)
 fi
 
 missing=()
