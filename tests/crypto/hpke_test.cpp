@@ -5,12 +5,17 @@
 
 #include <doctest/doctest.h>
 
+#include <cstdio>
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include <sys/wait.h>
 
 #include <nlohmann/json.hpp>
 
+#include "crypto/seal.hpp"
 #include "tests/crypto/test_support.hpp"
 
 using namespace byok;
@@ -260,4 +265,69 @@ TEST_CASE("private_key::from_bytes takes exactly 32 bytes and gives the same pub
     CHECK_FALSE(hpke::private_key::from_bytes(crypto::secret_bytes::allocate(31)).has_value());
     CHECK_FALSE(hpke::private_key::from_bytes(crypto::secret_bytes::allocate(33)).has_value());
     CHECK(hpke::private_key::generate().pk() != hpke::private_key::generate().pk());
+}
+
+// ---- seals made in JavaScript, opened by the relay's checker ------------------
+
+namespace {
+
+// Runs `cmd` under /bin/sh: exit status and standard output.
+std::pair<int, std::string> run(const std::string& cmd) {
+    FILE* p = ::popen(cmd.c_str(), "r");
+    REQUIRE_MESSAGE(p != nullptr, "popen failed for: " << cmd);
+    std::string out;
+    char buf[4096];
+    std::size_t n = 0;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) {
+        out.append(buf, n);
+    }
+    const int st = ::pclose(p);
+    return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
+// The Authorization value web/test/lib/hpke-seal.mjs prints for `payload`
+// sealed to (kid, pk): `mode` "core" is @hpke/core from npm, "lib" is
+// web/byok-relay.js. Every argument is base64url or hex: no shell quoting issue.
+std::string node_hpke_seal(std::string_view mode, std::string_view kid, const crypto::public_key& pk,
+                           std::string_view payload) {
+    std::string payload_hex(payload.size() * 2 + 1, '\0');
+    sodium_bin2hex(payload_hex.data(), payload_hex.size(), reinterpret_cast<const unsigned char*>(payload.data()),
+                   payload.size());
+    payload_hex.pop_back();
+    const std::string cmd = "node '" + std::string(BYOK_SOURCE_DIR) + "/web/test/lib/hpke-seal.mjs' " +
+                            std::string(mode) + " " + std::string(kid) + " " + crypto::base64url_encode(pk) + " " +
+                            payload_hex + " 2>&1";
+    const auto [status, out] = run(cmd);
+    INFO("command: " << cmd);
+    INFO("output: " << out);
+    REQUIRE_MESSAGE(status == 0, "node or @hpke/core is missing or failed (npm ci in web/ installs it)");
+    REQUIRE(out.size() > 8);
+    REQUIRE(out.back() == '\n');
+    return out.substr(0, out.size() - 1);
+}
+
+}  // namespace
+
+TEST_CASE("a seal made by @hpke/core (npm) and one made by web/byok-relay.js open in the relay's checker") {
+    for (const std::string mode : {"core", "lib"}) {
+        CAPTURE(mode);
+        relay_fixture f;
+        const auto& key = f.key();
+        const std::string h = node_hpke_seal(mode, key.hpke_kid(), key.hpke_pk(), payload());
+        CHECK(h.starts_with("Sealed " + key.hpke_kid() + "."));
+        CHECK(f.checker.precheck(*f.ring, h, f.now) == std::nullopt);
+        const auto r = f.check(h);
+        REQUIRE(r.ok());
+        CHECK(r.key().value() == api_key);
+        CHECK(error_of(f.check(h)) == crypto::seal_error::seal_replayed);
+
+        // Sealed to the HPKE key but labelled (and so with info naming) the
+        // sealed-box kid: refused.
+        const std::string wrong = node_hpke_seal(mode, key.kid(), key.hpke_pk(), payload());
+        CHECK(error_of(f.check(wrong)) == crypto::seal_error::bad_seal);
+        // Sealed under the right kid but to another relay's HPKE key: refused.
+        relay_fixture g;
+        const std::string other = node_hpke_seal(mode, key.hpke_kid(), g.key().hpke_pk(), payload());
+        CHECK(error_of(f.check(other)) == crypto::seal_error::bad_seal);
+    }
 }
