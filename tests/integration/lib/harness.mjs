@@ -385,8 +385,12 @@ export class RawConnection {
         }
         const sizeLine = this.take(eol + 2);
         raw.push(sizeLine);
-        const size = parseInt(sizeLine.toString('latin1'), 16);
-        if (!Number.isFinite(size)) throw new Error(`bad chunk size line ${JSON.stringify(sizeLine.toString('latin1'))}`);
+        const sizeText = sizeLine.toString('latin1');
+        if (!/^[0-9a-fA-F]{1,15}(;[^\r\n]*)?\r\n$/.test(sizeText)) {
+          throw new Error(`not a chunk size line: ${JSON.stringify(sizeText.slice(0, 100))} ` +
+            `(after ${JSON.stringify(Buffer.concat(raw.slice(0, -1)).toString('latin1').slice(-200))})`);
+        }
+        const size = parseInt(sizeText, 16);
         if (size === 0) {
           // The trailer section: empty ("\r\n") or fields up to a blank line.
           const trailerEnd = () => (this.buf.indexOf('\r\n') === 0 ? 2
