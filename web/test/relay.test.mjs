@@ -26,6 +26,8 @@ before(async () => {
 // A fetch that records what the relay answered, for counting retries.
 // The kid a key file holds (its "kid" field).
 const kidOf = (path) => JSON.parse(readFileSync(String(path), 'utf8')).kid;
+// ...and the kid of its HPKE half, which /v1/keys lists after the sealed-box keys.
+const hpkeKidOf = (path) => JSON.parse(readFileSync(String(path), 'utf8')).hpke_kid;
 
 function recordingFetch() {
   const log = [];
@@ -95,6 +97,34 @@ test('streaming chat completion arrives in several steps', async () => {
   assert.equal((await lastMockRequest()).headers.authorization, `Bearer ${key}`);
 });
 
+test('HPKE through the relay: sealed to the HPKE kid with WebCrypto alone; the sealed-box fallback works too', async () => {
+  const keys = (await fetchKeys(relay.url)).keys;
+  const hpkeKid = keys.find((k) => k.alg === 'hpke-x25519-sha256-aes128gcm')?.kid;
+  const boxKid = keys.find((k) => k.alg === 'x25519-sealedbox')?.kid;
+  assert.ok(hpkeKid && boxKid, JSON.stringify(keys));
+  for (const [subtle, kid] of [[globalThis.crypto.subtle, hpkeKid], [null, boxKid]]) {
+    const key = randomApiKey();
+    const sent = [];
+    const f = sealedFetch(relay.url, () => key, {
+      subtle,
+      fetch: (url, init) => {
+        sent.push(new Headers(init.headers).get('authorization'));
+        return fetch(url, init);
+      },
+    });
+    const body = JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: `alg ${kid}` }] });
+    const res = await f(relay.url + '/openai/v1/chat/completions', {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body,
+    });
+    const text = await res.text();
+    assert.equal(res.status, 200, text);
+    assert.equal(JSON.parse(text).choices[0].message.content, 'mock answer ' + bodySha256(body));
+    assert.equal(sent.filter((a) => a !== null).length, 1);
+    assert.ok(sent.at(-1).startsWith(`Sealed ${kid}.`), sent.at(-1).slice(0, 30));
+    assert.equal((await lastMockRequest()).headers.authorization, `Bearer ${key}`);
+  }
+});
+
 test('a body changed after sealing is refused with seal_mismatch and never reaches the provider', async () => {
   await mock.reset();
   const key = randomApiKey();
@@ -157,6 +187,7 @@ test('a key rotation on the relay (SIGHUP) is picked up after one unknown_kid', 
 
   const second = await makeKeyFile(dir);
   const secondKid = kidOf(second);
+  const secondHpkeKid = hpkeKidOf(second);
   assert.notEqual(secondKid, firstKid);
   renameSync(String(second), keyPath);
   r.kill('SIGHUP');
@@ -166,7 +197,7 @@ test('a key rotation on the relay (SIGHUP) is picked up after one unknown_kid', 
     await sleep(50);
   }
   const keysAfter = await fetchKeys(r.url);
-  assert.deepEqual(keysAfter.keys.map((k) => k.kid), [secondKid], 'the old key is gone');
+  assert.deepEqual(keysAfter.keys.map((k) => k.kid), [secondKid, secondHpkeKid], 'the old key is gone');
 
   log.length = 0;
   const res = await send();
