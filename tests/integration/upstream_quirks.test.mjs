@@ -271,7 +271,7 @@ test('i. a provider whose name resolves slowly gets 504 upstream_timeout within 
     assert.equal(health.status, 200);
   });
 
-test('j. a provider that closes right after a response, or sends bytes after its body: no broken connection is reused, no stray byte reaches a client',
+test('j. a provider that closes right after a response, sends bytes after its body, ends a body by closing, or sends trailers: no broken connection is reused, no stray byte reaches a client',
   { timeout: 30000 }, async (t) => {
     const injected = jsonResponse({ answer_for: 'INJECTED' });
     const { request, relay, fake } = await setup(t, async (req, conn) => {
@@ -289,6 +289,21 @@ test('j. a provider that closes right after a response, or sends bytes after its
         await conn.after(5);
         conn.write(injected);
         break;
+      case 'close-delimited': {  // no length, no chunks: the body ends with the connection
+        const body = JSON.stringify(answerFor(req));
+        conn.write(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n${body.slice(0, 10)}`);
+        await conn.after(5);
+        conn.write(body.slice(10));
+        conn.end();
+        break;
+      }
+      case 'chunked-trailer': {  // fields after the last chunk, a moment later: the message ends after them
+        const body = JSON.stringify(answerFor(req));
+        conn.write(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n${chunk(body)}0\r\n`);
+        await conn.after(5);
+        conn.write('X-Usage: 12\r\nX-Checksum: 34\r\n\r\n');
+        break;
+      }
       default:
         conn.write(answer);
       }
@@ -296,8 +311,8 @@ test('j. a provider that closes right after a response, or sends bytes after its
     const c = await h.RawConnection.open(relay.port);
     t.after(() => c.close());
     const problems = [];
-    const quirks = ['close-after', 'extra-bytes', 'extra-later'];
-    for (let round = 0; round < 8; round++) {
+    const quirks = ['close-after', 'extra-bytes', 'extra-later', 'close-delimited', 'chunked-trailer'];
+    rounds: for (let round = 0; round < 8; round++) {
       for (const quirk of [...quirks, 'none']) {
         const key = h.randomApiKey(`sk-quirk-j${round}-`);
         c.write(await request(key, { model: 'm', round, quirk }));
@@ -309,7 +324,7 @@ test('j. a provider that closes right after a response, or sends bytes after its
           }
         } catch (e) {
           problems.push(`round ${round}, '${quirk}': ${e.message.slice(0, 200)}`);
-          break;
+          break rounds;  // the client connection's framing is lost
         }
         await h.sleep(50);
       }

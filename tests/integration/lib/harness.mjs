@@ -380,16 +380,18 @@ export class RawConnection {
       const raw = [];
       for (;;) {
         let eol;
+        const notSizeLine = (text) => new Error(`not a chunk size line: ${JSON.stringify(text.slice(0, 100))} ` +
+          `(after ${JSON.stringify(Buffer.concat(raw).toString('latin1').slice(-200))})`);
         while ((eol = this.buf.indexOf('\r\n')) < 0) {
+          if (this.buf.length > 0 && !/^[0-9a-fA-F]/.test(this.buf.toString('latin1', 0, 1))) {
+            throw notSizeLine(this.buf.toString('latin1'));
+          }
           if (!(await this.more(deadline)) && this.buf.indexOf('\r\n') < 0) this.fail('chunk size line', deadline);
         }
         const sizeLine = this.take(eol + 2);
-        raw.push(sizeLine);
         const sizeText = sizeLine.toString('latin1');
-        if (!/^[0-9a-fA-F]{1,15}(;[^\r\n]*)?\r\n$/.test(sizeText)) {
-          throw new Error(`not a chunk size line: ${JSON.stringify(sizeText.slice(0, 100))} ` +
-            `(after ${JSON.stringify(Buffer.concat(raw.slice(0, -1)).toString('latin1').slice(-200))})`);
-        }
+        if (!/^[0-9a-fA-F]{1,15}(;[^\r\n]*)?\r\n$/.test(sizeText)) throw notSizeLine(sizeText);
+        raw.push(sizeLine);
         const size = parseInt(sizeText, 16);
         if (size === 0) {
           // The trailer section: empty ("\r\n") or fields up to a blank line.
