@@ -231,7 +231,8 @@ const std::vector<std::string> known_fields = {
     "max_header_bytes", "allow_origins", "public_path_prefix", "trusted_proxies", "web_root",
     "metrics_listen", "header_timeout_s", "body_timeout_s", "idle_timeout_s", "write_timeout_s",
     "upstream_connect_timeout_s", "upstream_timeout_s", "sse_keepalive_s", "shutdown_grace_s",
-    "max_in_flight", "replay_cache_entries", "max_connections_per_ip", "rate_limit", "providers"};
+    "max_in_flight", "replay_cache_entries", "max_connections_per_ip", "rate_limit", "providers",
+    "max_pending_body_bytes", "min_body_bytes_per_s", "body_rate_window_s"};
 
 }  // namespace
 
@@ -438,6 +439,10 @@ std::shared_ptr<const config> parse_config(std::string_view json_text, const std
         c->sse_keepalive_s = get_int(j, "sse_keepalive_s", 15, 1, 3600);
         c->shutdown_grace_s = get_int(j, "shutdown_grace_s", 30, 0, 3600);
         c->max_in_flight = static_cast<std::size_t>(get_int(j, "max_in_flight", 1024, 1, 1 << 20));
+        c->max_pending_body_bytes =
+            static_cast<std::size_t>(get_int(j, "max_pending_body_bytes", 256ll << 20, 0, 1ll << 40));
+        c->min_body_bytes_per_s = static_cast<std::size_t>(get_int(j, "min_body_bytes_per_s", 1024, 0, 1ll << 30));
+        c->body_rate_window_s = get_int(j, "body_rate_window_s", 5, 1, 3600);
         c->replay_cache_entries =
             static_cast<std::size_t>(get_int(j, "replay_cache_entries", 1 << 20, 1024, 1ll << 28));
         c->max_connections_per_ip = static_cast<std::size_t>(get_int(j, "max_connections_per_ip", 256, 0, 1 << 20));

@@ -86,7 +86,10 @@ struct config {
     std::int64_t upstream_timeout_s = 300;
     std::int64_t sse_keepalive_s = 15;
     std::int64_t shutdown_grace_s = 30;
-    std::size_t max_in_flight = 1024;
+    std::size_t max_in_flight = 1024;           // upstream exchanges at once (body complete, seal opened)
+    std::size_t max_pending_body_bytes = 256u << 20;  // bytes held in unfinished request bodies, all clients
+    std::size_t min_body_bytes_per_s = 1024;    // a body slower than this over a window is dropped (408)
+    std::int64_t body_rate_window_s = 5;
     std::size_t replay_cache_entries = 1u << 20;
     std::size_t max_connections_per_ip = 256;  // 0 = off
     rate_limit per_ip_rate;

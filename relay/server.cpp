@@ -106,7 +106,11 @@ shared_state::shared_state(std::shared_ptr<const config> c, std::shared_ptr<cons
       keys(std::move(k)),
       checker(crypto::seal_policy{cfg->seal_max_age_s, cfg->seal_max_future_s, 1024}, cfg->replay_cache_entries),
       stats(provider_names(*cfg)),
-      limiter(cfg->max_connections_per_ip, cfg->per_ip_rate) {
+      limiter(cfg->max_connections_per_ip, cfg->per_ip_rate),
+      bodies(cfg->max_pending_body_bytes) {
+    if (cfg->web_root) {
+        web.store(web_files::load(*cfg->web_root));
+    }
     for (const auto& p : cfg->providers) {
         tls.push_back(p.tls ? make_client_tls_context(p) : nullptr);
     }
@@ -183,6 +187,9 @@ asio::awaitable<void> metrics_session(shared_state& s, tcp::socket sock) {
         std::string_view type = "text/plain; version=0.0.4; charset=utf-8";
         if (req.method() == http::verb::get && req.target() == "/metrics") {
             body = s.stats.render();
+            body += "# HELP byok_pending_body_bytes Bytes held in unfinished request bodies.\n"
+                    "# TYPE byok_pending_body_bytes gauge\nbyok_pending_body_bytes " +
+                    std::to_string(s.bodies.held()) + "\n";
         } else {
             status = 404;
             type = "application/json";
@@ -261,6 +268,13 @@ void server::reload_keys() {
         } catch (const std::exception& e) {
             log_line(std::string("key reload failed, keeping the current keys: ") + e.what());
             return;
+        }
+    }
+    if (state_->cfg->web_root) {
+        try {
+            state_->web.store(web_files::load(*state_->cfg->web_root));
+        } catch (const std::exception& e) {
+            log_line(std::string("web_root reload failed, keeping the current files: ") + e.what());
         }
     }
     try {

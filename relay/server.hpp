@@ -22,9 +22,11 @@
 
 #include "crypto/keyring.hpp"
 #include "crypto/seal.hpp"
+#include "relay/admission.hpp"
 #include "relay/config.hpp"
 #include "relay/metrics.hpp"
 #include "relay/upstream.hpp"
+#include "relay/web_files.hpp"
 
 namespace byok::relay {
 
@@ -66,6 +68,8 @@ struct shared_state {
     crypto::seal_checker checker;
     metrics stats;
     ip_limiter limiter;
+    body_budget bodies;  // bytes held in unfinished request bodies
+    std::atomic<std::shared_ptr<const web_files>> web;  // null without web_root
     std::vector<std::shared_ptr<boost::asio::ssl::context>> tls;  // by provider index
     std::atomic<bool> draining{false};
     std::atomic<std::int64_t> sessions{0};

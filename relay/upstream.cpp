@@ -4,8 +4,11 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ssl/error.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/http/error.hpp>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -21,6 +24,10 @@ constexpr std::size_t max_idle_per_pool = 64;
 // Providers close idle keep-alive connections after some time; reusing one
 // that is about to be closed fails the request, so idle ones are retired early.
 constexpr auto max_idle_age = std::chrono::seconds(20);
+// How long a provider's resolved addresses are used before resolving again.
+constexpr auto resolve_ttl = std::chrono::seconds(30);
+// What a response may carry: the largest answer the relay passes on.
+constexpr std::uint64_t response_body_limit = 1ull << 32;
 
 bool is_ip_literal(const std::string& host) {
     boost::system::error_code ec;
@@ -216,6 +223,120 @@ asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> upstream_con
     co_return std::tuple{deadline.settle({}), total};
 }
 
+// ---- upstream_response -------------------------------------------------------
+
+namespace http = beast::http;
+
+upstream_response::upstream_response(upstream_conn& conn, std::chrono::seconds timeout) noexcept
+    : conn_(conn), timeout_(timeout) {
+    parser_.emplace();
+    parser_->header_limit(head_limit);
+    parser_->body_limit(response_body_limit);
+}
+
+std::size_t upstream_response::parse_head_bytes(boost::system::error_code& ec) {
+    // Feeds the parser what was read and not yet parsed: the head, then body
+    // bytes into the caller's buffer until it is full. Never waits.
+    auto& b = conn_.buffer;
+    auto& p = *parser_;
+    std::size_t parsed = 0;
+    ec = {};
+    while (b.size() > 0 && !p.is_done() && !(p.is_header_done() && p.get().body().size == 0)) {
+        boost::system::error_code pec;
+        const bool in_head = !p.is_header_done();
+        const std::size_t used = p.put(b.data(), pec);
+        b.consume(used);
+        parsed += used;
+        if (in_head) {
+            head_bytes_ += used;
+            if (head_bytes_ > head_limit || (!p.is_header_done() && head_bytes_ + b.size() > head_limit)) {
+                ec = http::error::header_limit;
+                return parsed;
+            }
+        }
+        if (pec == http::error::need_more || pec == http::error::need_buffer) {
+            break;
+        }
+        if (pec) {
+            ec = pec;
+            return parsed;
+        }
+        if (used == 0) {
+            break;
+        }
+    }
+    return parsed;
+}
+
+asio::awaitable<boost::system::error_code> upstream_response::read_head() {
+    for (;;) {
+        // No body buffer yet: the parser stops after the head.
+        parser_->get().body().data = nullptr;
+        parser_->get().body().size = 0;
+        boost::system::error_code ec;
+        (void)parse_head_bytes(ec);
+        if (ec) {
+            co_return ec;
+        }
+        if (parser_->is_header_done()) {
+            const unsigned status = parser_->get().result_int();
+            if (status >= 200) {
+                co_return boost::system::error_code{};
+            }
+            if (status == 101 || status < 100 || ++interim_ > max_interim) {
+                co_return http::error::bad_status;
+            }
+            // An interim response has no body (RFC 9110 §15.2); Beast has
+            // parsed it as complete. The final answer follows on the same
+            // connection: parse it with a fresh parser, still counting the
+            // head bytes against the one limit.
+            parser_.emplace();
+            parser_->header_limit(head_limit);
+            parser_->body_limit(response_body_limit);
+            continue;
+        }
+        if (const auto fec = co_await fill()) {
+            co_return fec;
+        }
+    }
+}
+
+std::size_t upstream_response::parse_body(asio::mutable_buffer into, boost::system::error_code& ec) {
+    parser_->get().body().data = into.data();
+    parser_->get().body().size = into.size();
+    (void)parse_head_bytes(ec);
+    return into.size() - parser_->get().body().size;
+}
+
+asio::awaitable<boost::system::error_code> upstream_response::fill() {
+    auto& b = conn_.buffer;
+    const std::size_t room = std::min<std::size_t>(read_size, b.max_size() - b.size());
+    if (room == 0) {
+        co_return http::error::header_limit;
+    }
+    conn_.deadline.expires_after(timeout_);
+    // The first read waits for readability before trying: right after the
+    // request was written the answer cannot be there yet.
+    auto [ec, n] = co_await conn_.read_some(b.prepare(room), first_read_);
+    first_read_ = false;
+    b.commit(n);
+    if (ec == asio::error::eof) {
+        if (!parser_->is_header_done()) {
+            co_return parser_->got_some() ? http::error::partial_message : http::error::end_of_stream;
+        }
+        boost::system::error_code eec;
+        parser_->put_eof(eec);
+        co_return eec ? eec : http::error::end_of_stream;
+    }
+    co_return ec;
+}
+
+bool upstream_response::reusable() const noexcept {
+    return parser_->is_done() && parser_->keep_alive() && conn_.is_open() && conn_.buffer.size() == 0;
+}
+
+// ---- upstream_pool ------------------------------------------------------------
+
 upstream_pool::upstream_pool(asio::io_context& ioc, const provider& p, std::shared_ptr<asio::ssl::context> tls)
     : ioc_(ioc), prov_(p), tls_ctx_(p.tls ? std::move(tls) : nullptr), resolver_(ioc) {}
 
@@ -281,14 +402,13 @@ asio::awaitable<std::unique_ptr<upstream_conn>> upstream_pool::connect(std::chro
                                                                        boost::system::error_code& ec) {
     using asio::as_tuple;
     using asio::use_awaitable;
-    auto [rec, results] = co_await resolver_.async_resolve(prov_.host, std::to_string(prov_.port),
-                                                           as_tuple(use_awaitable));
-    if (rec) {
-        ec = rec;
+    const auto give_up_at = std::chrono::steady_clock::now() + timeout;
+    auto results = co_await resolve(give_up_at, ec);
+    if (ec) {
         co_return nullptr;
     }
     auto c = std::make_unique<upstream_conn>(ioc_, tls_ctx_ ? tls_ctx_->native_handle() : nullptr);
-    c->deadline.expires_after(timeout);
+    c->deadline.expires_after(give_up_at - std::chrono::steady_clock::now());
     auto [cec, ep] = co_await asio::async_connect(c->socket(), results, as_tuple(use_awaitable));
     if (cec = c->deadline.settle(cec); cec) {
         ec = cec;
@@ -323,6 +443,56 @@ asio::awaitable<std::unique_ptr<upstream_conn>> upstream_pool::connect(std::chro
     }
     ec = {};
     co_return c;
+}
+
+asio::awaitable<asio::ip::tcp::resolver::results_type> upstream_pool::resolve(
+    std::chrono::steady_clock::time_point give_up_at, boost::system::error_code& ec) {
+    const auto now = std::chrono::steady_clock::now();
+    if (resolving_ && resolving_->finished) {
+        if (!resolving_->ec) {
+            resolved_ = resolving_->results;
+            resolved_at_ = now;
+        }
+        resolving_.reset();
+    }
+    if (!resolved_.empty() && now - resolved_at_ < resolve_ttl) {
+        ec = {};
+        co_return resolved_;
+    }
+    // getaddrinfo runs on Asio's resolver thread and cannot be interrupted;
+    // a request waits for it only until its connect deadline, and every
+    // request that needs the name meanwhile waits for the same lookup.
+    if (!resolving_) {
+        resolving_ = std::make_shared<resolve_state>();
+        resolver_.async_resolve(prov_.host, std::to_string(prov_.port),
+                                [st = resolving_](const boost::system::error_code& rec,
+                                                  asio::ip::tcp::resolver::results_type r) {
+                                    st->ec = rec;
+                                    st->results = std::move(r);
+                                    st->finished = true;
+                                    for (auto* t : st->waiters) {
+                                        t->cancel();
+                                    }
+                                });
+    }
+    const auto st = resolving_;
+    asio::steady_timer wait(ioc_);
+    wait.expires_at(give_up_at);
+    st->waiters.push_back(&wait);
+    (void)co_await wait.async_wait(asio::as_tuple(asio::use_awaitable));
+    std::erase(st->waiters, &wait);
+    if (!st->finished) {
+        ec = beast::error::timeout;
+        co_return asio::ip::tcp::resolver::results_type{};
+    }
+    if (st->ec) {
+        ec = st->ec;
+        co_return asio::ip::tcp::resolver::results_type{};
+    }
+    resolved_ = st->results;
+    resolved_at_ = std::chrono::steady_clock::now();
+    ec = {};
+    co_return st->results;
 }
 
 }  // namespace byok::relay

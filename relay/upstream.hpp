@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <span>
 #include <tuple>
 #include <vector>
@@ -18,7 +19,10 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/parser.hpp>
 #include <openssl/ssl.h>
 
 #include "relay/config.hpp"
@@ -76,7 +80,7 @@ public:
     // Time limit for the operation about to start (then settled by the calls above).
     socket_deadline deadline{sock_};
     // Bytes read from the provider, not yet parsed: a response head (at most
-    // 16 KiB, counted by session::forward) plus one read.
+    // 16 KiB, counted by upstream_response) plus one read.
     beast::flat_buffer buffer{20 * 1024};
     std::chrono::steady_clock::time_point idle_since{};
 
@@ -85,6 +89,65 @@ private:
     [[nodiscard]] asio::awaitable<boost::system::error_code> wait_for(int ssl_want);
     // `sys_errno`: errno as it was right after the failed OpenSSL call.
     [[nodiscard]] boost::system::error_code tls_error(int ssl_error, int sys_errno) const noexcept;
+};
+
+// Reading one answer from a provider: its head, then its body piece by piece.
+//
+// The provider's HTTP is read here and nowhere else. Interim responses
+// (100 Continue, 103 Early Hints: RFC 9110 §15.2) are read and dropped: they
+// are not the answer, and taking one for the answer would leave the real
+// answer in the connection for the next request that reuses it. 101
+// (Switching Protocols) is an error: the relay never asks to switch. The head
+// is limited in total (all interim heads and the final one together), since
+// Beast's header_limit only bounds what one put() sees.
+//
+// Owned by one request on the connection's thread; `conn` must outlive it.
+class upstream_response {
+public:
+    using parser_type = beast::http::response_parser<beast::http::buffer_body>;
+    static constexpr std::size_t head_limit = 16 * 1024;
+    static constexpr std::size_t max_interim = 8;
+    static constexpr std::size_t read_size = 4096;
+
+    upstream_response(upstream_conn& conn, std::chrono::seconds timeout) noexcept;
+
+    // Reads until the head of the final response is parsed (body bytes that
+    // came with it stay buffered for parse_body). Errors:
+    // beast::error::timeout, upstream I/O errors, or an http::error for a
+    // malformed, oversized or 101 answer.
+    [[nodiscard]] asio::awaitable<boost::system::error_code> read_head();
+
+    // Parses body bytes already received into `into`, without waiting.
+    // Returns how many bytes were written; error on a framing error.
+    [[nodiscard]] std::size_t parse_body(asio::mutable_buffer into, boost::system::error_code& ec);
+    // Waits for more bytes from the provider (at most read_size). A clean end
+    // of the connection is given to the parser, which decides whether it
+    // ended a close-delimited body (done(), then http::error::end_of_stream)
+    // or cut the answer short (an error).
+    [[nodiscard]] asio::awaitable<boost::system::error_code> fill();
+
+    [[nodiscard]] const beast::http::response_header<>& head() const noexcept { return parser_->get().base(); }
+    [[nodiscard]] unsigned status() const noexcept { return parser_->get().result_int(); }
+    [[nodiscard]] bool chunked() const noexcept { return parser_->chunked(); }
+    [[nodiscard]] std::optional<std::uint64_t> content_length() const noexcept {
+        const auto n = parser_->content_length();
+        return n ? std::optional<std::uint64_t>(*n) : std::nullopt;
+    }
+    // The final answer was read in full, framed as its head said.
+    [[nodiscard]] bool done() const noexcept { return parser_->is_done(); }
+    // The connection may carry another request: the whole final answer was
+    // read, the provider did not ask to close, and nothing is left over.
+    [[nodiscard]] bool reusable() const noexcept;
+
+private:
+    std::size_t parse_head_bytes(boost::system::error_code& ec);
+
+    upstream_conn& conn_;
+    std::chrono::seconds timeout_;
+    std::optional<parser_type> parser_;
+    std::size_t head_bytes_ = 0;
+    std::size_t interim_ = 0;
+    bool first_read_ = true;
 };
 
 // Idle connections to one provider, for one thread.
@@ -109,10 +172,25 @@ public:
     [[nodiscard]] const provider& prov() const noexcept { return prov_; }
 
 private:
+    // One lookup of the provider's name, shared by every request that waits for it.
+    struct resolve_state {
+        bool finished = false;
+        boost::system::error_code ec;
+        asio::ip::tcp::resolver::results_type results;
+        std::vector<asio::steady_timer*> waiters;  // woken when the lookup ends
+    };
+    // The provider's addresses: cached for a while; otherwise looked up,
+    // waiting no later than `give_up_at` (then ec = beast::error::timeout).
+    [[nodiscard]] asio::awaitable<asio::ip::tcp::resolver::results_type> resolve(
+        std::chrono::steady_clock::time_point give_up_at, boost::system::error_code& ec);
+
     asio::io_context& ioc_;
     const provider& prov_;
     std::shared_ptr<asio::ssl::context> tls_ctx_;
     asio::ip::tcp::resolver resolver_;
+    std::shared_ptr<resolve_state> resolving_;
+    asio::ip::tcp::resolver::results_type resolved_;
+    std::chrono::steady_clock::time_point resolved_at_{};
     std::vector<std::unique_ptr<upstream_conn>> idle_;
     void* session_ = nullptr;  // SSL_SESSION*, owned
 };

@@ -1,0 +1,155 @@
+#include "relay/key_path.hpp"
+
+#include <array>
+#include <cctype>
+#include <cstring>
+
+#include <boost/asio/post.hpp>
+#include <boost/beast/core/error.hpp>
+
+#include "crypto/secret.hpp"
+#include "relay/http_util.hpp"
+
+namespace byok::relay {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+
+namespace {
+
+// A request whose head and body fit here goes out as one TLS record from
+// one locked pooled page; a larger body follows the head as its own buffer.
+constexpr std::size_t one_block = crypto::secret_bytes::pool_block_size;
+
+std::string_view auth_prefix(auth_style a) noexcept {
+    switch (a) {
+    case auth_style::bearer: return "Authorization: Bearer ";
+    case auth_style::x_api_key: return "x-api-key: ";
+    case auth_style::api_key: return "api-key: ";
+    }
+    return "Authorization: Bearer ";
+}
+
+// Writes the head twice over: once counting (out == nullptr), once copying.
+class head_writer {
+public:
+    explicit head_writer(char* out) noexcept : out_(out) {}
+    head_writer& operator<<(std::string_view s) noexcept {
+        if (out_ != nullptr) {
+            std::memcpy(out_ + n_, s.data(), s.size());
+        }
+        n_ += s.size();
+        return *this;
+    }
+    head_writer& lower(std::string_view s) noexcept {
+        for (std::size_t i = 0; i < s.size(); ++i) {
+            if (out_ != nullptr) {
+                out_[n_ + i] = static_cast<char>(std::tolower(static_cast<unsigned char>(s[i])));
+            }
+        }
+        n_ += s.size();
+        return *this;
+    }
+    [[nodiscard]] std::size_t size() const noexcept { return n_; }
+
+private:
+    char* out_;
+    std::size_t n_ = 0;
+};
+
+// The whole request head with the key, and the body if it fits beside it.
+void write_head(head_writer& w, const sealed_request& rq, const provider& prov, std::string_view key,
+                std::string_view content_length, bool inline_body) {
+    w << rq.method << " " << rq.upstream_target << " HTTP/1.1\r\nHost: " << prov.host_header << "\r\n";
+    w << auth_prefix(prov.auth) << key << "\r\n";
+    char name[64];
+    for (const auto& f : *rq.headers) {
+        const std::string_view n = f.name_string();
+        if (n.size() >= sizeof name) {
+            continue;  // no forwarded header has a longer name
+        }
+        for (std::size_t i = 0; i < n.size(); ++i) {
+            name[i] = static_cast<char>(std::tolower(static_cast<unsigned char>(n[i])));
+        }
+        if (forward_request_header(std::string_view(name, n.size())) && field_value_ok(f.value())) {
+            w.lower(n) << ": " << f.value() << "\r\n";
+        }
+    }
+    if (!content_length.empty()) {
+        w << "Content-Length: " << content_length << "\r\n";
+    }
+    w << "\r\n";
+    if (inline_body) {
+        w << rq.body;
+    }
+}
+
+}  // namespace
+
+asio::awaitable<sent_request> open_and_send(const key_path_env& env, const sealed_request& rq,
+                                            std::int64_t now_unix) {
+    sent_request out;
+
+    // 1. Open and check. The key exists from here to the end of this function.
+    const std::string_view authorization = (*rq.headers)[beast::http::field::authorization];
+    const crypto::request_facts facts{rq.method, rq.sealed_path, rq.body_sha256, authorization};
+    auto checked = env.checker.check(env.keys, facts, now_unix);
+    if (!checked) {
+        out.error = from_seal_error(checked.error());
+        out.seal_refused = out.error != error_code::overloaded;
+        co_return out;
+    }
+    const crypto::opened_key key = std::move(checked).take_key();
+
+    // 2. A slot, then a verified connection, before the key is put anywhere.
+    out.slot = in_flight_slot::try_take(env.in_flight, env.max_in_flight);
+    if (!out.slot) {
+        out.error = error_code::overloaded;
+        co_return out;
+    }
+    out.conn = env.pool.take();
+    if (!out.conn) {
+        boost::system::error_code ec;
+        out.conn = co_await env.pool.connect(std::chrono::seconds(env.cfg.upstream_connect_timeout_s), ec);
+        if (!out.conn) {
+            out.error = ec == beast::error::timeout ? error_code::upstream_timeout : error_code::upstream_unreachable;
+            co_return out;
+        }
+    }
+
+    // 3. The head, in one locked block sized for it (pooled when it fits a page).
+    char length_text[24];
+    std::size_t length_len = 0;
+    if (!rq.body.empty() || rq.method == "POST") {
+        length_len = static_cast<std::size_t>(std::snprintf(length_text, sizeof length_text, "%zu", rq.body.size()));
+    }
+    const std::string_view content_length(length_text, length_len);
+    head_writer counter(nullptr);
+    write_head(counter, rq, env.prov, key.value(), content_length, false);
+    const bool inline_body = counter.size() + rq.body.size() <= one_block;
+    crypto::secret_bytes head = crypto::secret_bytes::allocate(counter.size() + (inline_body ? rq.body.size() : 0));
+    head_writer writer(head.chars().data());
+    write_head(writer, rq, env.prov, key.value(), content_length, inline_body);
+
+    // 4. Write, then wipe. Code that handles the key may leave pieces of it in
+    // stack frames it does not wipe: after OpenSSL began writing to the
+    // socket itself, the residue test found 40 key bytes on the worker's
+    // stack 1 KiB below the event loop's frame, out of reach of a wipe from
+    // here. A handler posted to this thread runs from the top of its event
+    // loop and zeroes the 16 KiB below it: every frame this request used.
+    const std::array<asio::const_buffer, 2> bufs{asio::buffer(head.data(), head.size()),
+                                                 asio::buffer(inline_body ? std::string_view() : rq.body)};
+    out.conn->deadline.expires_after(std::chrono::seconds(env.cfg.upstream_timeout_s));
+    const auto wec = co_await out.conn->write(bufs);
+    head = crypto::secret_bytes();  // wiped and back to the pool
+    asio::post(out.conn->socket().get_executor(), [] { crypto::wipe_stack_below(); });
+    if (wec) {
+        out.conn->close();
+        out.error = wec == beast::error::timeout ? error_code::upstream_timeout : error_code::upstream_unreachable;
+        co_return out;
+    }
+    out.ok = true;
+    co_return out;
+}  // `key` is wiped here
+
+}  // namespace byok::relay

@@ -1,0 +1,62 @@
+#pragma once
+// The user's key, from seal to wire, in one place (relay/key_path.cpp):
+// open and check the seal, take an in-flight slot, get a verified upstream
+// connection, build the request head in locked secret memory sized once,
+// write it, wipe it, and wipe the stack the writing used. Nothing else in
+// the relay ever sees the key. docs/security.md walks through this file.
+//
+// Called on the client connection's worker thread; the pool belongs to that
+// thread.
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/beast/http/fields.hpp>
+
+#include "crypto/keyring.hpp"
+#include "crypto/seal.hpp"
+#include "relay/admission.hpp"
+#include "relay/config.hpp"
+#include "relay/errors.hpp"
+#include "relay/upstream.hpp"
+
+namespace byok::relay {
+
+// The request as the client sent it (views; the caller keeps them alive).
+struct sealed_request {
+    std::string_view method;
+    std::string_view sealed_path;   // public prefix + target: what the seal names
+    std::string_view upstream_target;
+    const boost::beast::http::fields* headers = nullptr;  // forwarded by the allowlist
+    std::string_view body;
+    const crypto::sha256_digest* body_sha256 = nullptr;
+};
+
+struct key_path_env {
+    crypto::seal_checker& checker;
+    const crypto::keyring& keys;
+    std::atomic<std::int64_t>& in_flight;
+    std::size_t max_in_flight;
+    upstream_pool& pool;
+    const provider& prov;
+    const config& cfg;
+};
+
+// What is left once the key is gone: on success a connection on which the
+// request was written, and the in-flight slot the exchange holds.
+struct sent_request {
+    bool ok = false;
+    error_code error = error_code::internal_error;  // when !ok
+    bool seal_refused = false;                       // the error came from the seal check
+    std::unique_ptr<upstream_conn> conn;
+    in_flight_slot slot = in_flight_slot::none();
+};
+
+// Opens the seal for `rq` and, if it checks, sends the one request it allows.
+[[nodiscard]] boost::asio::awaitable<sent_request> open_and_send(const key_path_env& env, const sealed_request& rq,
+                                                                 std::int64_t now_unix);
+
+}  // namespace byok::relay

@@ -1,0 +1,334 @@
+#include "relay/pump.hpp"
+
+#include <ctime>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/http/error.hpp>
+
+#include "relay/http_util.hpp"
+
+namespace byok::relay {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::as_tuple;
+using asio::use_awaitable;
+using namespace asio::experimental::awaitable_operators;
+
+namespace {
+
+// One piece of response body as it goes on the wire: an HTTP/1.1 chunk when
+// the relay frames the answer as chunked, the bytes alone otherwise. An
+// empty piece is nothing at all, never the last-chunk.
+class body_piece {
+public:
+    body_piece(std::string_view data, bool chunked) noexcept : data_(data) {
+        if (chunked && !data.empty()) {
+            size_len_ = static_cast<std::size_t>(std::snprintf(size_line_, sizeof size_line_, "%zx\r\n", data.size()));
+            crlf_len_ = 2;
+        }
+    }
+    [[nodiscard]] asio::const_buffer size_line() const noexcept { return asio::buffer(size_line_, size_len_); }
+    [[nodiscard]] asio::const_buffer data() const noexcept { return asio::buffer(data_); }
+    [[nodiscard]] asio::const_buffer crlf() const noexcept { return asio::buffer("\r\n", crlf_len_); }
+
+private:
+    char size_line_[24]{};
+    std::size_t size_len_ = 0;
+    std::size_t crlf_len_ = 0;
+    std::string_view data_;
+};
+
+error_code failure_for(const boost::system::error_code& ec) noexcept {
+    if (ec == beast::error::timeout) {
+        return error_code::upstream_timeout;
+    }
+    if (ec.category() == http::make_error_code(http::error::bad_version).category()) {
+        return error_code::upstream_bad_response;
+    }
+    return error_code::upstream_unreachable;
+}
+
+}  // namespace
+
+answer_framing decide_framing(unsigned status, bool upstream_chunked, std::optional<std::uint64_t> upstream_length,
+                              bool is_sse, unsigned client_version) noexcept {
+    answer_framing f;
+    if (status == 204 || status == 304) {
+        f.k = answer_framing::kind::none;
+    } else if (upstream_length && !upstream_chunked) {
+        f.k = answer_framing::kind::length;  // passed byte for byte: nothing may be added inside
+    } else if (client_version >= 11) {
+        f.k = answer_framing::kind::chunked;
+        f.keepalive_comments = is_sse;
+    } else {
+        f.k = answer_framing::kind::close;  // HTTP/1.0: the end of the body is the end of the connection
+    }
+    return f;
+}
+
+void sse_boundary::feed(std::string_view bytes) noexcept {
+    for (const char c : bytes) {
+        if (c == '\n' && prev_ == '\r') {
+            // The LF of a CRLF: the CR already counted.
+        } else if (c == '\r' || c == '\n') {
+            ++line_ends_;
+        } else {
+            line_ends_ = 0;
+        }
+        prev_ = c;
+    }
+}
+
+answer_pump::answer_pump(asio::ip::tcp::socket& client, socket_deadline& client_deadline, upstream_conn& conn,
+                         const config& cfg, cors_decision cors, bool keep_alive, unsigned client_version)
+    : client_(client),
+      client_deadline_(client_deadline),
+      conn_(conn),
+      cfg_(cfg),
+      cors_(cors),
+      keep_alive_(keep_alive),
+      client_version_(client_version),
+      resp_(conn, std::chrono::seconds(cfg.upstream_timeout_s)),
+      writer_wake_(client.get_executor()),
+      reader_wake_(client.get_executor()) {}
+
+asio::awaitable<pump_result> answer_pump::run() {
+    co_await (exchange() && watcher());
+    result_.reusable = result_.complete && !result_.client_gone && resp_.reusable();
+    result_.total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - sent_at_).count();
+    co_return result_;
+}
+
+void answer_pump::client_left() {
+    result_.client_gone = true;
+    conn_.close();  // the provider stops generating for nobody
+    wake(reader_wake_);
+    wake(writer_wake_);
+}
+
+asio::awaitable<bool> answer_pump::write_client(std::span<const asio::const_buffer> bufs) {
+    client_deadline_.expires_after(std::chrono::seconds(cfg_.write_timeout_s));
+    auto [ec, n] = co_await asio::async_write(client_, bufs, as_tuple(use_awaitable));
+    (void)client_deadline_.settle(ec);
+    result_.bytes_out += n;
+    co_return !ec;
+}
+
+std::string answer_pump::client_head() {
+    const auto& head = resp_.head();
+    const unsigned status = resp_.status();
+    const bool is_sse = head[http::field::content_type].substr(0, 17) == "text/event-stream";
+    framing_ = decide_framing(status, resp_.chunked(), resp_.content_length(), is_sse, client_version_);
+    if (framing_.k == answer_framing::kind::close) {
+        keep_alive_ = false;
+    }
+    std::string h;
+    h.reserve(640);
+    h.append("HTTP/1.1 ").append(std::to_string(status)).append(" ").append(reason_phrase(status));
+    h.append("\r\nDate: ").append(http_date(static_cast<std::int64_t>(std::time(nullptr)))).append("\r\n");
+    std::string name;
+    for (const auto& f : head) {
+        name.assign(f.name_string());
+        for (auto& c : name) {
+            c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        }
+        if (forward_response_header(name) && field_value_ok(f.value())) {
+            h.append(name).append(": ").append(f.value()).append("\r\n");
+        }
+    }
+    h.append("Cache-Control: no-store\r\nX-Accel-Buffering: no\r\n");
+    append_cors(h, cors_);
+    switch (framing_.k) {
+    case answer_framing::kind::length:
+        h.append("Content-Length: ").append(std::to_string(*resp_.content_length())).append("\r\n");
+        break;
+    case answer_framing::kind::chunked:
+        h.append("Transfer-Encoding: chunked\r\n");
+        break;
+    case answer_framing::kind::none:
+    case answer_framing::kind::close:
+        break;
+    }
+    if (!keep_alive_) {
+        h.append("Connection: close\r\n");
+    }
+    h.append("\r\n");
+    return h;
+}
+
+asio::awaitable<void> answer_pump::exchange() {
+    const auto ec = co_await resp_.read_head();
+    if (ec || result_.client_gone) {
+        result_.failure = failure_for(ec);
+        done_ = true;
+        boost::system::error_code ignored;
+        client_.cancel(ignored);  // stops the watcher
+        co_return;
+    }
+    result_.ttfb_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - sent_at_).count();
+    result_.status = resp_.status();
+    // Body bytes that came with the head are in bufs_[0].
+    boost::system::error_code pec;
+    const std::size_t first = resp_.parse_body(asio::buffer(bufs_[0]), pec);
+    pending_ = std::string_view(bufs_[0].data(), first);
+    has_pending_ = first > 0;
+    if (!pec && resp_.done()) {
+        // The whole answer is here: head, body and end in one write.
+        const std::string h = client_head();
+        const bool chunked = framing_.k == answer_framing::kind::chunked;
+        const body_piece piece(pending_, chunked);
+        const std::array<asio::const_buffer, 5> bufs{asio::buffer(h), piece.size_line(), piece.data(), piece.crlf(),
+                                                     asio::buffer(chunked ? std::string_view("0\r\n\r\n") : "")};
+        result_.head_written = true;
+        result_.complete = co_await write_client(bufs);
+        if (!result_.complete) {
+            result_.client_gone = true;
+        }
+    } else if (pec) {
+        result_.failure = error_code::upstream_bad_response;
+    } else {
+        result_.head_written = true;
+        co_await (reader() && writer());
+    }
+    done_ = true;
+    boost::system::error_code ignored;
+    client_.cancel(ignored);  // stops the watcher
+}
+
+asio::awaitable<void> answer_pump::reader() {
+    std::size_t idx = 1;  // bufs_[0] may hold the first piece
+    boost::system::error_code ec;
+    while (!resp_.done() && !result_.client_gone) {
+        const auto into = asio::buffer(bufs_[idx]);
+        std::size_t got = resp_.parse_body(into, ec);
+        if (!ec && got == 0 && !resp_.done()) {
+            ec = co_await resp_.fill();  // nothing buffered: wait for the provider
+            if (!ec || (ec == http::error::end_of_stream && resp_.done())) {
+                boost::system::error_code pec;
+                got = resp_.parse_body(into, pec);
+                if (pec) {
+                    ec = pec;
+                }
+            }
+        }
+        if (got > 0) {
+            while (has_pending_ && !result_.client_gone) {
+                reader_wake_.expires_at(asio::steady_timer::time_point::max());
+                co_await reader_wake_.async_wait(as_tuple(use_awaitable));
+            }
+            if (result_.client_gone) {
+                break;
+            }
+            pending_ = std::string_view(bufs_[idx].data(), got);
+            has_pending_ = true;
+            idx ^= 1;
+            wake(writer_wake_);
+        }
+        if (ec && !(ec == http::error::end_of_stream && resp_.done())) {
+            break;
+        }
+    }
+    result_.complete = resp_.done();  // for now: the writer ends the answer
+    finished_ = true;
+    wake(writer_wake_);
+}
+
+asio::awaitable<void> answer_pump::writer() {
+    const std::string h = client_head();  // decides framing_
+    const bool chunked = framing_.k == answer_framing::kind::chunked;
+    {
+        // The head, with the first piece of body if it is already here.
+        const std::string_view first = has_pending_ ? pending_ : std::string_view();
+        const body_piece piece(first, chunked);
+        const std::array<asio::const_buffer, 4> bufs{asio::buffer(h), piece.size_line(), piece.data(), piece.crlf()};
+        const bool ok = co_await write_client(bufs);
+        boundary_.feed(first);
+        if (has_pending_) {
+            has_pending_ = false;
+            wake(reader_wake_);
+        }
+        if (!ok) {
+            client_left();
+            co_return;
+        }
+    }
+    const auto quiet = std::chrono::seconds(cfg_.sse_keepalive_s);
+    for (;;) {
+        if (result_.client_gone) {
+            co_return;
+        }
+        if (has_pending_) {
+            const body_piece piece(pending_, chunked);
+            const std::array<asio::const_buffer, 3> bufs{piece.size_line(), piece.data(), piece.crlf()};
+            const bool ok = co_await write_client(bufs);
+            boundary_.feed(pending_);
+            has_pending_ = false;
+            wake(reader_wake_);
+            if (!ok) {
+                client_left();
+                co_return;
+            }
+            continue;
+        }
+        if (finished_) {
+            break;
+        }
+        if (framing_.keepalive_comments) {
+            writer_wake_.expires_after(quiet);
+        } else {
+            writer_wake_.expires_at(asio::steady_timer::time_point::max());
+        }
+        auto [wec] = co_await writer_wake_.async_wait(as_tuple(use_awaitable));
+        if (!wec && framing_.keepalive_comments && boundary_.at_boundary() && !has_pending_ && !finished_ &&
+            !result_.client_gone) {
+            // A comment line between two events: ignored by SSE parsers, it
+            // keeps idle-timeout proxies from cutting the stream.
+            static constexpr std::string_view ka = ": keep-alive\n\n";
+            const body_piece piece(ka, true);
+            const std::array<asio::const_buffer, 3> bufs{piece.size_line(), piece.data(), piece.crlf()};
+            if (!co_await write_client(bufs)) {
+                client_left();
+                co_return;
+            }
+        }
+    }
+    if (result_.complete) {
+        if (chunked) {
+            const std::array<asio::const_buffer, 1> end{asio::buffer(std::string_view("0\r\n\r\n"))};
+            if (!co_await write_client(end)) {
+                result_.complete = false;
+                result_.client_gone = true;
+            }
+        }
+    } else {
+        // The provider broke off mid-answer: the client must see a broken
+        // answer, not a complete-looking one, so the connection is closed
+        // without the final chunk.
+        boost::system::error_code ignored;
+        client_.close(ignored);
+    }
+}
+
+asio::awaitable<void> answer_pump::watcher() {
+    // Peeks at one byte of the client's socket, with no buffer and no time
+    // limit: a generation may last minutes and the client sends nothing
+    // meanwhile. A reactor read, not async_wait: after the request's read
+    // drained the socket Asio queues it without a system call, where
+    // async_wait re-arms the descriptor (epoll_ctl) each time.
+    char byte = 0;
+    auto [ec, n] = co_await client_.async_receive(asio::buffer(&byte, 1), asio::socket_base::message_peek,
+                                                  as_tuple(use_awaitable));
+    if (done_ || ec == asio::error::operation_aborted || (!ec && n > 0)) {
+        co_return;  // the exchange ended first, or a pipelined request (read after this answer)
+    }
+    // End of stream, reset, or an error: the client is gone.
+    client_left();
+}
+
+}  // namespace byok::relay

@@ -1,0 +1,122 @@
+#pragma once
+// Relaying one provider answer to the client: the stage after the request
+// (and the key) went upstream.
+//
+// The answer's framing toward the client is decided in one place
+// (decide_framing): a length-framed answer is passed byte for byte with its
+// Content-Length; an answer the provider frames by chunks or by closing is
+// re-framed by the relay as chunked (HTTP/1.1 clients) or close-delimited
+// (HTTP/1.0). Only into a body the relay frames itself, and only between two
+// SSE events, does it write `: keep-alive` comments when the provider is
+// silent for sse_keepalive_s.
+//
+// An answer that arrives whole with its head goes out in one write by one
+// coroutine. Otherwise three activities share the connection's thread: the
+// reader (provider -> two small buffers), the writer (buffers -> client) and
+// the watcher (notices the client leaving and closes the upstream at once).
+//
+// One pump per answer, on the client connection's thread; the sockets it is
+// given must outlive it.
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "relay/config.hpp"
+#include "relay/deadline.hpp"
+#include "relay/errors.hpp"
+#include "relay/response.hpp"
+#include "relay/upstream.hpp"
+
+namespace byok::relay {
+
+struct answer_framing {
+    enum class kind { none, length, chunked, close } k = kind::none;
+    bool keepalive_comments = false;  // SSE into a body the relay frames itself
+};
+
+// `client_version`: 10 or 11. `is_sse`: the answer's Content-Type is text/event-stream.
+[[nodiscard]] answer_framing decide_framing(unsigned status, bool upstream_chunked,
+                                            std::optional<std::uint64_t> upstream_length, bool is_sse,
+                                            unsigned client_version) noexcept;
+
+// Tracks whether the SSE bytes forwarded so far end between two events
+// (after a blank line: two line ends in a row, CRLF counting as one), where
+// a comment line can go without splitting an event.
+class sse_boundary {
+public:
+    void feed(std::string_view bytes) noexcept;
+    [[nodiscard]] bool at_boundary() const noexcept { return line_ends_ >= 2; }
+
+private:
+    unsigned line_ends_ = 2;  // nothing forwarded yet: a boundary
+    char prev_ = '\n';
+};
+
+struct pump_result {
+    bool head_written = false;  // false: the session answers `failure` itself
+    bool complete = false;      // the whole answer reached the client, framed
+    bool client_gone = false;
+    bool reusable = false;      // the upstream connection may serve another request
+    unsigned status = 0;        // the provider's final status
+    error_code failure = error_code::internal_error;
+    std::uint64_t bytes_out = 0;
+    double ttfb_s = 0;          // request written -> final head read
+    double total_s = 0;         // request written -> answer ended
+};
+
+class answer_pump {
+public:
+    answer_pump(boost::asio::ip::tcp::socket& client, socket_deadline& client_deadline, upstream_conn& conn,
+                const config& cfg, cors_decision cors, bool keep_alive, unsigned client_version);
+    answer_pump(const answer_pump&) = delete;
+    answer_pump& operator=(const answer_pump&) = delete;
+
+    // Runs until the answer ended, failed or the client left. Closes the
+    // client socket when an answer broke off after its head was sent (the
+    // client must see a cut, not a complete-looking answer).
+    [[nodiscard]] boost::asio::awaitable<pump_result> run();
+
+private:
+    static constexpr std::size_t chunk = 4096;
+
+    boost::asio::awaitable<void> exchange();
+    boost::asio::awaitable<void> reader();
+    boost::asio::awaitable<void> writer();
+    boost::asio::awaitable<void> watcher();
+    [[nodiscard]] std::string client_head();
+    [[nodiscard]] boost::asio::awaitable<bool> write_client(std::span<const boost::asio::const_buffer> bufs);
+    void client_left();
+    static void wake(boost::asio::steady_timer& t) { t.cancel(); }
+
+    boost::asio::ip::tcp::socket& client_;
+    socket_deadline& client_deadline_;
+    upstream_conn& conn_;
+    const config& cfg_;
+    cors_decision cors_;
+    bool keep_alive_;
+    unsigned client_version_;
+    upstream_response resp_;
+    answer_framing framing_;
+    sse_boundary boundary_;
+    pump_result result_;
+    std::chrono::steady_clock::time_point sent_at_ = std::chrono::steady_clock::now();
+
+    // Reader -> writer hand-off: at most one chunk pending while the reader fills the other buffer.
+    boost::asio::steady_timer writer_wake_;
+    boost::asio::steady_timer reader_wake_;
+    std::array<std::array<char, chunk>, 2> bufs_{};
+    std::string_view pending_;
+    bool has_pending_ = false;
+    bool finished_ = false;  // the reader is done (complete or failed)
+    bool done_ = false;      // the exchange is over; the watcher stops
+};
+
+}  // namespace byok::relay

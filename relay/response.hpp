@@ -1,0 +1,54 @@
+#pragma once
+// The one way the relay writes an answer of its own (errors, local routes,
+// preflights): a response value, then its head rendered in one place. The
+// CORS decision is made once per request, from its Origin header, and
+// carried as a value. Pure; thread-safe.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <boost/beast/http/fields.hpp>
+
+#include "relay/config.hpp"
+#include "relay/errors.hpp"
+
+namespace byok::relay {
+
+// Whether the request's origin may read the answer.
+struct cors_decision {
+    std::string_view origin;  // the request's Origin header when allowed; empty when not (views the request)
+    [[nodiscard]] bool allowed() const noexcept { return !origin.empty(); }
+};
+
+[[nodiscard]] cors_decision decide_cors(const config& cfg, const boost::beast::http::fields& request) noexcept;
+
+// "Vary: Origin", and when allowed the Access-Control-Allow-Origin and
+// Access-Control-Expose-Headers lines.
+void append_cors(std::string& out, const cors_decision& cors);
+
+// An answer the relay makes itself.
+struct local_response {
+    unsigned status = 200;
+    std::string_view content_type;     // static text; empty for none
+    std::string body;                  // unless `shared_body` is set
+    std::shared_ptr<const std::string> shared_body;  // a file loaded at start, shared by requests
+    std::string extra_headers;         // whole "Name: value\r\n" lines
+    std::string_view error;            // the error code for the log and metrics, "" if none
+    bool head_only = false;            // HEAD: Content-Length of the body, no body bytes
+    bool close = false;                // the connection closes after this answer
+
+    [[nodiscard]] std::string_view body_view() const noexcept { return shared_body ? *shared_body : body; }
+};
+
+// The JSON error answer for `e`, with optional extra header lines.
+[[nodiscard]] local_response error_response(error_code e, std::string extra_headers = {});
+
+// The whole head of `r`: status line, Date, Content-Type, Content-Length
+// (not for 1xx, 204, 304), extra lines, CORS, "Connection: close" when the
+// connection will not be kept.
+[[nodiscard]] std::string render_head(const local_response& r, const cors_decision& cors, bool keep_alive,
+                                      std::int64_t now_unix);
+
+}  // namespace byok::relay
