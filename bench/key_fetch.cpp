@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "crypto/encoding.hpp"
+#include "crypto/keyring.hpp"
 
 namespace byok::bench {
 namespace {
@@ -166,14 +167,25 @@ key_config fetch_key_config(const parsed_url& u, const std::string& address, con
         throw std::runtime_error("GET " + target + " answered " + std::to_string(res.result_int()));
     }
     const auto j = nlohmann::json::parse(res.body(), nullptr, false);
-    if (j.is_discarded() || !j.contains("keys") || !j["keys"].is_array() || j["keys"].empty() ||
-        !j["keys"][0].contains("kid") || !j["keys"][0].contains("pk") || !j["keys"][0]["kid"].is_string() ||
-        !j["keys"][0]["pk"].is_string()) {
+    if (j.is_discarded() || !j.contains("keys") || !j["keys"].is_array()) {
         throw std::runtime_error("GET " + target + " did not answer a key configuration ({\"keys\":[{kid,pk}]})");
     }
+    // The first sealed-box key: a relay may list other kinds (HPKE) after it,
+    // and byok-loadgen seals with crypto_box_seal only.
+    const nlohmann::json* chosen = nullptr;
+    for (const auto& e : j["keys"]) {
+        if (e.is_object() && e.contains("kid") && e["kid"].is_string() && e.contains("pk") && e["pk"].is_string() &&
+            (!e.contains("alg") || e["alg"] == crypto::sealed_box_alg)) {
+            chosen = &e;
+            break;
+        }
+    }
+    if (chosen == nullptr) {
+        throw std::runtime_error("GET " + target + " listed no sealed-box key ({\"keys\":[{kid,pk,alg}]})");
+    }
     key_config k;
-    k.kid = j["keys"][0]["kid"].get<std::string>();
-    const auto pk_text = j["keys"][0]["pk"].get<std::string>();
+    k.kid = (*chosen)["kid"].get<std::string>();
+    const auto pk_text = (*chosen)["pk"].get<std::string>();
     const auto n = crypto::base64url_decode(pk_text, k.pk);
     if (!n || *n != k.pk.size()) {
         throw std::runtime_error("GET " + target + ": the key's pk is not 32 bytes of base64url");
