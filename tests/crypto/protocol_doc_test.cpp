@@ -1,6 +1,6 @@
-// docs/protocol.md's worked example is real: this test reads the fenced
+// docs/protocol.md's worked examples are real: this test reads the fenced
 // blocks labelled "example:<name>" out of the document and checks them with
-// libsodium and with the relay's own checker.
+// libsodium, with crypto/hpke.hpp and with the relay's own checker.
 #include "crypto/seal.hpp"
 
 #include <doctest/doctest.h>
@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "crypto/hpke.hpp"
 #include "tests/crypto/test_support.hpp"
 
 using namespace byok;
@@ -198,4 +199,99 @@ TEST_CASE("docs/protocol.md lists every seal error code with its status") {
         CAPTURE(row);
         CHECK(doc.find(row) != std::string::npos);
     }
+}
+
+TEST_CASE("docs/protocol.md worked example, HPKE: sk -> pk -> kid, each step of the seal, the relay accepts it") {
+    auto ex = example_blocks();
+    for (const char* name : {"hpke-test-secret-key-hex", "hpke-public-key", "hpke-kid", "hpke-key-config", "hpke-info",
+                             "hpke-ephemeral-secret-key-hex", "hpke-enc", "hpke-shared-secret-hex", "hpke-key-hex",
+                             "hpke-base-nonce-hex", "hpke-authorization"}) {
+        CAPTURE(name);
+        REQUIRE(ex.contains(name));
+        REQUIRE_FALSE(ex[name].empty());
+    }
+    namespace hpke = crypto::hpke;
+    auto key_from_hex = [](const std::string& h) {
+        const auto raw = from_hex(h);
+        auto s = crypto::secret_bytes::allocate(raw.size());
+        std::copy(raw.begin(), raw.end(), s.data());
+        auto k = hpke::private_key::from_bytes(std::move(s));
+        REQUIRE(k.has_value());
+        return std::move(*k);
+    };
+    auto to_hex = [](std::span<const unsigned char> b) {
+        std::string out(b.size() * 2 + 1, '\0');
+        sodium_bin2hex(out.data(), out.size(), b.data(), b.size());
+        out.pop_back();
+        return out;
+    };
+
+    // The test keys are what the document says they are: hashes of labels.
+    CHECK(to_hex(crypto::sha256("byok-relay docs/protocol.md worked example - HPKE TEST KEY, never use")) ==
+          ex["hpke-test-secret-key-hex"]);
+    CHECK(to_hex(crypto::sha256("byok-relay docs/protocol.md worked example - HPKE EPHEMERAL KEY, never use")) ==
+          ex["hpke-ephemeral-secret-key-hex"]);
+    const auto sk_r = key_from_hex(ex["hpke-test-secret-key-hex"]);
+    const auto sk_e = key_from_hex(ex["hpke-ephemeral-secret-key-hex"]);
+    CHECK(crypto::base64url_encode(sk_r.pk()) == ex["hpke-public-key"]);
+    CHECK(crypto::derive_hpke_kid(sk_r.pk()) == ex["hpke-kid"]);
+    CHECK(ex["hpke-info"] == "byok-relay v1 " + ex["hpke-kid"]);
+    CHECK(crypto::base64url_encode(sk_e.pk()) == ex["hpke-enc"]);
+
+    // Each step of SetupBaseS.
+    const auto shared = hpke::encap(sk_r.pk(), sk_e);
+    REQUIRE(shared.has_value());
+    CHECK(to_hex(shared->span()) == ex["hpke-shared-secret-hex"]);
+    const auto ctx = hpke::schedule_context::base(ex["hpke-info"]);
+    const auto schedule = hpke::key_schedule(shared->span(), ctx);
+    CHECK(to_hex(schedule.key()) == ex["hpke-key-hex"]);
+    CHECK(to_hex(schedule.base_nonce()) == ex["hpke-base-nonce-hex"]);
+
+    // The header: enc || ct, which the published recipient key opens to the
+    // payload of the first example, and which sealing with the published
+    // ephemeral key reproduces exactly.
+    const auto& auth = ex["hpke-authorization"];
+    const std::string prefix = "Sealed " + ex["hpke-kid"] + ".";
+    REQUIRE(auth.rfind(prefix, 0) == 0);
+    const std::string sealed_b64 = auth.substr(prefix.size());
+    bytes sealed(crypto::base64url_decoded_max(sealed_b64.size()));
+    const auto n = crypto::base64url_decode(sealed_b64, sealed);
+    REQUIRE(n);
+    sealed.resize(*n);
+    CHECK(sealed.size() == 224);
+    CHECK(b64(bytes(sealed.begin(), sealed.begin() + 32)) == ex["hpke-enc"]);
+    auto r = hpke::recipient::setup(std::span(sealed).first(32), sk_r, ctx);
+    REQUIRE(r.has_value());
+    std::string opened(sealed.size() - 48, '\0');
+    REQUIRE(std::move(*r).open({}, std::span(sealed).subspan(32),
+                               std::span(reinterpret_cast<unsigned char*>(opened.data()), opened.size())));
+    CHECK(opened == ex["payload"]);
+    auto s = hpke::sender::setup(sk_r.pk(), ctx, sk_e);
+    REQUIRE(s.has_value());
+    CHECK(std::move(*s).seal({}, as_bytes(ex["payload"])) == bytes(sealed.begin() + 32, sealed.end()));
+
+    // A key file holding both halves: the documented key config, and the
+    // relay's checker accepts the header for the first example's request.
+    temp_dir dir;
+    const auto key_path = dir.file("example-test-key.json");
+    {
+        std::ofstream out(key_path);
+        out << R"({"v":1,"alg":"x25519-sealedbox","sk":")" << b64(from_hex(ex["test-secret-key-hex"]))
+            << R"(","hpke_sk":")" << b64(from_hex(ex["hpke-test-secret-key-hex"])) << R"(","exp":1807776000})";
+    }
+    REQUIRE(::chmod(key_path.c_str(), 0600) == 0);
+    const auto ring = crypto::keyring::load({key_path});
+    const std::int64_t now = std::stoll(ex["relay-time"]);
+    CHECK(ring->key_config_json(now) == ex["hpke-key-config"]);
+    const auto& request_line = ex["request-line"];
+    const std::string method_text = request_line.substr(0, request_line.find(' '));
+    const std::string target = request_line.substr(request_line.find(' ') + 1);
+    const auto digest = crypto::sha256(ex["body"]);
+    crypto::seal_checker checker({}, 16);
+    CHECK(checker.precheck(*ring, auth, now) == std::nullopt);
+    const auto result = checker.check(*ring, {method_text, target, &digest, auth}, now);
+    REQUIRE(result.ok());
+    CHECK(result.key().value() == "sk-example-NOT-A-REAL-KEY-0123456789");
+    CHECK(error_of(checker.check(*ring, {method_text, target, &digest, auth}, now)) ==
+          crypto::seal_error::seal_replayed);
 }

@@ -174,3 +174,27 @@ test('without crypto.subtle at all (a plain-http page) the sealed box is used', 
   assert.equal(res.status, 200, await res.clone().text());
   assert.deepEqual(relay.state.seen.map((r) => r.alg), ['sealedbox']);
 });
+
+test('docs/protocol.md §11.2: @hpke/core opens the documented HPKE header to the documented payload', async () => {
+  const doc = readFileSync(new URL('../../docs/protocol.md', import.meta.url), 'utf8');
+  const example = (name) => {
+    const m = new RegExp('```\\w+ example:' + name + '\\n([\\s\\S]*?)\\n```').exec(doc);
+    assert.ok(m, name);
+    return m[1];
+  };
+  const sealed = Buffer.from(example('hpke-authorization').split('.')[1], 'base64url');
+  const ctx = await hpkeSuite.createRecipientContext({
+    recipientKey: await hpkeSuite.kem.deserializePrivateKey(hex(example('hpke-test-secret-key-hex'))),
+    enc: sealed.subarray(0, 32), info: new TextEncoder().encode(example('hpke-info')),
+  });
+  assert.equal(new TextDecoder().decode(await ctx.open(sealed.subarray(32))), example('payload'));
+  // ...and this library, given the documented ephemeral key, seals the same bytes.
+  const ephPk = b64u(sodium.crypto_scalarmult_base(hex(example('hpke-ephemeral-secret-key-hex'))));
+  assert.equal(ephPk, example('hpke-enc'));
+  const subtle = subtleWithEphemeral(await importPair(example('hpke-ephemeral-secret-key-hex'),
+    Buffer.from(ephPk, 'base64url').toString('hex')));
+  const header = await sealPayloadHpke(subtle, {
+    kid: example('hpke-kid'), pkBytes: Uint8Array.from(Buffer.from(example('hpke-public-key'), 'base64url')),
+  }, example('payload'));
+  assert.equal(header, example('hpke-authorization'));
+});
