@@ -142,6 +142,50 @@ test('a. 1,200 connections holding unfinished bodies under valid seals take no i
     assert.equal(stillHeld, N, 'every stalled connection was still held when the legitimate request went');
   });
 
+test('a2. a bad seal with a large announced body gets its 401 before a byte of the body is sent',
+  { timeout: 30000 }, async (t) => {
+    const relay = await h.startRelay({ providers: h.mockProviders(mock) });
+    t.after(() => relay.stop('SIGKILL'));
+    const keyConfig = await h.fetchKeys(relay.url);
+    const kid = keyConfig.keys[0].kid;
+    const body = JSON.stringify({ model: 'm' });
+    const valid = () => h.seal({ keyConfig, apiKey: h.randomApiKey('sk-precheck-'), path: CHAT, body });
+    // A seal accepted once, to be replayed.
+    const used = await valid();
+    const first = await fetch(new URL(CHAT, relay.url), { method: 'POST', body, headers: { authorization: used } });
+    assert.equal(first.status, 200);
+    await first.arrayBuffer();
+    const box = (await valid()).split('.')[1];
+    const cases = {
+      'no Authorization': [undefined, 'missing_seal'],
+      'a bearer key': ['Bearer sk-plain', 'missing_seal'],
+      'the scheme in lower case': [`sealed ${kid}.${box}`, 'missing_seal'],
+      'an unknown kid': [`Sealed AAAAAAAAAAAA.${box}`, 'unknown_kid'],
+      'base64 with padding': [`Sealed ${kid}.${box}==`, 'bad_seal'],
+      'base64 with + and /': [`Sealed ${kid}.${Buffer.from(box, 'base64url').toString('base64').replace(/=+$/, '')}+/`, 'bad_seal'],
+      'a box too short to be one': [`Sealed ${kid}.${Buffer.alloc(40, 7).toString('base64url')}`, 'bad_seal'],
+      'a box too long to be one': [`Sealed ${kid}.${Buffer.alloc(5000, 7).toString('base64url')}`, 'bad_seal'],
+      'a replayed seal': [used, 'seal_replayed'],
+    };
+    const results = await Promise.all(Object.entries(cases).map(async ([name, [authorization]]) => {
+      const c = await h.RawConnection.open(relay.port);
+      const t0 = Date.now();
+      try {
+        c.write(`POST ${CHAT} HTTP/1.1\r\nHost: relay.test\r\nContent-Type: application/json\r\n` +
+          `${authorization ? `Authorization: ${authorization}\r\n` : ''}Content-Length: 8000000\r\n\r\n`);
+        const r = await c.readResponse({ timeoutMs: 3000 });
+        return [name, `${r.status} ${JSON.parse(r.body.toString()).error?.code}`, Date.now() - t0];
+      } catch (e) {
+        return [name, e.timedOut ? 'no answer in 3 s' : e.message.slice(0, 100), Date.now() - t0];
+      } finally {
+        c.close();
+      }
+    }));
+    console.log(`precheck: ${results.map(([n, r, ms]) => `${n}: ${r} (${ms} ms)`).join('; ')}`);
+    assert.deepEqual(Object.fromEntries(results.map(([n, r]) => [n, r])),
+      Object.fromEntries(Object.entries(cases).map(([n, [, code]]) => [n, `401 ${code}`])));
+  });
+
 test('b. 600 connections stalling after 6 MB of an announced 8 MB body: RSS grows at most max_pending_body_bytes + 64 MiB, others are served, the stalled are dropped by the minimum rate',
   { timeout: 120000 }, async (t) => {
     // The default max_pending_body_bytes (256 MiB): the one a deployment
