@@ -297,6 +297,79 @@ test('b. 600 connections stalling after 6 MB of an announced 8 MB body: RSS grow
     assert.equal(pending, 0, 'byok_pending_body_bytes is back to 0');
   });
 
+test('b2. the body budget: a Content-Length that does not fit is refused at once, a chunked body as it grows; what fits is served',
+  { timeout: 30000 }, async (t) => {
+    const BUDGET = 1048576;
+    const relay = await h.startRelay({
+      providers: h.mockProviders(mock), metrics_listen: '127.0.0.1:0', max_pending_body_bytes: BUDGET,
+    });
+    t.after(() => relay.stop('SIGKILL'));
+    const keyConfig = await h.fetchKeys(relay.url);
+    const sealFor = (body) => h.seal({ keyConfig, apiKey: h.randomApiKey('sk-budget-'), path: CHAT, body });
+    const open = async () => {
+      const c = await h.RawConnection.open(relay.port);
+      t.after(() => c.close());
+      return c;
+    };
+    const answer = async (c) => {
+      const r = await c.readResponse({ timeoutMs: 3000 });
+      return `${r.status} ${r.status === 200 ? '' : JSON.parse(r.body.toString()).error?.code}`.trim() +
+        (r.status === 503 ? ` Retry-After ${r.headers['retry-after']?.[0]}` : '');
+    };
+    // A holds most of the budget: 1,000,000 bytes announced, 10 sent.
+    // A JSON body of exactly n bytes.
+    const bodyOf = (n, ch) => JSON.stringify({ model: 'm', pad: ch.repeat(n - JSON.stringify({ model: 'm', pad: '' }).length) });
+    const bigBody = bodyOf(1000000, 'a');
+    assert.equal(bigBody.length, 1000000);
+    const a = await open();
+    a.write(sealedHead(await sealFor(bigBody), bigBody.length) + bigBody.slice(0, 10));
+    await h.sleep(300);
+    const held = await h.metricValue(relay.metricsUrl, 'byok_pending_body_bytes');
+
+    // B announces more than is left: 503 at once, without sending a byte of body.
+    const midBody = bodyOf(100000, 'b');
+    const b = await open();
+    const tb = Date.now();
+    b.write(sealedHead(await sealFor(midBody), midBody.length));
+    const bAnswer = await answer(b).catch((e) => e.message.slice(0, 80));
+    const bMs = Date.now() - tb;
+
+    // C is chunked: 30,000 bytes fit, 30,000 more do not.
+    const chunkedBody = bodyOf(60000, 'c');
+    const c = await open();
+    c.write(`POST ${CHAT} HTTP/1.1\r\nHost: relay.test\r\nContent-Type: application/json\r\n` +
+      `Authorization: ${await sealFor(chunkedBody)}\r\nTransfer-Encoding: chunked\r\n\r\n` +
+      `7530\r\n${chunkedBody.slice(0, 30000)}\r\n`);
+    await h.sleep(300);
+    c.write(`7530\r\n${chunkedBody.slice(30000)}\r\n0\r\n\r\n`);
+    const cAnswer = await answer(c).catch((e) => e.message.slice(0, 80));
+
+    // A small body still fits.
+    const small = await legitimate(relay, keyConfig);
+
+    // Once A leaves, its share comes back: B's body is served.
+    a.close();
+    let after;
+    for (let i = 0; i < 20; i++) {
+      after = await h.metricValue(relay.metricsUrl, 'byok_pending_body_bytes');
+      if (after === 0) break;
+      await h.sleep(100);
+    }
+    const e = await open();
+    e.write(sealedHead(await sealFor(midBody), midBody.length) + midBody);
+    const eAnswer = await answer(e).catch((err) => err.message.slice(0, 80));
+
+    console.log(`budget ${BUDGET}: held ${held} while A waits; B ${bAnswer} after ${bMs} ms; chunked C ${cAnswer}; ` +
+      `small ${JSON.stringify(small)}; after A left ${after}, the same body as B: ${eAnswer}`);
+    assert.ok(held >= 1000000 && held <= BUDGET, `byok_pending_body_bytes ${held} while 1,000,000 bytes are announced`);
+    assert.match(bAnswer, /^503 overloaded Retry-After \d+$/);
+    assert.ok(bMs < 1000, `refused at once (${bMs} ms), with no body sent`);
+    assert.match(cAnswer, /^503 overloaded Retry-After \d+$/, 'a chunked body is refused when its growth does not fit');
+    assert.deepEqual(small, { status: 200, code: undefined }, 'a small body fits in what is left');
+    assert.equal(after, 0, 'the budget is given back');
+    assert.equal(eAnswer, '200');
+  });
+
 // 127.a.b.c for the i-th connection, away from 127.0.0.x that other tests use.
 function addressOf(i, first = 16) {
   return `127.${first + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
