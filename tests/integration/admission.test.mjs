@@ -370,6 +370,44 @@ test('b2. the body budget: a Content-Length that does not fit is refused at once
     assert.equal(eAnswer, '200');
   });
 
+test('b3. the minimum body rate: a body trickling below it gets 408 within a few windows; a slow one above it is served',
+  { timeout: 40000 }, async (t) => {
+    const WINDOW_S = 2;
+    const relay = await h.startRelay({
+      providers: h.mockProviders(mock), body_rate_window_s: WINDOW_S, min_body_bytes_per_s: 1024,
+    });
+    t.after(() => relay.stop('SIGKILL'));
+    const keyConfig = await h.fetchKeys(relay.url);
+    const body = JSON.stringify({ model: 'm', pad: 'p'.repeat(20000) });
+    // Sends `body` at `perSecond` bytes a second, in four steps a second, until done or answered.
+    const trickle = async (perSecond) => {
+      const c = await h.RawConnection.open(relay.port);
+      t.after(() => c.close());
+      const t0 = Date.now();
+      c.write(sealedHead(await h.seal({ keyConfig, apiKey: h.randomApiKey('sk-rate-'), path: CHAT, body }), body.length));
+      let sent = 0;
+      while (sent < body.length && !c.closed && c.buf.length === 0 && Date.now() - t0 < 20000) {
+        const n = Math.min(Math.ceil(perSecond / 4), body.length - sent);
+        c.write(body.slice(sent, sent + n));
+        sent += n;
+        await h.sleep(250);
+      }
+      try {
+        const r = await c.readResponse({ timeoutMs: 20000 - (Date.now() - t0) });
+        return { status: r.status, code: r.status === 200 ? undefined : JSON.parse(r.body.toString()).error?.code, sent, ms: Date.now() - t0 };
+      } catch (e) {
+        return { status: 0, code: e.timedOut ? 'no answer' : 'closed', sent, ms: Date.now() - t0 };
+      }
+    };
+    // 300 B/s is below 1024 B/s; 2,600 B/s is above it, and takes about 8 s for 20 KB.
+    const [slow, steady] = await Promise.all([trickle(300), trickle(2600)]);
+    console.log(`minimum rate (${WINDOW_S} s windows, 1024 B/s): 300 B/s -> ${JSON.stringify(slow)}; 2600 B/s -> ${JSON.stringify(steady)}`);
+    assert.ok([408, 0].includes(slow.status) && slow.code !== 'no answer', `the trickle was dropped: ${JSON.stringify(slow)}`);
+    if (slow.status === 408) assert.equal(slow.code, 'request_timeout');
+    assert.ok(slow.ms <= (3 * WINDOW_S + 2) * 1000, `within three windows (${slow.ms} ms)`);
+    assert.deepEqual([steady.status, steady.code], [200, undefined], 'a slow upload above the minimum rate is served');
+  });
+
 // 127.a.b.c for the i-th connection, away from 127.0.0.x that other tests use.
 function addressOf(i, first = 16) {
   return `127.${first + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
