@@ -147,7 +147,7 @@ check_result seal_checker::check(const keyring& keys, const request_facts& req, 
     if (!opened) {
         return seal_error::bad_seal;
     }
-    std::string_view f_key, f_method, f_path, f_body;
+    std::string_view f_key, f_method, f_path, f_body, f_headers;
     std::int64_t f_iat = 0;
     unsigned seen = 0;
     auto on_member = [&](std::string_view name, const json_lite::value& v) {
@@ -176,15 +176,30 @@ check_result seal_checker::check(const keyring& keys, const request_facts& req, 
         if (name == "body_sha256") {
             return take(16, kind::string) && (f_body = v.str, true);
         }
+        if (name == "headers_sha256") {
+            return take(32, kind::string) && (f_headers = v.str, true);
+        }
         return true;  // unknown fields are ignored
     };
-    if (!json_lite::parse_object(plain.chars(), on_member) || seen != 31) {
+    if (!json_lite::parse_object(plain.chars(), on_member) || (seen & 31) != 31) {
         return seal_error::bad_seal;
     }
     sha256_digest sealed_digest{};
     const auto digest_len = base64url_decode_public(f_body, sealed_digest);
     if (!digest_len || *digest_len != sealed_digest.size() || f_key.empty() ||
         f_key.size() > policy_.max_key_bytes || !valid_key_chars(f_key)) {
+        return seal_error::bad_seal;
+    }
+    // headers_sha256: optional in a sealed box, required in an HPKE seal by
+    // a caller that forwards headers; 32 bytes whenever present.
+    const bool has_headers = (seen & 32) != 0;
+    sha256_digest sealed_headers{};
+    if (has_headers) {
+        const auto n = base64url_decode_public(f_headers, sealed_headers);
+        if (!n || *n != sealed_headers.size()) {
+            return seal_error::bad_seal;
+        }
+    } else if (s.alg == seal_alg::hpke && req.headers_sha256 != nullptr) {
         return seal_error::bad_seal;
     }
 
@@ -194,6 +209,10 @@ check_result seal_checker::check(const keyring& keys, const request_facts& req, 
     }
     if (f_method != req.method || f_path != req.path || req.body_sha256 == nullptr ||
         sodium_memcmp(sealed_digest.data(), req.body_sha256->data(), sealed_digest.size()) != 0) {
+        return seal_error::seal_mismatch;
+    }
+    if (has_headers && req.headers_sha256 != nullptr &&
+        sodium_memcmp(sealed_headers.data(), req.headers_sha256->data(), sealed_headers.size()) != 0) {
         return seal_error::seal_mismatch;
     }
 
@@ -207,8 +226,37 @@ check_result seal_checker::check(const keyring& keys, const request_facts& req, 
     return opened_key(std::move(plain), f_key);
 }
 
+sha256_digest headers_sha256(std::span<const header_field> fields) noexcept {
+    auto iequals = [](std::string_view a, std::string_view b) {
+        if (a.size() != b.size()) {
+            return false;
+        }
+        for (std::size_t i = 0; i < a.size(); ++i) {
+            const char c = a[i] >= 'A' && a[i] <= 'Z' ? static_cast<char>(a[i] - 'A' + 'a') : a[i];
+            if (c != b[i]) {
+                return false;
+            }
+        }
+        return true;
+    };
+    // Name by name in sorted order, fields in the order given: stable, and
+    // no allocation (7 passes over a handful of fields).
+    sha256_stream h;
+    for (const std::string_view name : sealed_header_names) {
+        for (const auto& f : fields) {
+            if (iequals(f.name, name)) {
+                h.update(name);
+                h.update(":");
+                h.update(f.value);
+                h.update("\n");
+            }
+        }
+    }
+    return h.finish();
+}
+
 secret_bytes make_payload(std::string_view key, std::int64_t iat, std::string_view method, std::string_view path,
-                          const sha256_digest& body_sha256) {
+                          const sha256_digest& body_sha256, const sha256_digest* headers_sha256) {
     // JSON-escape what needs it; keys, methods and paths are ASCII in practice.
     auto escaped_len = [](std::string_view s) {
         std::size_t n = 0;
@@ -218,9 +266,11 @@ secret_bytes make_payload(std::string_view key, std::int64_t iat, std::string_vi
         return n;
     };
     const std::string digest = base64url_encode(body_sha256);
+    const std::string headers_digest =
+        headers_sha256 != nullptr ? "\",\"headers_sha256\":\"" + base64url_encode(*headers_sha256) : std::string();
     const std::string iat_text = std::to_string(iat);
     const std::size_t total = 8 + escaped_len(key) + 8 + iat_text.size() + 11 + escaped_len(method) + 10 +
-                              escaped_len(path) + 17 + digest.size() + 2;
+                              escaped_len(path) + 17 + digest.size() + headers_digest.size() + 2;
     auto out = secret_bytes::allocate(total);
     char* w = reinterpret_cast<char*>(out.data());
     auto raw = [&](std::string_view s) {
@@ -254,6 +304,7 @@ secret_bytes make_payload(std::string_view key, std::int64_t iat, std::string_vi
     str(path);
     raw("\",\"body_sha256\":\"");
     raw(digest);
+    raw(headers_digest);
     raw("\"}");
     out.shrink(static_cast<std::size_t>(w - reinterpret_cast<char*>(out.data())));
     return out;

@@ -6,12 +6,14 @@
 //   Authorization: Sealed <kid>.<base64url(crypto_box_seal(payload, pk[kid]))>
 //   Authorization: Sealed <kid>.<base64url(enc || ct)>     (kid of an HPKE key)
 //   payload = {"key":"...","iat":<unix s>,"method":"POST",
-//              "path":"/openai/v1/chat/completions","body_sha256":"<b64url>"}
+//              "path":"/openai/v1/chat/completions","body_sha256":"<b64url>",
+//              "headers_sha256":"<b64url>"}   (optional in a sealed box, required in HPKE)
 // The kid says which algorithm sealed the payload: a sealed-box kid
 // (x25519-sealedbox) or an HPKE kid (hpke-x25519-sha256-aes128gcm: RFC 9180
 // base mode, info "byok-relay v1 " + kid, aad empty). Both seal the same
 // payload, checked the same way.
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -50,7 +52,30 @@ struct request_facts {
     std::string_view path;           // the target as the client sent it (any public prefix included), with query
     const sha256_digest* body_sha256 = nullptr;  // SHA-256 of the exact body bytes
     std::string_view authorization;  // the Authorization header value; empty if absent
+    // headers_sha256() of the request's header fields, or nullptr for a
+    // caller that forwards none of them. With a digest, a seal's
+    // "headers_sha256" must match it (seal_mismatch) and an HPKE seal must
+    // carry one (bad_seal); without, a seal's "headers_sha256" is not checked.
+    const sha256_digest* headers_sha256 = nullptr;
 };
+
+// The client header fields a seal's "headers_sha256" covers: those the relay
+// forwards upstream that a client sets itself (so not user-agent or accept,
+// which a browser sets). Sorted.
+inline constexpr std::array<std::string_view, 7> sealed_header_names = {
+    "anthropic-beta", "anthropic-version", "content-type", "idempotency-key",
+    "openai-beta", "openai-organization", "openai-project"};
+
+struct header_field {
+    std::string_view name;   // any case
+    std::string_view value;  // as received (without surrounding white space)
+};
+
+// SHA-256 of the canonical header list: of `fields`, those whose name
+// (compared case-insensitively) is in sealed_header_names, each as
+// "<name in lower case>:<value>\n", ordered by name, fields of the same name
+// in the order given. No field: SHA-256 of nothing. docs/protocol.md §3.5.
+[[nodiscard]] sha256_digest headers_sha256(std::span<const header_field> fields) noexcept;
 
 // The user's provider key, opened from a seal, in secret memory. Move-only;
 // wiped when destroyed. Printing it prints "<redacted>".
@@ -129,8 +154,10 @@ private:
 // ---- Client side -----------------------------------------------------------
 
 // The payload JSON for one request, in secret memory (it holds the key).
+// With headers_sha256, the payload carries that field too.
 [[nodiscard]] secret_bytes make_payload(std::string_view key, std::int64_t iat, std::string_view method,
-                                        std::string_view path, const sha256_digest& body_sha256);
+                                        std::string_view path, const sha256_digest& body_sha256,
+                                        const sha256_digest* headers_sha256 = nullptr);
 
 // "Sealed <kid>.<base64url(crypto_box_seal(payload, pk))>".
 [[nodiscard]] std::string seal_header(std::string_view kid, const public_key& pk,

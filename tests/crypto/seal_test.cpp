@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <limits>
 #include <atomic>
 #include <sstream>
@@ -848,4 +849,98 @@ TEST_CASE("hpke_seal_header + make_payload produce what the checker accepts") {
     REQUIRE(r.ok());
     CHECK(r.key().value() == api_key);
     CHECK_FALSE(crypto::hpke_seal_header("x", crypto::public_key{}, plain.span()).has_value());  // low order
+}
+
+// ---- headers_sha256: the forwarded header fields bound by the seal -------------------
+
+namespace {
+
+// The payload with a "headers_sha256" member (raw JSON text) added at the end.
+std::string payload_with_headers(std::string_view json_value) {
+    std::string p = payload();
+    p.pop_back();
+    return p + R"(,"headers_sha256":)" + std::string(json_value) + "}";
+}
+
+std::string quoted_b64(const crypto::sha256_digest& d) { return "\"" + crypto::base64url_encode(d) + "\""; }
+
+crypto::check_result check_headers(relay_fixture& f, const std::string& auth, const crypto::sha256_digest* headers) {
+    const auto digest = crypto::sha256(body);
+    return f.checker.check(*f.ring, {method, path, &digest, auth, headers}, f.now);
+}
+
+}  // namespace
+
+TEST_CASE("headers_sha256(): the canonical list, known answers") {
+    using crypto::header_field;
+    // Only the sealed names, lower-cased, by name; one name's fields in the order given; values as given.
+    const std::vector<header_field> fields = {
+        {"User-Agent", "Mozilla/5.0"},          {"OpenAI-Project", "proj_B"}, {"content-type", "application/json"},
+        {"Idempotency-Key", "k 1"},             {"accept", "*/*"},            {"openai-project", "proj_A"},
+        {"Anthropic-Beta", "tools-2024-04-04"}, {"cookie", "a=b"},
+    };
+    const std::string canonical = "anthropic-beta:tools-2024-04-04\ncontent-type:application/json\n"
+                                  "idempotency-key:k 1\nopenai-project:proj_B\nopenai-project:proj_A\n";
+    CHECK(crypto::headers_sha256(fields) == crypto::sha256(canonical));
+    CHECK(crypto::headers_sha256({}) == crypto::sha256(std::string_view()));
+    const std::vector<header_field> unrelated = {{"accept", "x"}, {"user-agent", "y"}, {"x-openai-project", "z"}};
+    CHECK(crypto::headers_sha256(unrelated) == crypto::sha256(std::string_view()));
+    // Each difference an attacker could make changes the digest.
+    for (const auto& changed : std::vector<std::vector<header_field>>{
+             {{"content-type", "application/json"}, {"openai-project", "proj_A"}},
+             {{"content-type", "application/json "}},
+             {{"content-type", "Application/json"}},
+             {{"content-type", "application/json"}, {"content-type", "application/json"}},
+             {{"openai-organization", "application/json"}}}) {
+        CHECK(crypto::headers_sha256(changed) != crypto::headers_sha256(std::vector<header_field>{
+                                                       {"Content-Type", "application/json"}}));
+    }
+    CHECK(std::is_sorted(crypto::sealed_header_names.begin(), crypto::sealed_header_names.end()));
+}
+
+TEST_CASE("headers_sha256 in a sealed box: checked when present, optional, bad when malformed") {
+    relay_fixture f;
+    const std::vector<crypto::header_field> sent = {{"content-type", "application/json"}, {"openai-project", "p1"}};
+    const auto good = crypto::headers_sha256(sent);
+    const auto other = crypto::headers_sha256(std::vector<crypto::header_field>{{"content-type", "application/json"},
+                                                                                {"openai-project", "p2"}});
+    CHECK(check_headers(f, f.seal_header_for(payload_with_headers(quoted_b64(good))), &good).ok());
+    CHECK(error_of(check_headers(f, f.seal_header_for(payload_with_headers(quoted_b64(good))), &other)) ==
+          seal_error::seal_mismatch);
+    CHECK(check_headers(f, f.seal_header_for(payload()), &good).ok());  // a v1 seal without it
+    CHECK(check_headers(f, f.seal_header_for(payload_with_headers(quoted_b64(good))), nullptr).ok());
+    for (const std::string& bad : {std::string("\"\""), std::string("\"AAAA\""), std::string("5"), std::string("null"),
+                                  "\"" + crypto::base64url_encode(good) + "A\""}) {
+        CAPTURE(bad);
+        CHECK(error_of(check_headers(f, f.seal_header_for(payload_with_headers(bad)), &good)) == seal_error::bad_seal);
+    }
+    std::string twice = payload_with_headers(quoted_b64(good));
+    twice.pop_back();
+    twice += R"(,"headers_sha256":)" + quoted_b64(good) + "}";
+    CHECK(error_of(check_headers(f, f.seal_header_for(twice), &good)) == seal_error::bad_seal);
+    CHECK(f.checker.replay_entries() == 3);
+}
+
+TEST_CASE("headers_sha256 in an HPKE seal: required once the caller binds headers") {
+    relay_fixture f;
+    const auto good = crypto::headers_sha256(std::vector<crypto::header_field>{{"content-type", "application/json"}});
+    const auto other = crypto::headers_sha256(std::vector<crypto::header_field>{{"content-type", "text/plain"}});
+    const auto kid = f.key().hpke_kid();
+    CHECK(check_headers(f, header(kid, hpke_seal(f, payload_with_headers(quoted_b64(good)))), &good).ok());
+    CHECK(error_of(check_headers(f, header(kid, hpke_seal(f, payload_with_headers(quoted_b64(good)))), &other)) ==
+          seal_error::seal_mismatch);
+    CHECK(error_of(check_headers(f, header(kid, hpke_seal(f, payload())), &good)) == seal_error::bad_seal);
+    // A caller that forwards no client header passes no digest: nothing to bind.
+    CHECK(check_headers(f, header(kid, hpke_seal(f, payload())), nullptr).ok());
+}
+
+TEST_CASE("make_payload with a headers digest: the field is last and the checker accepts it") {
+    relay_fixture f;
+    const auto digest = crypto::sha256(body);
+    const auto headers = crypto::headers_sha256(std::vector<crypto::header_field>{{"Content-Type", "application/json"}});
+    const auto plain = crypto::make_payload(api_key, t0, method, path, digest, &headers);
+    CHECK(plain.view() == payload_with_headers(quoted_b64(headers)));
+    const auto h = crypto::hpke_seal_header(f.key().hpke_kid(), f.key().hpke_pk(), plain.span());
+    REQUIRE(h.has_value());
+    CHECK(check_headers(f, *h, &headers).ok());
 }
