@@ -288,12 +288,36 @@ export async function sealPayloadHpke(subtle, keyEntry, payload) {
   }
 }
 
-/** The payload JSON, fields in the protocol's order. */
-export function buildPayload({ key, iat, method, path, bodySha256: digest }) {
+/** The payload JSON, fields in the protocol's order (headers_sha256 only when given). */
+export function buildPayload({ key, iat, method, path, bodySha256: digest, headersSha256: headersDigest }) {
   if (!Number.isSafeInteger(iat)) {
     throw new TypeError('byok-relay: iat must be an integer number of seconds');
   }
-  return JSON.stringify({ key, iat, method, path, body_sha256: digest });
+  const p = { key, iat, method, path, body_sha256: digest };
+  if (headersDigest !== undefined) {
+    p.headers_sha256 = headersDigest;
+  }
+  return JSON.stringify(p);
+}
+
+/** The request header fields a seal binds (docs/protocol.md §3.5): forwarded by the relay, set by the app. */
+export const SEALED_HEADERS = Object.freeze(['anthropic-beta', 'anthropic-version', 'content-type', 'idempotency-key',
+  'openai-beta', 'openai-organization', 'openai-project']);
+
+/**
+ * headers_sha256 of a Headers object: SHA-256 of "name:value\n" for each of
+ * SEALED_HEADERS present (names in lower case, in that order, values as
+ * sent), base64url.
+ */
+export async function headersSha256(sodium, headers) {
+  let text = '';
+  for (const name of SEALED_HEADERS) {
+    const v = headers.get(name);
+    if (v !== null) {
+      text += `${name}:${v}\n`;
+    }
+  }
+  return bodySha256(sodium, new TextEncoder().encode(text));
 }
 
 /** "Sealed <kid>.<box>" for a payload string, sealed to `keyEntry`. */
@@ -488,13 +512,15 @@ export function sealedFetch(relayUrl, getKey, options = {}) {
     };
 
     let digest = null;
+    let headersDigest = null;
 
     const attempt = async (cfg) => {
       const s = await sodiumFor(cfg.entry);
-      digest ??= await bodySha256(s, r.body);
-      const payload = buildPayload({ key: await readKey(), iat: relayNowS(), method: r.method, path,
-                                     bodySha256: digest });
       const headers = new Headers(r.headers);
+      digest ??= await bodySha256(s, r.body);
+      headersDigest ??= await headersSha256(s, headers);  // the relay binds these fields (required with HPKE)
+      const payload = buildPayload({ key: await readKey(), iat: relayNowS(), method: r.method, path,
+                                     bodySha256: digest, headersSha256: headersDigest });
       headers.set('authorization', cfg.entry.alg === HPKE_ALG ? await sealPayloadHpke(subtle, cfg.entry, payload)
                                                                : sealPayload(s, cfg.entry, payload));
       return send(r.url, { ...r.passOn, method: r.method, headers, body: r.body, signal: r.signal });

@@ -137,11 +137,14 @@ test('sealedFetch: the seal opens to exactly this request, Authorization replace
   assert.equal(seen.headers['content-type'], 'application/json');
   assert.equal(seen.body.toString(), body);
   const p = seen.payload;
-  assert.deepEqual(Object.keys(p), ['key', 'iat', 'method', 'path', 'body_sha256']);
+  assert.deepEqual(Object.keys(p), ['key', 'iat', 'method', 'path', 'body_sha256', 'headers_sha256']);
   assert.equal(p.key, KEY);
   assert.equal(p.method, 'POST');
   assert.equal(p.path, '/openai/v1/chat/completions?x=1&y=2');
   assert.equal(p.body_sha256, sha(Buffer.from(body)));
+  // The bound header fields: only content-type was set among them.
+  assert.equal(p.headers_sha256, sha(Buffer.from('content-type:application/json\n')));
+  assert.equal(seen.headersSha256Ok, true);
   assert.ok(Math.abs(p.iat - Date.now() / 1000) < 5);
 });
 

@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import sodium from 'libsodium-wrappers';
 
 import { hpkeSeal, sealPayloadHpke, sealedFetch, webCryptoX25519, base64url } from '../byok-relay.js';
@@ -197,4 +198,34 @@ test('docs/protocol.md §11.2: @hpke/core opens the documented HPKE header to th
     kid: example('hpke-kid'), pkBytes: Uint8Array.from(Buffer.from(example('hpke-public-key'), 'base64url')),
   }, example('payload'));
   assert.equal(header, example('hpke-authorization'));
+});
+
+test('headers_sha256: the bound header fields as sent; a field changed after sealing is a mismatch', async (t) => {
+  for (const hpke of [true, false]) {
+    const relay = await startFakeRelay({ expectKey: KEY, hpke });
+    t.after(() => relay.stop());
+    let tamper = null;
+    const f = sealedFetch(relay.url, () => KEY, {
+      fetch: (url, init) => {
+        const headers = new Headers(init.headers);
+        if (tamper && headers.has('authorization')) {
+          headers.set('openai-project', tamper);  // what a captured request replayed with other headers looks like
+        }
+        return fetch(url, { ...init, headers });
+      },
+    });
+    const send = () => f(relay.url + '/openai/v1/chat/completions', {
+      method: 'POST', body: '{}',
+      headers: { 'Content-Type': 'application/json', 'OpenAI-Project': 'proj_1', 'User-Agent': 'x', 'X-Other': 'y' },
+    });
+    assert.equal((await send()).status, 200);
+    const p = relay.state.seen.at(-1).payload;
+    assert.equal(p.headers_sha256, b64u(createHash('sha256')
+      .update('content-type:application/json\nopenai-project:proj_1\n').digest()));
+    tamper = 'proj_2';
+    const res = await send();
+    assert.equal(res.status, 401);
+    assert.equal((await res.json()).error.code, 'seal_mismatch');
+    assert.equal(relay.state.seen.at(-1).alg, hpke ? 'hpke' : 'sealedbox');
+  }
 });

@@ -158,6 +158,16 @@ export async function startFakeRelay(opts = {}) {
     if (p.method !== req.method || p.path !== target || p.body_sha256 !== bodySha256) {
       return fail(401, 'seal_mismatch');
     }
+    // headers_sha256 when present (docs/protocol.md §3.5), computed here from what arrived.
+    if (p.headers_sha256 !== undefined) {
+      const names = ['anthropic-beta', 'anthropic-version', 'content-type', 'idempotency-key', 'openai-beta',
+        'openai-organization', 'openai-project'];
+      const text = names.filter((n) => req.headers[n] !== undefined).map((n) => `${n}:${req.headers[n]}\n`).join('');
+      rec.headersSha256Ok = p.headers_sha256 === b64(createHash('sha256').update(text).digest());
+      if (!rec.headersSha256Ok) {
+        return fail(401, 'seal_mismatch');
+      }
+    }
     if (state.replay.has(m[2].slice(0, 43))) {
       return fail(401, 'seal_replayed');
     }
