@@ -10,6 +10,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <sys/stat.h>
 
@@ -69,7 +70,8 @@ TEST_CASE("docs/protocol.md worked example: sk -> pk -> kid, the box opens to th
     }
     for (auto& [name, text] : ex) {
         CAPTURE(name);
-        if (name != "body" && name != "payload" && name != "key-config") {
+        if (name != "body" && name != "payload" && name != "key-config" && name != "headers-request" &&
+            name != "headers-canonical") {
             CHECK(text.find('\n') == std::string::npos);  // one-line values
         }
     }
@@ -294,4 +296,28 @@ TEST_CASE("docs/protocol.md worked example, HPKE: sk -> pk -> kid, each step of 
     CHECK(result.key().value() == "sk-example-NOT-A-REAL-KEY-0123456789");
     CHECK(error_of(checker.check(*ring, {method_text, target, &digest, auth}, now)) ==
           crypto::seal_error::seal_replayed);
+}
+
+TEST_CASE("docs/protocol.md §3.5: the bound header fields of the example request, canonical list and hash") {
+    auto ex = example_blocks();
+    for (const char* name : {"headers-request", "headers-canonical", "headers-sha256"}) {
+        CAPTURE(name);
+        REQUIRE(ex.contains(name));
+    }
+    // "Name: value" lines, as on the wire.
+    std::vector<std::string> lines;
+    std::stringstream in(ex["headers-request"]);
+    for (std::string line; std::getline(in, line);) {
+        lines.push_back(line);
+    }
+    std::vector<crypto::header_field> fields;
+    for (const auto& line : lines) {
+        const auto colon = line.find(": ");
+        REQUIRE(colon != std::string::npos);
+        fields.push_back({std::string_view(line).substr(0, colon), std::string_view(line).substr(colon + 2)});
+    }
+    REQUIRE(fields.size() == 6);
+    const std::string canonical = ex["headers-canonical"] + "\n";  // the block's last line ends in LF too
+    CHECK(crypto::headers_sha256(fields) == crypto::sha256(canonical));
+    CHECK(crypto::base64url_encode(crypto::headers_sha256(fields)) == ex["headers-sha256"]);
 }
