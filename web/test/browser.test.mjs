@@ -147,6 +147,51 @@ test('the demo streams an answer in several steps; nothing stored holds the key'
   assert.deepEqual(problems, []);
 });
 
+test('with X25519 in WebCrypto the page seals with HPKE and never fetches libsodium; without it, the sealed box', async (t) => {
+  const kids = await (await fetch(relay.url + '/v1/keys')).json();
+  const kidOf = (alg) => kids.keys.find((k) => k.alg === alg)?.kid;
+  for (const x25519 of [true, false]) {
+    const context = await browser.newContext();
+    t.after(() => context.close());
+    if (!x25519) {
+      // An engine without X25519 in WebCrypto, as Safari before 17 or Firefox before 130.
+      await context.addInitScript(() => {
+        const subtle = crypto.subtle;
+        for (const m of ['generateKey', 'importKey', 'deriveBits', 'exportKey']) {
+          const real = subtle[m].bind(subtle);
+          subtle[m] = (...a) => (a.some((x) => x?.name === 'X25519' || x === 'X25519')
+            ? Promise.reject(new DOMException('Unrecognized name.', 'NotSupportedError')) : real(...a));
+        }
+      });
+    }
+    const page = await context.newPage();
+    const requests = [];
+    page.on('request', (r) => requests.push({ url: r.url(), authorization: r.headers().authorization }));
+    await page.goto(relay.url + '/');
+    await page.waitForFunction(() => document.getElementById('model').value !== '');
+    await mock.reset();
+    const key = randomApiKey('sk-browser-');
+    await page.selectOption('#provider', 'demo');
+    await page.fill('#key', key);
+    await page.fill('#prompt', `Sealed with ${x25519 ? 'HPKE' : 'a sealed box'}.`);
+    await page.click('#send');
+    await page.waitForFunction(() => /^Done/.test(document.getElementById('status').textContent) ||
+                                     !document.getElementById('error').hidden, null, { timeout: 30_000 });
+    const sodiumFiles = requests.filter((r) => /libsodium/.test(r.url)).map((r) => new URL(r.url).pathname);
+    const sealed = requests.filter((r) => r.authorization?.startsWith('Sealed '));
+    assert.equal(sealed.length, 1, JSON.stringify(requests.map((r) => r.url)));
+    if (x25519) {
+      assert.deepEqual(sodiumFiles, [], 'an HPKE-capable page never downloads libsodium');
+      assert.ok(sealed[0].authorization.startsWith(`Sealed ${kidOf('hpke-x25519-sha256-aes128gcm')}.`));
+    } else {
+      assert.ok(sodiumFiles.length >= 1, 'the fallback loads libsodium');
+      assert.ok(sealed[0].authorization.startsWith(`Sealed ${kidOf('x25519-sealedbox')}.`));
+    }
+    const seen = await mock.requests();
+    assert.equal(seen.at(-1)?.headers.authorization, `Bearer ${key}`, 'the provider got exactly the key');
+  }
+});
+
 test('"remember for this tab" is the only way the key reaches storage, and only sessionStorage', async (t) => {
   const { context, page } = await openDemo(t);
   const key = randomApiKey('sk-remember-');
