@@ -5,9 +5,11 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -330,4 +332,42 @@ TEST_CASE("a seal made by @hpke/core (npm) and one made by web/byok-relay.js ope
         const std::string other = node_hpke_seal(mode, key.hpke_kid(), g.key().hpke_pk(), payload());
         CHECK(error_of(f.check(other)) == crypto::seal_error::bad_seal);
     }
+}
+
+TEST_CASE("one private key and schedule context opened from many threads at once") {
+    const auto sk = hpke::private_key::generate();
+    const auto ctx = context_for("byok-relay v1 threads");
+    constexpr int threads = 8;
+    constexpr int per_thread = 50;
+    std::vector<std::vector<std::pair<bytes, bytes>>> seals(threads);
+    for (auto& list : seals) {
+        for (int i = 0; i < per_thread; ++i) {
+            auto s = hpke::sender::setup(sk.pk(), ctx);
+            REQUIRE(s.has_value());
+            bytes enc(s->enc().begin(), s->enc().end());
+            list.emplace_back(std::move(enc), std::move(*s).seal({}, as_bytes("payload " + std::to_string(i))));
+        }
+    }
+    std::atomic<int> opened{0};
+    std::atomic<bool> go{false};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+        pool.emplace_back([&, t] {
+            while (!go.load()) {
+            }
+            for (int i = 0; i < per_thread; ++i) {
+                const auto& [enc, ct] = seals[static_cast<std::size_t>(t)][static_cast<std::size_t>(i)];
+                auto r = hpke::recipient::setup(enc, sk, ctx);
+                bytes out(ct.size() - hpke::n_t);
+                if (r && std::move(*r).open({}, ct, out) && out == as_bytes("payload " + std::to_string(i))) {
+                    opened.fetch_add(1);
+                }
+            }
+        });
+    }
+    go.store(true);
+    for (auto& th : pool) {
+        th.join();
+    }
+    CHECK(opened.load() == threads * per_thread);
 }
