@@ -24,71 +24,6 @@ using asio::as_tuple;
 using asio::use_awaitable;
 using tcp = asio::ip::tcp;
 
-// ---- ip_limiter --------------------------------------------------------------
-
-ip_limiter::ip_limiter(std::size_t max_connections, rate_limit rate) : max_connections_(max_connections), rate_(rate) {}
-
-bool ip_limiter::connection_opened(const std::string& ip) {
-    if (max_connections_ == 0) {
-        return true;
-    }
-    std::lock_guard lock(mu_);
-    auto& e = entries_[ip];
-    if (e.connections >= max_connections_) {
-        return false;
-    }
-    ++e.connections;
-    return true;
-}
-
-void ip_limiter::connection_closed(const std::string& ip) {
-    if (max_connections_ == 0) {
-        return;
-    }
-    std::lock_guard lock(mu_);
-    const auto it = entries_.find(ip);
-    if (it != entries_.end() && it->second.connections > 0) {
-        --it->second.connections;
-    }
-}
-
-unsigned ip_limiter::request(const std::string& ip) {
-    if (rate_.requests_per_s <= 0) {
-        return 0;
-    }
-    const auto now = std::chrono::steady_clock::now();
-    std::lock_guard lock(mu_);
-    if (entries_.size() > 100000) {
-        prune_locked(now);
-    }
-    auto [it, fresh] = entries_.try_emplace(ip);
-    auto& e = it->second;
-    if (fresh || e.refreshed == std::chrono::steady_clock::time_point{}) {
-        e.tokens = rate_.burst;
-    } else {
-        const double dt = std::chrono::duration<double>(now - e.refreshed).count();
-        e.tokens = std::min(rate_.burst, e.tokens + dt * rate_.requests_per_s);
-    }
-    e.refreshed = now;
-    if (e.tokens >= 1) {
-        e.tokens -= 1;
-        return 0;
-    }
-    return static_cast<unsigned>(std::ceil((1 - e.tokens) / rate_.requests_per_s));
-}
-
-void ip_limiter::prune_locked(std::chrono::steady_clock::time_point now) {
-    // Entries whose bucket has refilled and that hold no connection carry no state worth keeping.
-    for (auto it = entries_.begin(); it != entries_.end();) {
-        const double dt = std::chrono::duration<double>(now - it->second.refreshed).count();
-        if (it->second.connections == 0 && it->second.tokens + dt * rate_.requests_per_s >= rate_.burst) {
-            it = entries_.erase(it);
-        } else {
-            ++it;
-        }
-    }
-}
-
 // ---- shared_state / worker ---------------------------------------------------------
 
 namespace {
@@ -190,6 +125,12 @@ asio::awaitable<void> metrics_session(shared_state& s, tcp::socket sock) {
             body += "# HELP byok_pending_body_bytes Bytes held in unfinished request bodies.\n"
                     "# TYPE byok_pending_body_bytes gauge\nbyok_pending_body_bytes " +
                     std::to_string(s.bodies.held()) + "\n";
+            body += "# HELP byok_address_table_entries Client addresses with a connection open or a bucket refilling.\n"
+                    "# TYPE byok_address_table_entries gauge\nbyok_address_table_entries " +
+                    std::to_string(s.limiter.size()) + "\n";
+            body += "# HELP byok_access_log_dropped_total Access log lines dropped because stderr was not keeping up.\n"
+                    "# TYPE byok_access_log_dropped_total counter\nbyok_access_log_dropped_total " +
+                    std::to_string(access_log_dropped()) + "\n";
         } else {
             status = 404;
             type = "application/json";

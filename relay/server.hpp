@@ -22,6 +22,7 @@
 
 #include "crypto/keyring.hpp"
 #include "crypto/seal.hpp"
+#include "relay/address_table.hpp"
 #include "relay/admission.hpp"
 #include "relay/config.hpp"
 #include "relay/metrics.hpp"
@@ -29,30 +30,6 @@
 #include "relay/web_files.hpp"
 
 namespace byok::relay {
-
-// Per-client-IP limits: concurrent connections and a token bucket of
-// requests. Thread-safe; bounded in memory.
-class ip_limiter {
-public:
-    ip_limiter(std::size_t max_connections, rate_limit rate);
-    [[nodiscard]] bool connection_opened(const std::string& ip);
-    void connection_closed(const std::string& ip);
-    // 0 if allowed; otherwise the seconds to wait (for Retry-After).
-    [[nodiscard]] unsigned request(const std::string& ip);
-
-private:
-    struct entry {
-        std::size_t connections = 0;
-        double tokens = 0;
-        std::chrono::steady_clock::time_point refreshed{};
-    };
-    void prune_locked(std::chrono::steady_clock::time_point now);
-
-    std::size_t max_connections_;
-    rate_limit rate_;
-    std::mutex mu_;
-    std::unordered_map<std::string, entry> entries_;
-};
 
 // A client connection, as its worker sees it (for draining).
 struct session_slot {
@@ -67,7 +44,7 @@ struct shared_state {
     std::atomic<std::shared_ptr<const crypto::keyring>> keys;
     crypto::seal_checker checker;
     metrics stats;
-    ip_limiter limiter;
+    address_table limiter;  // per client address: connection cap and request bucket
     body_budget bodies;  // bytes held in unfinished request bodies
     std::atomic<std::shared_ptr<const web_files>> web;  // null without web_root
     std::vector<std::shared_ptr<boost::asio::ssl::context>> tls;  // by provider index

@@ -79,6 +79,7 @@ public:
         if (!ec) {
             // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; log and limit them as IPv4.
             const auto a = ep.address();
+            peer_key_ = address_table::key_of(a);
             peer_ip_ = a.is_v6() && a.to_v6().is_v4_mapped()
                            ? asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string()
                            : a.to_string();
@@ -96,7 +97,7 @@ public:
         s_.sessions.fetch_sub(1);
         s_.stats.open_connections.fetch_sub(1);
         if (counted_) {
-            s_.limiter.connection_closed(peer_ip_);
+            s_.limiter.connection_closed(peer_key_);
         }
     }
     session(const session&) = delete;
@@ -112,6 +113,15 @@ private:
         co_await respond(rq, error_response(e, std::move(extra_headers)));
     }
     void log_request(const request_ctx& rq);
+    // The rate limit's key: the peer, or the client a trusted proxy named.
+    [[nodiscard]] address_table::key limit_key(const std::string& ip) const {
+        if (ip == peer_ip_) {
+            return peer_key_;
+        }
+        boost::system::error_code ec;
+        const auto a = asio::ip::make_address(ip, ec);
+        return ec ? peer_key_ : address_table::key_of(a);
+    }
 
     shared_state& s_;
     worker& w_;
@@ -120,6 +130,7 @@ private:
     socket_deadline deadline_{sock_};
     read_buffer buffer_;  // also holds pipelined bytes; capped in the constructor; wiped when freed
     std::string peer_ip_;
+    address_table::key peer_key_{};
     session_slot slot_;
     bool counted_ = false;
     bool linger_ = false;  // drain the client's input before closing
@@ -129,7 +140,7 @@ private:
 asio::awaitable<void> session::run() {
     if (cfg_.trusted_proxies.contains(peer_ip_)) {
         // A trusted proxy multiplexes many clients; it is not capped per address.
-    } else if (!s_.limiter.connection_opened(peer_ip_)) {
+    } else if (!s_.limiter.connection_opened(peer_key_)) {
         request_ctx rq;
         rq.client_ip = peer_ip_;
         rq.keep_alive = false;
@@ -229,7 +240,7 @@ asio::awaitable<bool> session::serve_one() {
     if (!framing_ok(req.base(), req.version()) || head_buffer.folded()) {
         rq.keep_alive = false;  // the next request's boundary is unknowable
         co_await respond_error(rq, error_code::bad_request);
-    } else if (const unsigned wait = s_.limiter.request(rq.client_ip); wait > 0) {
+    } else if (const unsigned wait = s_.limiter.request(limit_key(rq.client_ip)); wait > 0) {
         rq.keep_alive = rq.keep_alive && !has_body;
         co_await respond_error(rq, error_code::rate_limited, "Retry-After: " + std::to_string(wait) + "\r\n");
     } else {
@@ -291,6 +302,21 @@ asio::awaitable<void> session::handle_sealed(request_parser& parser, const route
         rq.keep_alive = false;
         co_await respond_error(rq, error_code::overloaded, "Retry-After: 1\r\n");
         co_return;
+    }
+
+    // The seal's header alone, before a byte of body is read or held: a
+    // request that cannot be accepted costs no body budget and no X25519.
+    {
+        const auto keys = s_.keys.load();
+        if (const auto refused = s_.checker.precheck(*keys, req[http::field::authorization], unix_now())) {
+            const error_code e = from_seal_error(*refused);
+            if (e != error_code::overloaded) {
+                s_.stats.seal_rejected(e);
+            }
+            rq.keep_alive = rq.keep_alive && !body_unread;
+            co_await respond_error(rq, e, e == error_code::overloaded ? "Retry-After: 1\r\n" : "");
+            co_return;
+        }
     }
 
     // The body: the seal binds its hash, so all of it is needed before
