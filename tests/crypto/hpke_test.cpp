@@ -48,7 +48,11 @@ std::vector<nlohmann::json> suite_vectors() {
     return out;
 }
 
-bytes hex(const nlohmann::json& v) { return from_hex(v.get<std::string>()); }
+// (from_hex of "" would hand libsodium a null pointer: an empty exporter context is no bytes.)
+bytes hex(const nlohmann::json& v) {
+    const auto text = v.get<std::string>();
+    return text.empty() ? bytes() : from_hex(text);
+}
 
 bytes to_bytes(std::span<const unsigned char> s) { return bytes(s.begin(), s.end()); }
 
