@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 
 #include <sodium.h>
 
@@ -78,8 +79,8 @@ void replay_cache::unlink(shard& s, std::uint32_t index) {
 }
 
 void replay_cache::grow_buckets(shard& s) {
-    std::vector<std::uint32_t> old(s.buckets.size() * 2, nil);
-    old.swap(s.buckets);
+    const std::vector<std::uint32_t> old =
+        std::exchange(s.buckets, std::vector<std::uint32_t>(s.buckets.size() * 2, nil));
     for (std::uint32_t head : old) {
         while (head != nil) {
             node& n = s.at(head);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 
 #include <sodium.h>
 
@@ -67,8 +68,8 @@ bool address_table::idle(const entry& e, clock::rep now) const noexcept {
     if (rate_.requests_per_s <= 0) {
         return true;
     }
-    const double dt = std::chrono::duration<double>(clock::duration(std::max<clock::rep>(0, now - e.refreshed))).count();
-    return e.tokens + dt * rate_.requests_per_s >= rate_.burst;
+    const auto dt = std::chrono::duration<double>(clock::duration(std::max<clock::rep>(0, now - e.refreshed)));
+    return e.tokens + dt.count() * rate_.requests_per_s >= rate_.burst;
 }
 
 address_table::entry* address_table::find(shard& s, const key& k, std::uint64_t h) const noexcept {
@@ -115,8 +116,7 @@ void address_table::sweep(shard& s, clock::rep now) noexcept {
 }
 
 void address_table::grow(shard& s) {
-    std::vector<entry> old(s.slots.size() * 2);
-    old.swap(s.slots);
+    const std::vector<entry> old = std::exchange(s.slots, std::vector<entry>(s.slots.size() * 2));
     const std::size_t mask = s.slots.size() - 1;
     for (const entry& e : old) {
         if (e.used) {
