@@ -411,8 +411,8 @@ asio::awaitable<void> session::handle_sealed(request_parser& parser, const route
         }
         rq.error = "client_closed";
     }
-    if (!res.complete) {
-        rq.keep_alive = false;
+    if (res.head_written && !res.complete) {
+        rq.keep_alive = false;  // the client saw a cut answer; the pump closed the socket
     }
     if (res.reusable) {
         pool.remember_session(*sent.conn);
