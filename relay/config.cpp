@@ -1,5 +1,7 @@
 #include "relay/config.hpp"
 
+#include "crypto/replay_cache.hpp"
+
 #include <cctype>
 
 #include <algorithm>
@@ -443,8 +445,14 @@ std::shared_ptr<const config> parse_config(std::string_view json_text, const std
             static_cast<std::size_t>(get_int(j, "max_pending_body_bytes", 256ll << 20, 0, 1ll << 40));
         c->min_body_bytes_per_s = static_cast<std::size_t>(get_int(j, "min_body_bytes_per_s", 1024, 0, 1ll << 30));
         c->body_rate_window_s = get_int(j, "body_rate_window_s", 5, 1, 3600);
-        c->replay_cache_entries =
-            static_cast<std::size_t>(get_int(j, "replay_cache_entries", 1 << 20, 1024, 1ll << 28));
+        // By default, room for a flood of accepted seals (junk keys are free to
+        // make) at the most this relay can open, ~30,000 seals/s a thread, each
+        // remembered for the whole window: an honest seal is never refused for
+        // lack of room (about 38 bytes an entry, used only as seals arrive).
+        const auto flood_capacity = static_cast<std::int64_t>(crypto::replay_cache::capacity_for(
+            30000.0 * c->threads, c->seal_max_age_s + c->seal_max_future_s + 1));
+        c->replay_cache_entries = static_cast<std::size_t>(
+            get_int(j, "replay_cache_entries", std::min<std::int64_t>(flood_capacity, 1ll << 28), 1024, 1ll << 28));
         c->max_connections_per_ip = static_cast<std::size_t>(get_int(j, "max_connections_per_ip", 256, 0, 1 << 20));
         if (j.contains("rate_limit")) {
             const auto& r = j["rate_limit"];

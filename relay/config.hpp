@@ -90,7 +90,7 @@ struct config {
     std::size_t max_pending_body_bytes = 256u << 20;  // bytes held in unfinished request bodies, all clients
     std::size_t min_body_bytes_per_s = 1024;    // a body slower than this over a window is dropped (408)
     std::int64_t body_rate_window_s = 5;
-    std::size_t replay_cache_entries = 1u << 20;
+    std::size_t replay_cache_entries = 1u << 20;  // parse_config: by default sized for a flood at peak rate
     std::size_t max_connections_per_ip = 256;  // 0 = off
     rate_limit per_ip_rate;
     std::vector<provider> providers;

@@ -1,4 +1,5 @@
 #include "relay/config.hpp"
+#include "crypto/replay_cache.hpp"
 
 #include <doctest/doctest.h>
 
@@ -136,4 +137,15 @@ TEST_CASE("trusted_proxies: addresses and networks, v4-mapped v6 matched as v4")
           std::string::npos);
     CHECK(error_of(R"({"key_files":["k"],"trusted_proxies":["fd00::/129"]})").find("\"trusted_proxies\"") !=
           std::string::npos);
+}
+
+TEST_CASE("config: the replay cache is sized by default for a flood of accepted seals at the peak rate") {
+    const auto one = parse_config(R"({"key_files":["k.json"],"threads":1})", "/tmp");
+    CHECK(one->replay_cache_entries == byok::crypto::replay_cache::capacity_for(30000.0, 60 + 30 + 1));
+    CHECK(one->replay_cache_entries > 2'730'000);  // 30,000 seals/s for 91 s, and a margin
+    const auto two = parse_config(R"({"key_files":["k.json"],"threads":2,"seal_max_age_s":30})", "/tmp");
+    CHECK(two->replay_cache_entries == byok::crypto::replay_cache::capacity_for(60000.0, 30 + 30 + 1));
+    const auto set = parse_config(R"({"key_files":["k.json"],"replay_cache_entries":4096})", "/tmp");
+    CHECK(set->replay_cache_entries == 4096);
+    CHECK(parse_config(R"({"key_files":["k.json"]})", "/tmp")->max_pending_body_bytes == 256u << 20);
 }
