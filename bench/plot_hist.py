@@ -6,9 +6,10 @@ usage: plot_hist.py OUT.svg|OUT.png TITLE YLABEL LABEL=FILE.hgrm [LABEL=FILE.hgr
 
 The x axis is 1/(1-percentile) on a log scale (0 %, 90 %, 99 %, 99.9 %, ...),
 as HdrHistogram's plotter draws it, so the tail gets as much room as the
-median; the y axis is the value in milliseconds. Rows are read as written
-(the 100 % row, which has no 1/(1-p), is dropped); a missing or empty file
-is left out of the plot and named on stderr.
+median; the y axis is the value in milliseconds, from 0 unless every value
+is above half the largest (then autoscaled, so that the spread shows). Rows
+are read as written (the 100 % row, which has no 1/(1-p), is dropped); a
+missing or empty file is left out of the plot and named on stderr.
 """
 import math
 import os
@@ -54,6 +55,11 @@ def main():
                       enumerate(['0%%', '90%%', '99%%', '99.9%%', '99.99%%', '99.999%%', '99.9999%%'])
                       if 10 ** k <= xmax)
 
+    # From 0, unless every value is above half the largest (the time to the
+    # last event of a paced stream): then the spread would be a flat line.
+    values = [v for _, rows in series for v, _ in rows]
+    narrow = min(values) > 0.5 * max(values)
+
     def q(s):
         return '"' + s.replace('\\', '\\\\').replace('"', '\\"') + '"'
 
@@ -67,7 +73,7 @@ def main():
         f'set xtics ({ticks})',
         'set xlabel "percentile (log scale of 1/(1-p))"',
         f'set ylabel {q(ylabel)}',
-        'set yrange [0:*]',
+        f'set yrange [{"*" if narrow else "0"}:*]',
         'set grid xtics ytics lc rgb "#dddddd"',
         'set key top left box opaque',
         'set border 3',
