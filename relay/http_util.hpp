@@ -83,6 +83,11 @@ void wipe_request_head(boost::beast::http::request_header<>& h) noexcept;
 
 [[nodiscard]] std::string_view reason_phrase(unsigned status) noexcept;
 
+// ASCII lower case, without the C library's locale lookup (a call per byte).
+[[nodiscard]] constexpr char ascii_lower(char c) noexcept {
+    return c >= 'A' && c <= 'Z' ? static_cast<char>(c + ('a' - 'A')) : c;
+}
+
 // Case-insensitive ASCII comparison.
 [[nodiscard]] bool iequals(std::string_view a, std::string_view b) noexcept;
 

@@ -1,7 +1,6 @@
 #include "relay/key_path.hpp"
 
 #include <array>
-#include <cctype>
 #include <cstring>
 
 #include <boost/asio/post.hpp>
@@ -44,7 +43,7 @@ public:
     head_writer& lower(std::string_view s) noexcept {
         for (std::size_t i = 0; i < s.size(); ++i) {
             if (out_ != nullptr) {
-                out_[n_ + i] = static_cast<char>(std::tolower(static_cast<unsigned char>(s[i])));
+                out_[n_ + i] = ascii_lower(s[i]);
             }
         }
         n_ += s.size();
@@ -69,7 +68,7 @@ void write_head(head_writer& w, const sealed_request& rq, const provider& prov, 
             continue;  // no forwarded header has a longer name
         }
         for (std::size_t i = 0; i < n.size(); ++i) {
-            name[i] = static_cast<char>(std::tolower(static_cast<unsigned char>(n[i])));
+            name[i] = ascii_lower(n[i]);
         }
         if (forward_request_header(std::string_view(name, n.size())) && field_value_ok(f.value())) {
             w.lower(n) << ": " << f.value() << "\r\n";

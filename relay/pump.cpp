@@ -132,14 +132,18 @@ std::string answer_pump::client_head() {
     h.reserve(640);
     h.append("HTTP/1.1 ").append(std::to_string(status)).append(" ").append(reason_phrase(status));
     h.append("\r\nDate: ").append(http_date(static_cast<std::int64_t>(std::time(nullptr)))).append("\r\n");
-    std::string name;
+    char name[64];
     for (const auto& f : head) {
-        name.assign(f.name_string());
-        for (auto& c : name) {
-            c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        const std::string_view n = f.name_string();
+        if (n.size() >= sizeof name) {
+            continue;  // no forwarded header has a longer name
         }
-        if (forward_response_header(name) && field_value_ok(f.value())) {
-            h.append(name).append(": ").append(f.value()).append("\r\n");
+        for (std::size_t i = 0; i < n.size(); ++i) {
+            name[i] = ascii_lower(n[i]);
+        }
+        const std::string_view lower(name, n.size());
+        if (forward_response_header(lower) && field_value_ok(f.value())) {
+            h.append(lower).append(": ").append(f.value()).append("\r\n");
         }
     }
     h.append("Cache-Control: no-store\r\nX-Accel-Buffering: no\r\n");

@@ -112,7 +112,7 @@ private:
     // Reader -> writer hand-off: at most one chunk pending while the reader fills the other buffer.
     boost::asio::steady_timer writer_wake_;
     boost::asio::steady_timer reader_wake_;
-    std::array<std::array<char, chunk>, 2> bufs_{};
+    std::array<std::array<char, chunk>, 2> bufs_;  // not zeroed: only bytes read into them are ever read
     std::string_view pending_;
     bool has_pending_ = false;
     bool finished_ = false;  // the reader is done (complete or failed)
