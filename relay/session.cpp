@@ -151,7 +151,27 @@ asio::awaitable<void> session::run() {
     } else {
         counted_ = true;
     }
-    while (co_await serve_one()) {
+    for (;;) {
+        if (!first_ && buffer_.size() == 0) {
+            // An idle keep-alive connection waits for its next request holding
+            // no read buffer, no parser and no request frame: a peek at one
+            // byte, like the answer's watcher. What it holds meanwhile is the
+            // session and its socket (docs/benchmarks.md: memory per idle
+            // connection).
+            slot_.idle = true;
+            deadline_.expires_after(std::chrono::seconds(cfg_.idle_timeout_s));
+            char byte = 0;
+            auto [ec, n] = co_await sock_.async_receive(asio::buffer(&byte, 1), asio::socket_base::message_peek,
+                                                        as_tuple(use_awaitable));
+            ec = deadline_.settle(ec);
+            slot_.idle = false;
+            if (ec || n == 0 || s_.draining.load()) {
+                break;  // closed, idle too long, or draining: a quiet close
+            }
+        }
+        if (!co_await serve_one()) {
+            break;
+        }
     }
     boost::system::error_code ec;
     sock_.shutdown(asio::ip::tcp::socket::shutdown_send, ec);
@@ -190,8 +210,10 @@ asio::awaitable<bool> session::serve_one() {
     } const head_wiper_guard{parser};
     parser.header_limit(static_cast<std::uint32_t>(cfg_.max_header_bytes));
     parser.body_limit(cfg_.max_body_bytes);
-    deadline_.expires_after(std::chrono::seconds(first_ ? cfg_.header_timeout_s : cfg_.idle_timeout_s));
-    slot_.idle = buffer_.size() == 0;
+    // The head's first byte is here (or this is the connection's first
+    // request): all of it must follow within header_timeout_s.
+    deadline_.expires_after(std::chrono::seconds(cfg_.header_timeout_s));
+    slot_.idle = first_ && buffer_.size() == 0;
     // A whole request head (about 1 KiB with its seal) in one read, not 512 bytes at a time.
     buffer_.reserve(4096);
     fold_watch_buffer head_buffer(buffer_, cfg_.max_header_bytes);
@@ -277,8 +299,8 @@ asio::awaitable<bool> session::serve_one() {
     if (rq.status != 0) {
         log_request(rq);
     }
-    if (buffer_.size() == 0 && buffer_.capacity() > 4096) {
-        buffer_.shrink_to_fit();  // an idle keep-alive connection keeps at most the 4 KiB its next read reserves
+    if (buffer_.size() == 0) {
+        buffer_.shrink_to_fit();  // an idle keep-alive connection holds no read buffer (see run())
     }
     // Closing after an answer to a request whose bytes may not all have been
     // read: linger (see run()). Not after a timeout (a slow client gets no
