@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cstring>
+#include <vector>
 
 #include <boost/asio/post.hpp>
 #include <boost/beast/core/error.hpp>
@@ -83,6 +84,38 @@ void write_head(head_writer& w, const sealed_request& rq, const provider& prov, 
     }
 }
 
+// SHA-256 of the forwarded header fields a seal binds (docs/protocol.md §3.5):
+// a captured request resent with another organization, project, beta or
+// content type no longer matches its seal.
+crypto::sha256_digest sealed_headers_digest(const beast::http::fields& headers) {
+    std::array<crypto::header_field, 16> few{};
+    std::size_t n = 0;
+    bool overflow = false;
+    for (const auto& f : headers) {
+        const std::string_view name = f.name_string();
+        bool bound = false;
+        for (const auto b : crypto::sealed_header_names) {
+            bound = bound || iequals(name, b);
+        }
+        if (!bound) {
+            continue;
+        }
+        if (n == few.size()) {
+            overflow = true;
+            break;
+        }
+        few[n++] = {name, f.value()};
+    }
+    if (!overflow) {
+        return crypto::headers_sha256(std::span<const crypto::header_field>(few.data(), n));
+    }
+    std::vector<crypto::header_field> all;  // headers_sha256 filters them itself
+    for (const auto& f : headers) {
+        all.push_back({f.name_string(), f.value()});
+    }
+    return crypto::headers_sha256(all);
+}
+
 }  // namespace
 
 asio::awaitable<sent_request> open_and_send(const key_path_env& env, const sealed_request& rq,
@@ -91,7 +124,8 @@ asio::awaitable<sent_request> open_and_send(const key_path_env& env, const seale
 
     // 1. Open and check. The key exists from here to the end of this function.
     const std::string_view authorization = (*rq.headers)[beast::http::field::authorization];
-    const crypto::request_facts facts{rq.method, rq.sealed_path, rq.body_sha256, authorization};
+    const crypto::sha256_digest headers_digest = sealed_headers_digest(*rq.headers);
+    const crypto::request_facts facts{rq.method, rq.sealed_path, rq.body_sha256, authorization, &headers_digest};
     auto checked = env.checker.check(env.keys, facts, now_unix);
     if (!checked) {
         out.error = from_seal_error(checked.error());

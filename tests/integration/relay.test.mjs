@@ -521,3 +521,37 @@ test('the access log holds one line per request and none of the keys or seals', 
   }
   assert.ok(!/Sealed /.test(log), 'a seal in the log');
 });
+
+test('a seal that binds its forwarded headers is refused when they are changed (headers_sha256)', async () => {
+  const { createHash } = await import('node:crypto');
+  const body = JSON.stringify({ model: 'm', messages: [] });
+  const keyConfig = await h.fetchKeys(relay.url);
+  // docs/protocol.md §3.5: bound names lowercased and sorted, "name:value\n" each.
+  const digest = (headers) => createHash('sha256')
+    .update(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v]).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([k, v]) => `${k}:${v}\n`).join(''))
+    .digest('base64url');
+  const sent = { 'content-type': 'application/json', 'openai-organization': 'org-alice' };
+  const send = async (headers) => {
+    const payload = JSON.stringify({
+      key: newKey(), iat: Math.floor(Date.now() / 1000), method: 'POST', path: CHAT,
+      body_sha256: h.bodySha256(body), headers_sha256: digest(sent),
+    });
+    const authorization = await h.seal({ keyConfig, payload });
+    return fetch(relay.url + CHAT, { method: 'POST', headers: { ...headers, authorization }, body });
+  };
+  const ok = await send(sent);
+  assert.equal(ok.status, 200, await ok.text());
+  for (const changed of [
+    { ...sent, 'openai-organization': 'org-mallory' },                 // another organization billed
+    { ...sent, 'openai-project': 'proj-x' },                           // a bound header added
+    { 'content-type': 'application/json' },                            // a bound header dropped
+  ]) {
+    const res = await send(changed);
+    assert.equal(res.status, 401);
+    assert.equal(await errorOf(res), 'seal_mismatch');
+  }
+  // Not bound (browsers set them): accept and user-agent may differ.
+  const ua = await send({ ...sent, 'user-agent': 'something else', accept: 'text/plain' });
+  assert.equal(ua.status, 200, await ua.text());
+});
