@@ -63,8 +63,8 @@ int keygen(int argc, char** argv) {
     try {
         const auto key = byok::crypto::relay_key::generate(std::time(nullptr), days * 86400L);
         key.write_new_file(out);
-        std::printf("wrote %s (kid %s, expires %lld)\n", out.c_str(), key.kid().c_str(),
-                    static_cast<long long>(key.exp()));
+        std::printf("wrote %s (kid %s, hpke kid %s, expires %lld)\n", out.c_str(), key.kid().c_str(),
+                    key.has_hpke() ? key.hpke_kid().c_str() : "-", static_cast<long long>(key.exp()));
         return 0;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "byok-relay keygen: %s\n", e.what());
