@@ -315,10 +315,14 @@ asio::awaitable<boost::system::error_code> upstream_response::fill() {
         co_return http::error::header_limit;
     }
     conn_.deadline.expires_after(timeout_);
-    // The first read waits for readability before trying: right after the
-    // request was written the answer cannot be there yet.
-    auto [ec, n] = co_await conn_.read_some(b.prepare(room), first_read_);
-    first_read_ = false;
+    // Wait for readability before trying when nothing can be there yet: right
+    // after the request was written, and after a read that took less than it
+    // could (it drained the socket; the provider sends its next event later).
+    // A read attempted then would only say EAGAIN: one system call per event
+    // of a paced stream. The wait is safe either way (Asio re-arms the
+    // descriptor, so bytes that arrived meanwhile still wake it).
+    auto [ec, n] = co_await conn_.read_some(b.prepare(room), wait_first_);
+    wait_first_ = n < room;
     b.commit(n);
     if (ec == asio::error::eof) {
         if (!parser_->is_header_done()) {

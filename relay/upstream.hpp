@@ -147,7 +147,7 @@ private:
     std::optional<parser_type> parser_;
     std::size_t head_bytes_ = 0;
     std::size_t interim_ = 0;
-    bool first_read_ = true;
+    bool wait_first_ = true;  // see fill()
 };
 
 // Idle connections to one provider, for one thread.
