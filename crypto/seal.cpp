@@ -204,7 +204,7 @@ check_result seal_checker::check(const keyring& keys, const request_facts& req, 
     }
 
     // 6. Fresh enough, and for exactly this request.
-    if (f_iat < now - policy_.max_age_s || f_iat > now + policy_.max_future_s) {
+    if (f_iat < now - policy_.max_age_s || f_iat > now + policy_.max_future_s || f_iat < policy_.not_before) {
         return seal_error::seal_expired;
     }
     if (f_method != req.method || f_path != req.path || req.body_sha256 == nullptr ||

@@ -44,6 +44,12 @@ struct seal_policy {
     std::int64_t max_age_s = 60;     // iat at most this old
     std::int64_t max_future_s = 30;  // iat at most this far ahead of the relay's clock
     std::size_t max_key_bytes = 1024;
+    // iat at least this (unix s). The relay sets it to the second before it
+    // started: a restarted relay has forgotten the seals it accepted, so it
+    // refuses every seal made earlier than that (seal_expired; the client
+    // reseals). One second of grace, because a client that corrects its clock
+    // from Date (whole seconds, docs/protocol.md §6.2) can land one second low.
+    std::int64_t not_before = 0;
 };
 
 // What the relay received, as views into the request (not owned).

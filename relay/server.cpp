@@ -2,6 +2,7 @@
 
 #include <csignal>
 #include <cstdio>
+#include <ctime>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -39,7 +40,9 @@ std::vector<std::string> provider_names(const config& c) {
 shared_state::shared_state(std::shared_ptr<const config> c, std::shared_ptr<const crypto::keyring> k)
     : cfg(std::move(c)),
       keys(std::move(k)),
-      checker(crypto::seal_policy{cfg->seal_max_age_s, cfg->seal_max_future_s, 1024}, cfg->replay_cache_entries),
+      checker(crypto::seal_policy{cfg->seal_max_age_s, cfg->seal_max_future_s, 1024,
+                                  static_cast<std::int64_t>(std::time(nullptr)) - 1},
+              cfg->replay_cache_entries),
       stats(provider_names(*cfg)),
       limiter(cfg->max_connections_per_ip, cfg->per_ip_rate),
       bodies(cfg->max_pending_body_bytes) {

@@ -468,6 +468,15 @@ TEST_CASE("the window is configurable") {
     CHECK(checked(f, f.seal_header_for(payload(api_key, t0))).ok());
 }
 
+TEST_CASE("a seal made before not_before (the relay's start) -> seal_expired") {
+    relay_fixture f(crypto::seal_policy{.max_age_s = 60, .max_future_s = 30, .max_key_bytes = 1024,
+                                        .not_before = t0 - 10});
+    CHECK(error_of(checked(f, f.seal_header_for(payload(api_key, t0 - 11)))) == seal_error::seal_expired);
+    CHECK(error_of(checked(f, f.seal_header_for(payload(api_key, t0 - 59)))) == seal_error::seal_expired);
+    CHECK(checked(f, f.seal_header_for(payload(api_key, t0 - 10))).ok());
+    CHECK(checked(f, f.seal_header_for(payload(api_key, t0))).ok());
+}
+
 // ---- seal_mismatch -------------------------------------------------------------
 
 TEST_CASE("mismatched method -> seal_mismatch") {

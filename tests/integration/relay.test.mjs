@@ -555,3 +555,29 @@ test('a seal that binds its forwarded headers is refused when they are changed (
   const ua = await send({ ...sent, 'user-agent': 'something else', accept: 'text/plain' });
   assert.equal(ua.status, 200, await ua.text());
 });
+
+test('a restarted relay refuses a seal made before it started (it forgot which seals it accepted)', async () => {
+  const dir = h.tempDir();
+  const keyFile = await h.makeKeyFile(dir, 'restart.json');
+  const first = await h.startRelay({ providers: h.mockProviders(mock), key_files: [keyFile] }, { dir });
+  const keyConfig = await h.fetchKeys(first.url);
+  const body = JSON.stringify({ model: 'm', messages: [] });
+  const authorization = await h.seal({ keyConfig, apiKey: newKey(), path: CHAT, body });
+  const send = (r, auth) => fetch(r.url + CHAT, {
+    method: 'POST', headers: { 'content-type': 'application/json', authorization: auth }, body,
+  });
+  const ok = await send(first, authorization);
+  assert.equal(ok.status, 200, await ok.text());
+  await first.stop();
+  // Past the one second of grace: the restart is at least two seconds after the seal's iat.
+  await h.sleep(2100);
+  const second = await h.startRelay({ providers: h.mockProviders(mock), key_files: [keyFile] }, { dir });
+  // The captured seal, replayed to the restarted relay (whose replay cache is empty).
+  const replay = await send(second, authorization);
+  assert.equal(replay.status, 401);
+  assert.ok(replay.headers.get('date'), 'seal_expired carries Date, so a client can reseal');
+  assert.equal(await errorOf(replay), 'seal_expired');
+  const fresh = await send(second, await h.seal({ keyConfig, apiKey: newKey(), path: CHAT, body }));
+  assert.equal(fresh.status, 200, await fresh.text());
+  await second.stop();
+});
