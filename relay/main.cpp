@@ -96,6 +96,9 @@ int serve(int argc, char** argv) {
         return srv.run();
     } catch (const std::exception& e) {
         // Configuration and key-file errors: the message names the field or file.
+        // The log queue is flushed first, so lines logged before the error
+        // (hardening warnings) come before it.
+        byok::relay::stop_access_log();
         std::fprintf(stderr, "byok-relay: %s\n", e.what());
         return 1;
     }
