@@ -99,6 +99,29 @@ void wipe_request_head(boost::beast::http::request_header<>& h) noexcept;
 // True if every byte is allowed in a field value (no CR, LF, NUL or other controls but HTAB).
 [[nodiscard]] bool field_value_ok(std::string_view v) noexcept;
 
+// Calls emit(lower_case_name, value) for each field whose lower-case name
+// `allowed` accepts (forward_request_header, forward_response_header) and
+// whose value has no control characters: the one place the forwarding
+// allowlists are applied, to the provider's request head and to the
+// client's answer head. Allocates nothing.
+template <class Allowed, class Emit>
+void for_each_allowed_field(const boost::beast::http::fields& fields, Allowed allowed, Emit&& emit) {
+    char name[64];
+    for (const auto& f : fields) {
+        const std::string_view n = f.name_string();
+        if (n.size() >= sizeof name) {
+            continue;  // no forwarded header has a longer name
+        }
+        for (std::size_t i = 0; i < n.size(); ++i) {
+            name[i] = ascii_lower(n[i]);
+        }
+        const std::string_view lower(name, n.size());
+        if (allowed(lower) && field_value_ok(f.value())) {
+            emit(lower, f.value());
+        }
+    }
+}
+
 // The client's address for limits and the access log: the socket peer,
 // unless the peer is one of `trusted_proxies`; then the rightmost
 // X-Forwarded-For hop that is not a trusted proxy (hops left of it were

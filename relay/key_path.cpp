@@ -41,15 +41,6 @@ public:
         n_ += s.size();
         return *this;
     }
-    head_writer& lower(std::string_view s) noexcept {
-        for (std::size_t i = 0; i < s.size(); ++i) {
-            if (out_ != nullptr) {
-                out_[n_ + i] = ascii_lower(s[i]);
-            }
-        }
-        n_ += s.size();
-        return *this;
-    }
     [[nodiscard]] std::size_t size() const noexcept { return n_; }
 
 private:
@@ -62,19 +53,9 @@ void write_head(head_writer& w, const sealed_request& rq, const provider& prov, 
                 std::string_view content_length, bool inline_body) {
     w << rq.method << " " << rq.upstream_target << " HTTP/1.1\r\nHost: " << prov.host_header << "\r\n";
     w << auth_prefix(prov.auth) << key << "\r\n";
-    char name[64];
-    for (const auto& f : *rq.headers) {
-        const std::string_view n = f.name_string();
-        if (n.size() >= sizeof name) {
-            continue;  // no forwarded header has a longer name
-        }
-        for (std::size_t i = 0; i < n.size(); ++i) {
-            name[i] = ascii_lower(n[i]);
-        }
-        if (forward_request_header(std::string_view(name, n.size())) && field_value_ok(f.value())) {
-            w.lower(n) << ": " << f.value() << "\r\n";
-        }
-    }
+    for_each_allowed_field(*rq.headers, forward_request_header, [&](std::string_view name, std::string_view value) {
+        w << name << ": " << value << "\r\n";
+    });
     if (!content_length.empty()) {
         w << "Content-Length: " << content_length << "\r\n";
     }

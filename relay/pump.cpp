@@ -120,32 +120,16 @@ asio::awaitable<bool> answer_pump::write_client(std::span<const asio::const_buff
     co_return !ec;
 }
 
-std::string answer_pump::client_head() {
+std::string answer_pump::client_head() const {
     const auto& head = resp_.head();
     const unsigned status = resp_.status();
-    const bool is_sse = head[http::field::content_type].substr(0, 17) == "text/event-stream";
-    framing_ = decide_framing(status, resp_.chunked(), resp_.content_length(), is_sse, client_version_);
-    if (framing_.k == answer_framing::kind::close) {
-        keep_alive_ = false;
-    }
     std::string h;
     h.reserve(640);
     h.append("HTTP/1.1 ").append(std::to_string(status)).append(" ").append(reason_phrase(status));
     h.append("\r\nDate: ").append(http_date(static_cast<std::int64_t>(std::time(nullptr)))).append("\r\n");
-    char name[64];
-    for (const auto& f : head) {
-        const std::string_view n = f.name_string();
-        if (n.size() >= sizeof name) {
-            continue;  // no forwarded header has a longer name
-        }
-        for (std::size_t i = 0; i < n.size(); ++i) {
-            name[i] = ascii_lower(n[i]);
-        }
-        const std::string_view lower(name, n.size());
-        if (forward_response_header(lower) && field_value_ok(f.value())) {
-            h.append(lower).append(": ").append(f.value()).append("\r\n");
-        }
-    }
+    for_each_allowed_field(head, forward_response_header, [&](std::string_view name, std::string_view value) {
+        h.append(name).append(": ").append(value).append("\r\n");
+    });
     h.append("Cache-Control: no-store\r\nX-Accel-Buffering: no\r\n");
     append_cors(h, cors_);
     switch (framing_.k) {
@@ -168,21 +152,25 @@ std::string answer_pump::client_head() {
 
 asio::awaitable<void> answer_pump::exchange() {
     const auto ec = co_await resp_.read_head();
+    boost::system::error_code pec;
+    if (!ec && !result_.client_gone) {
+        result_.ttfb_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - sent_at_).count();
+        result_.status = resp_.status();
+        const bool is_sse = resp_.head()[http::field::content_type].substr(0, 17) == "text/event-stream";
+        framing_ = decide_framing(result_.status, resp_.chunked(), resp_.content_length(), is_sse, client_version_);
+        if (framing_.k == answer_framing::kind::close) {
+            keep_alive_ = false;
+        }
+        // Body bytes that came with the head (or already after it) go into bufs_[0].
+        const std::size_t first = resp_.parse_body(asio::buffer(bufs_[0]), pec);
+        pending_ = std::string_view(bufs_[0].data(), first);
+        has_pending_ = first > 0;
+    }
     if (ec || result_.client_gone) {
         result_.failure = failure_for(ec);
-        done_ = true;
-        boost::system::error_code ignored;
-        client_.cancel(ignored);  // stops the watcher
-        co_return;
-    }
-    result_.ttfb_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - sent_at_).count();
-    result_.status = resp_.status();
-    // Body bytes that came with the head are in bufs_[0].
-    boost::system::error_code pec;
-    const std::size_t first = resp_.parse_body(asio::buffer(bufs_[0]), pec);
-    pending_ = std::string_view(bufs_[0].data(), first);
-    has_pending_ = first > 0;
-    if (!pec && resp_.done()) {
+    } else if (pec) {
+        result_.failure = error_code::upstream_bad_response;
+    } else if (resp_.done()) {
         // The whole answer is here: head, body and end in one write.
         const std::string h = client_head();
         const bool chunked = framing_.k == answer_framing::kind::chunked;
@@ -194,8 +182,6 @@ asio::awaitable<void> answer_pump::exchange() {
         if (!result_.complete) {
             result_.client_gone = true;
         }
-    } else if (pec) {
-        result_.failure = error_code::upstream_bad_response;
     } else {
         result_.head_written = true;
         co_await (reader() && writer());
@@ -244,7 +230,7 @@ asio::awaitable<void> answer_pump::reader() {
 }
 
 asio::awaitable<void> answer_pump::writer() {
-    const std::string h = client_head();  // decides framing_
+    const std::string h = client_head();
     const bool chunked = framing_.k == answer_framing::kind::chunked;
     {
         // The head, with the first piece of body if it is already here.

@@ -91,7 +91,8 @@ private:
     boost::asio::awaitable<void> reader();
     boost::asio::awaitable<void> writer();
     boost::asio::awaitable<void> watcher();
-    [[nodiscard]] std::string client_head();
+    // The answer's head for the client, framed as framing_ says.
+    [[nodiscard]] std::string client_head() const;
     [[nodiscard]] boost::asio::awaitable<bool> write_client(std::span<const boost::asio::const_buffer> bufs);
     void client_left();
     static void wake(boost::asio::steady_timer& t) { t.cancel(); }
@@ -104,7 +105,7 @@ private:
     bool keep_alive_;
     unsigned client_version_;
     upstream_response resp_;
-    answer_framing framing_;
+    answer_framing framing_;  // decided once, when the provider's head is read
     sse_boundary boundary_;
     pump_result result_;
     std::chrono::steady_clock::time_point sent_at_ = std::chrono::steady_clock::now();
