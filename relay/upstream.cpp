@@ -229,43 +229,40 @@ namespace http = beast::http;
 
 upstream_response::upstream_response(upstream_conn& conn, std::chrono::seconds timeout) noexcept
     : conn_(conn), timeout_(timeout) {
+    new_parser();
+}
+
+void upstream_response::new_parser() {
     parser_.emplace();
     parser_->header_limit(head_limit);
     parser_->body_limit(response_body_limit);
 }
 
-std::size_t upstream_response::parse_head_bytes(boost::system::error_code& ec) {
-    // Feeds the parser what was read and not yet parsed: the head, then body
-    // bytes into the caller's buffer until it is full. Never waits.
+boost::system::error_code upstream_response::parse_buffered() {
     auto& b = conn_.buffer;
     auto& p = *parser_;
-    std::size_t parsed = 0;
-    ec = {};
     while (b.size() > 0 && !p.is_done() && !(p.is_header_done() && p.get().body().size == 0)) {
         boost::system::error_code pec;
         const bool in_head = !p.is_header_done();
         const std::size_t used = p.put(b.data(), pec);
         b.consume(used);
-        parsed += used;
         if (in_head) {
             head_bytes_ += used;
             if (head_bytes_ > head_limit || (!p.is_header_done() && head_bytes_ + b.size() > head_limit)) {
-                ec = http::error::header_limit;
-                return parsed;
+                return http::error::header_limit;
             }
         }
         if (pec == http::error::need_more || pec == http::error::need_buffer) {
             break;
         }
         if (pec) {
-            ec = pec;
-            return parsed;
+            return pec;
         }
         if (used == 0) {
             break;
         }
     }
-    return parsed;
+    return {};
 }
 
 asio::awaitable<boost::system::error_code> upstream_response::read_head() {
@@ -273,9 +270,7 @@ asio::awaitable<boost::system::error_code> upstream_response::read_head() {
         // No body buffer yet: the parser stops after the head.
         parser_->get().body().data = nullptr;
         parser_->get().body().size = 0;
-        boost::system::error_code ec;
-        (void)parse_head_bytes(ec);
-        if (ec) {
+        if (const auto ec = parse_buffered()) {
             co_return ec;
         }
         if (parser_->is_header_done()) {
@@ -290,9 +285,7 @@ asio::awaitable<boost::system::error_code> upstream_response::read_head() {
             // parsed it as complete. The final answer follows on the same
             // connection: parse it with a fresh parser, still counting the
             // head bytes against the one limit.
-            parser_.emplace();
-            parser_->header_limit(head_limit);
-            parser_->body_limit(response_body_limit);
+            new_parser();
             continue;
         }
         if (const auto fec = co_await fill()) {
@@ -304,7 +297,7 @@ asio::awaitable<boost::system::error_code> upstream_response::read_head() {
 std::size_t upstream_response::parse_body(asio::mutable_buffer into, boost::system::error_code& ec) {
     parser_->get().body().data = into.data();
     parser_->get().body().size = into.size();
-    (void)parse_head_bytes(ec);
+    ec = parse_buffered();
     return into.size() - parser_->get().body().size;
 }
 
@@ -451,15 +444,8 @@ asio::awaitable<std::unique_ptr<upstream_conn>> upstream_pool::connect(std::chro
 
 asio::awaitable<asio::ip::tcp::resolver::results_type> upstream_pool::resolve(
     std::chrono::steady_clock::time_point give_up_at, boost::system::error_code& ec) {
-    const auto now = std::chrono::steady_clock::now();
-    if (resolving_ && resolving_->finished) {
-        if (!resolving_->ec) {
-            resolved_ = resolving_->results;
-            resolved_at_ = now;
-        }
-        resolving_.reset();
-    }
-    if (!resolved_.empty() && now - resolved_at_ < resolve_ttl) {
+    adopt_finished_lookup();
+    if (!resolved_.empty() && std::chrono::steady_clock::now() - resolved_at_ < resolve_ttl) {
         ec = {};
         co_return resolved_;
     }
@@ -480,23 +466,37 @@ asio::awaitable<asio::ip::tcp::resolver::results_type> upstream_pool::resolve(
                                 });
     }
     const auto st = resolving_;
-    asio::steady_timer wait(ioc_);
-    wait.expires_at(give_up_at);
-    st->waiters.push_back(&wait);
-    (void)co_await wait.async_wait(asio::as_tuple(asio::use_awaitable));
-    std::erase(st->waiters, &wait);
-    if (!st->finished) {
-        ec = beast::error::timeout;
-        co_return asio::ip::tcp::resolver::results_type{};
+    {
+        // Registered while it sleeps, removed however the wait ends (also
+        // when this coroutine is destroyed at shutdown).
+        asio::steady_timer wait(ioc_);
+        wait.expires_at(give_up_at);
+        st->waiters.push_back(&wait);
+        struct unregister {
+            resolve_state& s;
+            asio::steady_timer* t;
+            ~unregister() { std::erase(s.waiters, t); }
+        } const guard{*st, &wait};
+        (void)co_await wait.async_wait(asio::as_tuple(asio::use_awaitable));
+        if (!st->finished) {
+            ec = beast::error::timeout;
+            co_return asio::ip::tcp::resolver::results_type{};
+        }
     }
-    if (st->ec) {
-        ec = st->ec;
-        co_return asio::ip::tcp::resolver::results_type{};
+    adopt_finished_lookup();
+    ec = st->ec;
+    co_return ec ? asio::ip::tcp::resolver::results_type{} : st->results;
+}
+
+void upstream_pool::adopt_finished_lookup() {
+    if (!resolving_ || !resolving_->finished) {
+        return;
     }
-    resolved_ = st->results;
-    resolved_at_ = std::chrono::steady_clock::now();
-    ec = {};
-    co_return st->results;
+    if (!resolving_->ec) {
+        resolved_ = resolving_->results;
+        resolved_at_ = std::chrono::steady_clock::now();
+    }
+    resolving_.reset();
 }
 
 }  // namespace byok::relay

@@ -140,7 +140,10 @@ public:
     [[nodiscard]] bool reusable() const noexcept;
 
 private:
-    std::size_t parse_head_bytes(boost::system::error_code& ec);
+    void new_parser();
+    // Feeds the parser what was read and not yet parsed: the head, then body
+    // bytes into the buffer set in the parser's body until it is full. Never waits.
+    [[nodiscard]] boost::system::error_code parse_buffered();
 
     upstream_conn& conn_;
     std::chrono::seconds timeout_;
@@ -183,6 +186,8 @@ private:
     // waiting no later than `give_up_at` (then ec = beast::error::timeout).
     [[nodiscard]] asio::awaitable<asio::ip::tcp::resolver::results_type> resolve(
         std::chrono::steady_clock::time_point give_up_at, boost::system::error_code& ec);
+    // Takes the addresses of a lookup that has ended into resolved_ (a failed one: nothing).
+    void adopt_finished_lookup();
 
     asio::io_context& ioc_;
     const provider& prov_;
