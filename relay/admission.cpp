@@ -65,15 +65,18 @@ in_flight_slot in_flight_slot::try_take(std::atomic<std::int64_t>& counter, std:
     return in_flight_slot(&counter);
 }
 
+bool reserve_announced_body(body_budget::lease& lease,
+                            const http::request_parser<http::string_body>& parser) noexcept {
+    const auto announced = parser.content_length();
+    return !announced || lease.grow_to(static_cast<std::size_t>(*announced));
+}
+
 asio::awaitable<body_outcome> read_request_body(asio::ip::tcp::socket& sock, socket_deadline& deadline,
                                                 read_buffer& buffer,
                                                 http::request_parser<http::string_body>& parser,
                                                 body_budget::lease& lease, const body_pace& pace) {
     using clock = std::chrono::steady_clock;
     const std::uint64_t announced = parser.content_length().value_or(0);
-    if (parser.content_length() && !lease.grow_to(static_cast<std::size_t>(announced))) {
-        co_return body_outcome::over_budget;
-    }
     // Trailer fields would be merged into the header set by Beast; the
     // number of fields before and after the body tells whether any came.
     const auto fields_before = std::distance(parser.get().begin(), parser.get().end());

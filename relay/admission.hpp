@@ -118,9 +118,17 @@ enum class body_outcome {
     client_gone,    // the client closed or reset (no answer)
 };
 
-// Reads the rest of a request body into the parser, holding `lease` grown to
-// the bytes the body occupies (a Content-Length body reserves all of it
-// before the first read, as the string body allocates it at once).
+// Reserves in `lease` what a body with a Content-Length will occupy (the
+// string body allocates all of it at once), before the body is read or
+// invited with 100 Continue. False if the budget has no room; true also for
+// a chunked body, whose share grows in read_request_body as it arrives.
+[[nodiscard]] bool reserve_announced_body(
+    body_budget::lease& lease,
+    const boost::beast::http::request_parser<boost::beast::http::string_body>& parser) noexcept;
+
+// Reads the rest of a request body into the parser. `lease` already holds a
+// Content-Length body's share (reserve_announced_body); a chunked body's
+// share is grown here to the bytes it occupies.
 [[nodiscard]] boost::asio::awaitable<body_outcome> read_request_body(
     boost::asio::ip::tcp::socket& sock, socket_deadline& deadline, read_buffer& buffer,
     boost::beast::http::request_parser<boost::beast::http::string_body>& parser, body_budget::lease& lease,

@@ -42,6 +42,9 @@ local_response error_response(error_code e, std::string extra_headers) {
     r.content_type = "application/json";
     r.body = error_body(e);
     r.extra_headers = std::move(extra_headers);
+    if (e == error_code::overloaded) {
+        r.extra_headers.append("Retry-After: 1\r\n");
+    }
     r.error = d.code;
     return r;
 }

@@ -42,7 +42,9 @@ struct local_response {
     [[nodiscard]] std::string_view body_view() const noexcept { return shared_body ? *shared_body : body; }
 };
 
-// The JSON error answer for `e`, with optional extra header lines.
+// The JSON error answer for `e`, with optional extra header lines. An
+// `overloaded` answer always carries "Retry-After: 1" (the relay sheds load
+// that passes within a second or so: a full budget, all slots busy).
 [[nodiscard]] local_response error_response(error_code e, std::string extra_headers = {});
 
 // The whole head of `r`: status line, Date, Content-Type, Content-Length

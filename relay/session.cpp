@@ -322,23 +322,22 @@ asio::awaitable<void> session::handle_sealed(request_parser& parser, const route
     }
     if (s_.draining.load()) {
         rq.keep_alive = false;
-        co_await respond_error(rq, error_code::overloaded, "Retry-After: 1\r\n");
+        co_await respond_error(rq, error_code::overloaded);
         co_return;
     }
 
+    // One keyring for the whole request (a reload swaps in a new one).
+    const auto keys = s_.keys.load();
     // The seal's header alone, before a byte of body is read or held: a
     // request that cannot be accepted costs no body budget and no X25519.
-    {
-        const auto keys = s_.keys.load();
-        if (const auto refused = s_.checker.precheck(*keys, req[http::field::authorization], unix_now())) {
-            const error_code e = from_seal_error(*refused);
-            if (e != error_code::overloaded) {
-                s_.stats.seal_rejected(e);
-            }
-            rq.keep_alive = rq.keep_alive && !body_unread;
-            co_await respond_error(rq, e, e == error_code::overloaded ? "Retry-After: 1\r\n" : "");
-            co_return;
+    if (const auto refused = s_.checker.precheck(*keys, req[http::field::authorization], unix_now())) {
+        const error_code e = from_seal_error(*refused);
+        if (e != error_code::overloaded) {
+            s_.stats.seal_rejected(e);
         }
+        rq.keep_alive = rq.keep_alive && !body_unread;
+        co_await respond_error(rq, e);
+        co_return;
     }
 
     // The body: the seal binds its hash, so all of it is needed before
@@ -346,9 +345,9 @@ asio::awaitable<void> session::handle_sealed(request_parser& parser, const route
     // arrives and until it has been forwarded.
     body_budget::lease lease = s_.bodies.open();
     if (body_unread) {
-        if (parser.content_length() && !lease.grow_to(static_cast<std::size_t>(*parser.content_length()))) {
+        if (!reserve_announced_body(lease, parser)) {
             rq.keep_alive = false;
-            co_await respond_error(rq, error_code::overloaded, "Retry-After: 1\r\n");
+            co_await respond_error(rq, error_code::overloaded);
             co_return;
         }
         if (iequals(req[http::field::expect], "100-continue")) {
@@ -366,7 +365,7 @@ asio::awaitable<void> session::handle_sealed(request_parser& parser, const route
             switch (got) {
             case body_outcome::too_large: co_await respond_error(rq, error_code::body_too_large); break;
             case body_outcome::over_budget:
-                co_await respond_error(rq, error_code::overloaded, "Retry-After: 1\r\n");
+                co_await respond_error(rq, error_code::overloaded);
                 break;
             case body_outcome::too_slow: co_await respond_error(rq, error_code::request_timeout); break;
             case body_outcome::has_trailers:
@@ -389,7 +388,6 @@ asio::awaitable<void> session::handle_sealed(request_parser& parser, const route
     const std::string target = upstream_target(*r.prov, r.rest);
     const std::size_t pidx = rq.provider_index;
     upstream_pool& pool = *w_.pools[pidx];
-    const auto keys = s_.keys.load();
     const key_path_env env{s_.checker, *keys, s_.stats.in_flight, cfg_.max_in_flight, pool, *r.prov, cfg_};
     const sealed_request sr{req.method_string(), sealed_path, target, &req.base(), req.body(), &digest};
     sent_request sent = co_await open_and_send(env, sr, unix_now());
@@ -397,7 +395,7 @@ asio::awaitable<void> session::handle_sealed(request_parser& parser, const route
         if (sent.seal_refused) {
             s_.stats.seal_rejected(sent.error);
         }
-        co_await respond_error(rq, sent.error, sent.error == error_code::overloaded ? "Retry-After: 1\r\n" : "");
+        co_await respond_error(rq, sent.error);
         co_return;
     }
 
