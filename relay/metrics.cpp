@@ -108,11 +108,16 @@ std::string metrics::render() const {
     for (std::size_t i = 0; i < providers_.size(); ++i) {
         total_[i]->render(out, "byok_upstream_duration_seconds", "provider=\"" + providers_[i] + "\"");
     }
-    out += "# HELP byok_in_flight_requests Sealed requests being relayed now.\n# TYPE byok_in_flight_requests gauge\n";
-    out += "byok_in_flight_requests " + std::to_string(in_flight.load()) + "\n";
-    out += "# HELP byok_open_connections Client connections open now.\n# TYPE byok_open_connections gauge\n";
-    out += "byok_open_connections " + std::to_string(open_connections.load()) + "\n";
+    render_sample(out, "byok_in_flight_requests", "gauge", "Sealed requests being relayed now.", in_flight.load());
+    render_sample(out, "byok_open_connections", "gauge", "Client connections open now.", open_connections.load());
     return out;
+}
+
+void render_sample(std::string& out, std::string_view name, std::string_view type, std::string_view help,
+                   std::int64_t value) {
+    out.append("# HELP ").append(name).append(" ").append(help).append("\n");
+    out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
+    out.append(name).append(" ").append(std::to_string(value)).append("\n");
 }
 
 }  // namespace byok::relay

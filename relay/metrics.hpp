@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "relay/errors.hpp"
@@ -25,6 +26,10 @@ private:
     std::array<std::atomic<std::uint64_t>, bounds.size() + 1> counts_{};
     std::atomic<std::uint64_t> sum_us_{0};
 };
+
+// Appends one unlabelled sample with its HELP and TYPE lines ("gauge" or "counter").
+void render_sample(std::string& out, std::string_view name, std::string_view type, std::string_view help,
+                   std::int64_t value);
 
 // The route kinds requests are counted by (a label, never a path).
 enum class metric_route : std::uint8_t { sealed, keys, healthz, web, preflight, unknown, invalid, count_ };

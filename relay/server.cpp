@@ -125,15 +125,14 @@ asio::awaitable<void> metrics_session(shared_state& s, tcp::socket sock) {
         std::string_view type = "text/plain; version=0.0.4; charset=utf-8";
         if (req.method() == http::verb::get && req.target() == "/metrics") {
             body = s.stats.render();
-            body += "# HELP byok_pending_body_bytes Bytes held in unfinished request bodies.\n"
-                    "# TYPE byok_pending_body_bytes gauge\nbyok_pending_body_bytes " +
-                    std::to_string(s.bodies.held()) + "\n";
-            body += "# HELP byok_address_table_entries Client addresses with a connection open or a bucket refilling.\n"
-                    "# TYPE byok_address_table_entries gauge\nbyok_address_table_entries " +
-                    std::to_string(s.limiter.size()) + "\n";
-            body += "# HELP byok_access_log_dropped_total Access log lines dropped because stderr was not keeping up.\n"
-                    "# TYPE byok_access_log_dropped_total counter\nbyok_access_log_dropped_total " +
-                    std::to_string(access_log_dropped()) + "\n";
+            render_sample(body, "byok_pending_body_bytes", "gauge", "Bytes held in unfinished request bodies.",
+                          static_cast<std::int64_t>(s.bodies.held()));
+            render_sample(body, "byok_address_table_entries", "gauge",
+                          "Client addresses with a connection open or a bucket refilling.",
+                          static_cast<std::int64_t>(s.limiter.size()));
+            render_sample(body, "byok_access_log_dropped_total", "counter",
+                          "Access log lines dropped because stderr was not keeping up.",
+                          static_cast<std::int64_t>(access_log_dropped()));
         } else {
             status = 404;
             type = "application/json";

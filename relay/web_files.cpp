@@ -1,5 +1,6 @@
 #include "relay/web_files.hpp"
 
+#include <array>
 #include <filesystem>
 #include <fstream>
 #include <system_error>
@@ -17,34 +18,25 @@ constexpr std::size_t max_total = 64u << 20;
 }  // namespace
 
 std::string_view web_files::type_for(std::string_view name) noexcept {
+    struct type {
+        std::string_view ext;
+        std::string_view content_type;
+    };
+    static constexpr std::array<type, 13> types{{
+        {".html", "text/html; charset=utf-8"},       {".js", "text/javascript; charset=utf-8"},
+        {".mjs", "text/javascript; charset=utf-8"},  {".cjs", "text/javascript; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"},         {".json", "application/json"},
+        {".wasm", "application/wasm"},               {".svg", "image/svg+xml"},
+        {".png", "image/png"},                       {".ico", "image/x-icon"},
+        {".txt", "text/plain; charset=utf-8"},       {".md", "text/plain; charset=utf-8"},
+        {".map", "application/json"},
+    }};
     const auto dot = name.rfind('.');
     const std::string_view ext = dot == std::string_view::npos ? "" : name.substr(dot);
-    if (ext == ".html") {
-        return "text/html; charset=utf-8";
-    }
-    if (ext == ".js" || ext == ".mjs" || ext == ".cjs") {
-        return "text/javascript; charset=utf-8";
-    }
-    if (ext == ".css") {
-        return "text/css; charset=utf-8";
-    }
-    if (ext == ".json") {
-        return "application/json";
-    }
-    if (ext == ".wasm") {
-        return "application/wasm";
-    }
-    if (ext == ".svg") {
-        return "image/svg+xml";
-    }
-    if (ext == ".png") {
-        return "image/png";
-    }
-    if (ext == ".ico") {
-        return "image/x-icon";
-    }
-    if (ext == ".txt" || ext == ".md") {
-        return "text/plain; charset=utf-8";
+    for (const auto& t : types) {
+        if (t.ext == ext) {
+            return t.content_type;
+        }
     }
     return "";
 }

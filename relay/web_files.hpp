@@ -3,9 +3,10 @@
 // once when the relay starts, so no worker ever blocks on the disk for a
 // request. Immutable once loaded; shared by every thread.
 //
-// Served: regular files whose type the relay knows (html, js, css, json,
-// wasm, svg, png, ico, txt, md), not hidden (no path segment starting with
-// '.'), at most 16 MiB each and 64 MiB in all; symbolic links are not followed.
+// Served: regular files whose type the relay knows (html, js, mjs, cjs, css,
+// json, map, wasm, svg, png, ico, txt, md; other files are not loaded), not
+// hidden (no path segment starting with '.'), at most 16 MiB each and 64 MiB
+// in all; symbolic links are not followed.
 
 #include <map>
 #include <memory>

@@ -83,3 +83,18 @@ TEST_CASE("answer_locally: preflight, unknown route, methods") {
     CHECK(r.status == 503);
     CHECK(r.close);
 }
+
+TEST_CASE("error_response: every overloaded answer says when to retry; others add nothing") {
+    CHECK(error_response(error_code::overloaded).extra_headers == "Retry-After: 1\r\n");
+    CHECK(error_response(error_code::bad_seal).extra_headers.empty());
+    CHECK(error_response(error_code::rate_limited, "Retry-After: 7\r\n").extra_headers == "Retry-After: 7\r\n");
+}
+
+TEST_CASE("web_files::type_for: the served types, and nothing else") {
+    CHECK(web_files::type_for("index.html") == "text/html; charset=utf-8");
+    CHECK(web_files::type_for("a.min.mjs") == "text/javascript; charset=utf-8");
+    CHECK(web_files::type_for("x.js.map") == "application/json");
+    CHECK(web_files::type_for("libsodium.wasm") == "application/wasm");
+    CHECK(web_files::type_for("README").empty());
+    CHECK(web_files::type_for("key.pem").empty());
+}
