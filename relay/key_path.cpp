@@ -1,6 +1,8 @@
 #include "relay/key_path.hpp"
 
+#include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstring>
 #include <vector>
 
@@ -99,6 +101,25 @@ crypto::sha256_digest sealed_headers_digest(const beast::http::fields& headers) 
 
 }  // namespace
 
+asio::awaitable<std::optional<error_code>> claim_once(const key_path_env& env, std::span<const unsigned char> id,
+                                                      std::int64_t forget_at, std::int64_t now_unix) {
+    if (env.store == nullptr) {
+        co_return std::nullopt;  // the local replay cache (already checked) is all there is
+    }
+    const auto ttl = std::chrono::milliseconds(std::max<std::int64_t>(forget_at - now_unix, 1) * 1000);
+    switch (co_await env.store->claim(id, ttl)) {
+    case claim_outcome::claimed: co_return std::nullopt;
+    case claim_outcome::replayed: co_return error_code::seal_replayed;
+    case claim_outcome::unavailable: break;
+    }
+    if (env.store->config().on_error == replay_store_failure::local) {
+        env.stats->replay_store_served_local.fetch_add(1, std::memory_order_relaxed);
+        co_return std::nullopt;
+    }
+    env.stats->replay_store_refused.fetch_add(1, std::memory_order_relaxed);
+    co_return error_code::overloaded;  // never forwarded unconfirmed
+}
+
 asio::awaitable<sent_request> open_and_send(const key_path_env& env, const sealed_request& rq,
                                             std::int64_t now_unix) {
     sent_request out;
@@ -113,7 +134,16 @@ asio::awaitable<sent_request> open_and_send(const key_path_env& env, const seale
         out.seal_refused = out.error != error_code::overloaded;
         co_return out;
     }
+    const crypto::accepted_seal accepted = checked.accepted();
     const crypto::opened_key key = std::move(checked).take_key();
+
+    // 1b. Claimed once across every replica sharing the store, before the
+    // key goes anywhere.
+    if (const auto refused = co_await claim_once(env, accepted.id, accepted.forget_at, now_unix)) {
+        out.error = *refused;
+        out.seal_refused = out.error == error_code::seal_replayed;
+        co_return out;
+    }
 
     // 2. A slot, then a verified connection, before the key is put anywhere.
     out.slot = in_flight_slot::try_take(env.in_flight, env.max_in_flight);

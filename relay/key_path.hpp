@@ -11,6 +11,8 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string_view>
 
 #include <boost/asio/awaitable.hpp>
@@ -21,6 +23,8 @@
 #include "relay/admission.hpp"
 #include "relay/config.hpp"
 #include "relay/errors.hpp"
+#include "relay/metrics.hpp"
+#include "relay/replay_store.hpp"
 #include "relay/upstream.hpp"
 
 namespace byok::relay {
@@ -43,6 +47,8 @@ struct key_path_env {
     upstream_pool& pool;
     const provider& prov;
     const config& cfg;
+    replay_store* store = nullptr;  // this worker's shared replay store; null without one
+    metrics* stats = nullptr;       // for the store's fallbacks and refusals
 };
 
 // What is left once the key is gone: on success a connection on which the
@@ -54,6 +60,20 @@ struct sent_request {
     std::unique_ptr<upstream_conn> conn;
     in_flight_slot slot = in_flight_slot::none();
 };
+
+// The one claim point (issue 15): whatever authorizes a request once (a
+// seal's replay id; a grant proof's jti) goes through here after the local
+// checks accepted it and before the key is written anywhere. Without a
+// shared store it is a no-op. With one, the id is used only if the store says
+// this relay claimed it first (`SET NX`); `seal_replayed` if another relay
+// did; if the store cannot confirm, `overloaded` (503 with Retry-After) under
+// on_error "refuse", and go ahead on the local cache alone, counted, under
+// "local". nullopt: go ahead. `forget_at`: unix second from which the id can
+// no longer be accepted anyway (the store forgets it then).
+[[nodiscard]] boost::asio::awaitable<std::optional<error_code>> claim_once(const key_path_env& env,
+                                                                           std::span<const unsigned char> id,
+                                                                           std::int64_t forget_at,
+                                                                           std::int64_t now_unix);
 
 // Opens the seal for `rq` and, if it checks, sends the one request it allows.
 [[nodiscard]] boost::asio::awaitable<sent_request> open_and_send(const key_path_env& env, const sealed_request& rq,

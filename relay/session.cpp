@@ -388,7 +388,8 @@ asio::awaitable<void> session::handle_sealed(request_parser& parser, const route
     const std::string target = upstream_target(*r.prov, r.rest);
     const std::size_t pidx = rq.provider_index;
     upstream_pool& pool = *w_.pools[pidx];
-    const key_path_env env{s_.checker, *keys, s_.stats.in_flight, cfg_.max_in_flight, pool, *r.prov, cfg_};
+    const key_path_env env{s_.checker, *keys, s_.stats.in_flight, cfg_.max_in_flight, pool, *r.prov, cfg_,
+                           w_.replay.get(), &s_.stats};
     const sealed_request sr{req.method_string(), sealed_path, target, &req.base(), req.body(), &digest};
     sent_request sent = co_await open_and_send(env, sr, unix_now());
     if (!sent.ok) {
