@@ -382,15 +382,13 @@ asio::awaitable<void> session::handle_sealed(request_parser& parser, const route
     rq.bytes_in = req.body().size();
 
     const auto digest = crypto::sha256(req.body());
-    std::string sealed_path;
-    sealed_path.reserve(cfg_.public_path_prefix.size() + rq.target.size());
-    sealed_path.append(cfg_.public_path_prefix).append(rq.target);
+    const std::string sealed = sealed_path(cfg_, rq.target);
     const std::string target = upstream_target(*r.prov, r.rest);
     const std::size_t pidx = rq.provider_index;
     upstream_pool& pool = *w_.pools[pidx];
     const key_path_env env{s_.checker, *keys, s_.stats.in_flight, cfg_.max_in_flight, pool, *r.prov, cfg_,
                            w_.replay.get(), &s_.stats};
-    const sealed_request sr{req.method_string(), sealed_path, target, &req.base(), req.body(), &digest};
+    const sealed_request sr{req.method_string(), sealed, target, &req.base(), req.body(), &digest};
     sent_request sent = co_await open_and_send(env, sr, unix_now());
     if (!sent.ok) {
         if (sent.seal_refused) {
