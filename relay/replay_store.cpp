@@ -173,7 +173,10 @@ asio::awaitable<boost::system::error_code> replay_store::connect() {
     sock_.set_option(tcp::no_delay(true), ec);
     if (tls_ctx_) {
         tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(sock_, *tls_ctx_);
-        if (SSL_set_tlsext_host_name(tls_->native_handle(), cfg_.host.c_str()) != 1) {
+        boost::system::error_code not_ip;
+        (void)asio::ip::make_address(cfg_.host, not_ip);
+        // SNI carries host names only (RFC 6066); an address is still verified against the certificate.
+        if (not_ip && SSL_set_tlsext_host_name(tls_->native_handle(), cfg_.host.c_str()) != 1) {
             co_return deadline.settle(asio::error::invalid_argument);
         }
         tls_->set_verify_callback(asio::ssl::host_name_verification(cfg_.host));

@@ -320,3 +320,32 @@ test('a replica restarted without Redis refuses a seal made before its start, ac
   assert.ok(old.headers.get('date'), 'a Date to correct the client clock from');
   assert.equal((await direct(bare)).status, 200);
 });
+
+test('rediss://: the store\'s certificate is verified against the configured CA; a password from a file', async () => {
+  const tlsPort = await freePort();
+  mkdirSync(join(dir, 'relay-tls'));
+  const other = makeCert(join(dir, 'relay-tls'));  // a CA that did not sign the store's certificate
+  writeFileSync(join(dir, 'redis-password'), 's3cret-from-a-file\n', { mode: 0o600 });
+  const child = spawn(redisBin, ['--port', '0', '--tls-port', String(tlsPort), '--tls-cert-file', tls.cert,
+    '--tls-key-file', tls.key, '--tls-auth-clients', 'no', '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+    '--dir', join(dir, 'redis'), '--requirepass', 's3cret-from-a-file'], { stdio: 'ignore' });
+  try {
+    await h.sleep(300);
+    const store = (ca) => ({ replay_store: { redis: `rediss://localhost:${tlsPort}/0`, ca_file: ca, password_file: join(dir, 'redis-password') } });
+    const good = await h.startRelay({ ...relayConfig(0, { store: false }), listen: '127.0.0.1:0', ...store(tls.cert) },
+      { dir: join(dir, 'relay-tls') });
+    for (let n = 0; n < 100 && !good.metricsUrl; n++) await h.sleep(20);
+    await waitConnected(good);
+    assert.equal((await direct(good)).status, 200);
+    await good.stop();
+    const bad = await h.startRelay({ ...relayConfig(0, { store: false }), listen: '127.0.0.1:0', ...store(other.cert) },
+      { dir: join(dir, 'relay-tls') });
+    const refused = await direct(bad);
+    assert.equal(refused.status, 503, 'a store whose certificate does not verify is not trusted');
+    for (let n = 0; n < 100 && !/replay store: cannot reach rediss:/.test(bad.stderr()); n++) await h.sleep(20);
+    assert.match(bad.stderr(), /replay store: cannot reach rediss:.*certificate verify failed/);
+    await bad.stop();
+  } finally {
+    child.kill('SIGKILL');
+  }
+});
