@@ -149,6 +149,7 @@ asio::awaitable<boost::system::error_code> replay_store::write_all(const std::st
 
 // TCP, TLS for rediss://, AUTH and SELECT, then one PING: the store answers.
 asio::awaitable<boost::system::error_code> replay_store::connect() {
+    ++generation_;
     tls_.reset();
     sock_ = tcp::socket(ioc_);
     if (reader_ != nullptr) {
@@ -309,13 +310,16 @@ asio::awaitable<boost::system::error_code> replay_store::serve() {
 // is being written go out together in the next one (pipelining).
 asio::awaitable<void> replay_store::write_pending() {
     writing_ = true;
-    while (connected_ && !out_.empty()) {
+    const unsigned generation = generation_;
+    while (connected_ && generation == generation_ && !out_.empty()) {
         sending_.swap(out_);
         out_.clear();
         const auto ec = co_await write_all(sending_);
         sending_.clear();
         if (ec) {
-            close();  // the reader sees it and reconnects
+            if (generation == generation_) {
+                close();  // the reader sees it and reconnects
+            }
             break;
         }
     }

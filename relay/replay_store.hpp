@@ -81,6 +81,7 @@ private:
     redisReader* reader_ = nullptr;
     bool connected_ = false;
     bool writing_ = false;
+    unsigned generation_ = 0;  // one per connection: a writer of an old one leaves the new one alone
     std::string out_;      // commands not yet handed to the socket
     std::string sending_;  // the batch being written
     std::deque<std::shared_ptr<waiter>> pending_;  // one per command sent or queued, in order
