@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 import * as h from './lib/harness.mjs';
+import { appKey, mintBody, proof } from './lib/grant_client.mjs';
 import { nginxBin, freePort, makeCert, startNginx, request, parseMetrics, metricSum } from './nginx/nginx.mjs';
 
 const redisBin = process.env.BYOK_REDIS_BIN ?? '/usr/bin/redis-server';
@@ -198,6 +199,38 @@ test('a seal accepted by one replica is refused by each of the others, directly 
   const served = new Set(nginx.accessLog().trim().split('\n').slice(-6).map((l) => l.match(/upstream=(\S+)/)[1]));
   assert.ok(served.size >= 2, `round robin sent the copies to ${[...served]}`);
   assert.equal((await mockStats()).pairs_repeated, 0);
+});
+
+test('a grant proof accepted by one replica is refused by the others; so is the seal that minted the grant', async () => {
+  const ORIGIN = 'http://app.test';
+  const app = await appKey();
+  const mint = { apiKey: h.randomApiKey('sk-grant-'), path: '/v1/grants', body: mintBody(app.jwk, { origin: ORIGIN }) };
+  const mintSeal = await h.seal({ keyConfig: await h.fetchKeys(relays[0].url), ...mint });
+  const send = (r, path, headers, body) => fetch(new URL(path, r.url), {
+    method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body,
+  });
+  const minted = await send(relays[0], '/v1/grants', { authorization: mintSeal }, mint.body);
+  assert.equal(minted.status, 201, await minted.clone().text());
+  const { grant } = await minted.json();
+  for (const r of [relays[1], relays[2]]) {
+    const again = await send(r, '/v1/grants', { authorization: mintSeal }, mint.body);
+    assert.equal(again.status, 401, `replica ${r.url} minted a second grant from one seal`);
+    assert.equal((await again.json()).error.code, 'seal_replayed');
+  }
+
+  const body = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'once' }] });
+  const headers = { authorization: `Grant ${grant}`, origin: ORIGIN,
+    'byok-proof': await proof(app.privateKey, { htu: CHAT, body }) };
+  const before = (await mockStats()).requests;
+  const first = await send(relays[1], CHAT, headers, body);
+  assert.equal(first.status, 200, await first.clone().text());
+  await first.text();
+  for (const r of [relays[0], relays[2]]) {
+    const again = await send(r, CHAT, headers, body);
+    assert.equal(again.status, 401, `replica ${r.url} accepted a proof replica 1 had accepted`);
+    assert.equal((await again.json()).error.code, 'proof_replayed');
+  }
+  assert.equal((await mockStats()).requests, before + 1, 'the provider saw the granted request once');
 });
 
 test('one replica SIGKILLed and restarted under load: nothing forwarded twice, failures only in flight on it', async () => {
