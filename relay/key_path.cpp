@@ -21,15 +21,6 @@ namespace {
 // one locked pooled page; a larger body follows the head as its own buffer.
 constexpr std::size_t one_block = crypto::secret_bytes::pool_block_size;
 
-std::string_view auth_prefix(auth_style a) noexcept {
-    switch (a) {
-    case auth_style::bearer: return "Authorization: Bearer ";
-    case auth_style::x_api_key: return "x-api-key: ";
-    case auth_style::api_key: return "api-key: ";
-    }
-    return "Authorization: Bearer ";
-}
-
 // Writes the head twice over: once counting (out == nullptr), once copying.
 class head_writer {
 public:
@@ -52,7 +43,7 @@ private:
 void write_head(head_writer& w, const sealed_request& rq, const provider& prov, std::string_view key,
                 std::string_view content_length, bool inline_body) {
     w << rq.method << " " << rq.upstream_target << " HTTP/1.1\r\nHost: " << prov.host_header << "\r\n";
-    w << auth_prefix(prov.auth) << key << "\r\n";
+    w << prov.auth_line << key << "\r\n";  // a header, never the query string
     for_each_allowed_field(*rq.headers, forward_request_header, [&](std::string_view name, std::string_view value) {
         w << name << ": " << value << "\r\n";
     });

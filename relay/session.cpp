@@ -209,7 +209,7 @@ asio::awaitable<bool> session::serve_one() {
         ~head_wiper() { wipe_request_head(p.get()); }
     } const head_wiper_guard{parser};
     parser.header_limit(static_cast<std::uint32_t>(cfg_.max_header_bytes));
-    parser.body_limit(cfg_.max_body_bytes);
+    parser.body_limit(cfg_.largest_body_bytes);  // the route's own limit is set once it is known
     // The head's first byte is here (or this is the connection's first
     // request): all of it must follow within header_timeout_s.
     deadline_.expires_after(std::chrono::seconds(cfg_.header_timeout_s));
@@ -325,6 +325,14 @@ asio::awaitable<void> session::handle_sealed(request_parser& parser, const route
         co_await respond_error(rq, error_code::overloaded);
         co_return;
     }
+
+    // The path's body limit (an upload path may take more than max_body_bytes).
+    if (parser.content_length().value_or(0) > r.body_limit) {
+        rq.keep_alive = false;
+        co_await respond_error(rq, error_code::body_too_large);
+        co_return;
+    }
+    parser.body_limit(r.body_limit);
 
     // One keyring for the whole request (a reload swaps in a new one).
     const auto keys = s_.keys.load();

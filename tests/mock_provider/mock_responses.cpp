@@ -85,19 +85,37 @@ route match_route(std::string_view target) noexcept {
         }
         return route::unknown;
     }
-    if (ends_with(path, "/v1/chat/completions")) {
+    if (ends_with(path, ":generateContent")) {
+        return route::gemini_generate;
+    }
+    if (ends_with(path, ":streamGenerateContent")) {
+        return route::gemini_stream;
+    }
+    if (ends_with(path, "/audio/transcriptions") || ends_with(path, "/audio/translations")) {
+        return route::transcriptions;
+    }
+    if (ends_with(path, "/audio/speech")) {
+        return route::speech;
+    }
+    if (ends_with(path, "/v1/moderations")) {
+        return route::moderations;
+    }
+    if (ends_with(path, "/v1/realtime/client_secrets")) {
+        return route::client_secrets;
+    }
+    if (ends_with(path, "/chat/completions")) {
         return route::chat_completions;
     }
-    if (ends_with(path, "/v1/completions")) {
+    if (ends_with(path, "/completions")) {
         return route::completions;
     }
     if (ends_with(path, "/v1/responses")) {
         return route::responses;
     }
-    if (ends_with(path, "/v1/embeddings")) {
+    if (ends_with(path, "/embeddings")) {
         return route::embeddings;
     }
-    if (ends_with(path, "/v1/models")) {
+    if (ends_with(path, "/models")) {
         return route::models;
     }
     if (ends_with(path, "/v1/messages")) {
@@ -112,6 +130,24 @@ bool is_admin(route r) noexcept {
 
 bool wants_get(route r) noexcept {
     return r == route::models || r == route::admin_requests || r == route::admin_stats;
+}
+
+bool wants_json(route r) noexcept {
+    return r != route::transcriptions;
+}
+
+std::string model_from_path(std::string_view target) {
+    const std::string_view path = target.substr(0, target.find('?'));
+    const auto at = path.rfind("/models/");
+    const auto colon = path.rfind(':');
+    if (at == std::string_view::npos || colon == std::string_view::npos || colon < at + 8) {
+        return {};
+    }
+    return json_string(path.substr(at + 8, colon - at - 8));
+}
+
+std::string_view answer_content_type(route r) noexcept {
+    return r == route::speech ? "audio/mpeg" : "application/json";
 }
 
 request_options parse_options(std::string_view body, bool body_required) {
@@ -271,6 +307,35 @@ std::string render_json_answer(const answer_context& c) {
         out += "}],\"stop_reason\":\"end_turn\",\"stop_sequence\":null,"
                "\"usage\":{\"input_tokens\":19,\"output_tokens\":10}}";
         break;
+    case route::gemini_generate:
+        out += "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":" + text +
+               "}],\"role\":\"model\"},\"finishReason\":\"STOP\",\"index\":0}],"
+               "\"usageMetadata\":{\"promptTokenCount\":19,\"candidatesTokenCount\":10,\"totalTokenCount\":29},"
+               "\"modelVersion\":" + c.model_json + ",\"responseId\":\"mock-" + id + "\"}";
+        break;
+    case route::transcriptions:
+        out += "{\"text\":" + json_string("mock transcript " + c.sha) + "}";
+        break;
+    case route::speech:
+        out.resize(4096);
+        for (std::size_t i = 0; i < out.size(); ++i) {
+            out[i] = static_cast<char>((i * 7 + static_cast<unsigned char>(c.sha[i % c.sha.size()])) & 0xff);
+        }
+        break;
+    case route::moderations: {
+        const std::string f = c.flagged ? "true" : "false";
+        out += "{\"id\":\"modr-mock-" + id + "\",\"model\":\"omni-moderation-latest\",\"results\":[{\"flagged\":" +
+               f + ",\"categories\":{\"harassment\":false,\"hate\":false,\"self-harm\":false,\"sexual\":false,"
+               "\"violence\":" + f + ",\"violence/graphic\":" + f +
+               "},\"category_scores\":{\"harassment\":0.001,\"hate\":0.001,\"self-harm\":0.001,\"sexual\":0.001,"
+               "\"violence\":" + (c.flagged ? "0.97" : "0.001") + ",\"violence/graphic\":" +
+               (c.flagged ? "0.91" : "0.001") + "}}]}";
+        break;
+    }
+    case route::client_secrets:
+        out += "{\"value\":\"ek_mock_" + id + "\",\"expires_at\":1763773200,\"session\":{\"type\":\"realtime\","
+               "\"object\":\"realtime.session\",\"id\":\"sess_mock_" + id + "\",\"model\":" + c.model_json + "}}";
+        break;
     default:
         out += render_error(c.r, "invalid_request_error", "unknown route", "unknown_url");
         break;
@@ -323,6 +388,18 @@ std::string render_stream_event(const answer_context& c, int i) {
                    "{\"type\":\"response.output_text.delta\",\"item_id\":\"msg_mock_" +
                        std::to_string(c.id) + "\",\"output_index\":0,\"content_index\":0,\"delta\":" +
                        p + "}");
+    case route::gemini_stream: {
+        std::string out = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":" + p +
+                          "}],\"role\":\"model\"},\"index\":0";
+        if (last) {
+            out += ",\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":19,\"candidatesTokenCount\":" +
+                   std::to_string(c.events) + ",\"totalTokenCount\":" + std::to_string(19 + c.events) + "}";
+        } else {
+            out += "}]";
+        }
+        return out + ",\"modelVersion\":" + c.model_json + ",\"responseId\":\"mock-" + std::to_string(c.id) +
+               "\"}\r\n\r\n";
+    }
     case route::completions:
         return "data: {\"id\":\"cmpl-mock-" + std::to_string(c.id) +
                "\",\"object\":\"text_completion\",\"created\":" + std::string(created) +
@@ -363,6 +440,8 @@ std::string render_stream_epilogue(const answer_context& c) {
                        std::to_string(c.events) + ",\"total_tokens\":" +
                        std::to_string(19 + c.events) + "}}}");
     }
+    case route::gemini_stream:
+        return {};  // Gemini ends its stream with the last event, no [DONE]
     default:
         return "data: [DONE]\n\n";
     }
