@@ -324,8 +324,11 @@ json default_providers_json() {
                                 {"/v1beta/models/{model}:generateContent",
                                  "/v1beta/models/{model}:streamGenerateContent", "/v1beta/models/{model}:countTokens",
                                  "/v1beta/models/{model}:embedContent", "/v1beta/models/{model}:batchEmbedContents",
-                                 "/v1beta/openai/chat/completions", "/v1beta/openai/embeddings",
-                                 "/v1beta/openai/models"});
+                                 // v1: what @google/genai uses by default
+                                 "/v1/models/{model}:generateContent", "/v1/models/{model}:streamGenerateContent",
+                                 "/v1/models/{model}:countTokens", "/v1/models/{model}:embedContent",
+                                 "/v1/models/{model}:batchEmbedContents", "/v1beta/openai/chat/completions",
+                                 "/v1beta/openai/embeddings", "/v1beta/openai/models"});
     j["mistral"] = provider_json("https://api.mistral.ai", "bearer",
                                  {"/v1/chat/completions", "/v1/fim/completions", "/v1/embeddings", "/v1/models",
                                   "/v1/moderations"});

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 namespace byok::mock {
@@ -34,6 +35,34 @@ int clamp_int(const nlohmann::json& v, int lo, int hi, int fallback, bool& ok) {
     }
     const auto n = v.get<long long>();
     return static_cast<int>(std::clamp<long long>(n, lo, hi));
+}
+
+std::string base64(std::string_view in) {
+    static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    std::string out;
+    std::size_t i = 0;
+    for (; i + 3 <= in.size(); i += 3) {
+        const unsigned v = (unsigned{static_cast<unsigned char>(in[i])} << 16) |
+                           (unsigned{static_cast<unsigned char>(in[i + 1])} << 8) | static_cast<unsigned char>(in[i + 2]);
+        out += alphabet[(v >> 18) & 63];
+        out += alphabet[(v >> 12) & 63];
+        out += alphabet[(v >> 6) & 63];
+        out += alphabet[v & 63];
+    }
+    if (i + 1 == in.size()) {
+        const unsigned v = unsigned{static_cast<unsigned char>(in[i])} << 16;
+        out += alphabet[(v >> 18) & 63];
+        out += alphabet[(v >> 12) & 63];
+        out += "==";
+    } else if (i + 2 == in.size()) {
+        const unsigned v = (unsigned{static_cast<unsigned char>(in[i])} << 16) |
+                           (unsigned{static_cast<unsigned char>(in[i + 1])} << 8);
+        out += alphabet[(v >> 18) & 63];
+        out += alphabet[(v >> 12) & 63];
+        out += alphabet[(v >> 6) & 63];
+        out += '=';
+    }
+    return out;
 }
 
 std::string piece(int i) {
@@ -171,6 +200,9 @@ request_options parse_options(std::string_view body, bool body_required) {
                                    it->get_ref<const std::string&>().size() <= 256) {
         o.model_json = json_string(it->get_ref<const std::string&>());
     }
+    if (auto it = j.find("encoding_format"); it != j.end() && it->is_string()) {
+        o.base64 = it->get_ref<const std::string&>() == "base64";
+    }
     if (auto it = j.find("stream"); it != j.end() && it->is_boolean()) {
         o.stream = it->get<bool>();
     }
@@ -283,14 +315,23 @@ std::string render_json_answer(const answer_context& c) {
                "\"total_tokens\":29}}";
         break;
     case route::embeddings: {
-        out += "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":0,\"embedding\":[";
+        out += "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":0,\"embedding\":";
+        out += c.base64 ? "\"" : "[";
+        std::string floats;  // the same eight values as float32 little-endian, for base64
         for (std::size_t i = 0; i < 8; ++i) {
             const int v = static_cast<unsigned char>(c.sha[i]) % 100;
-            out += i == 0 ? "0." : ",0.";
-            out += std::to_string(v / 10);
-            out += std::to_string(v % 10);
+            if (!c.base64) {
+                out += i == 0 ? "0." : ",0.";
+                out += std::to_string(v / 10);
+                out += std::to_string(v % 10);
+            }
+            const float f = static_cast<float>(v) / 100.0f;
+            unsigned char b[4];
+            std::memcpy(b, &f, 4);
+            floats.append(reinterpret_cast<const char*>(b), 4);
         }
-        out += "]}],\"model\":" + c.model_json +
+        out += c.base64 ? base64(floats) + "\"" : "]";
+        out += "}],\"model\":" + c.model_json +
                ",\"usage\":{\"prompt_tokens\":5,\"total_tokens\":5}}";
         break;
     }

@@ -63,6 +63,7 @@ struct request_options {
     int status = 500;          // for mode "fail"; "mock": {"status": N} overrides
     std::string model_json;    // the request's "model" as a JSON string literal
     std::string error;         // non-empty: the body was not acceptable (answer 400)
+    bool base64 = false;       // embeddings: "encoding_format": "base64" (float32 little-endian, base64)
 };
 
 // Parses body as JSON. A GET (models) passes an empty body and gets defaults.
@@ -78,6 +79,7 @@ struct answer_context {
     std::uint64_t id = 0;
     int events = 20;
     bool flagged = false;    // moderations: the body held MOCK_FLAG
+    bool base64 = false;     // embeddings as base64 of float32 values (what the openai clients ask for)
 };
 
 // The non-streamed answer body: JSON, or for speech 4096 bytes of "audio"

@@ -320,6 +320,7 @@ private:
         ctx.sha = std::move(sha);
         ctx.id = id;
         ctx.events = opts.events;
+        ctx.base64 = opts.base64;
         ctx.flagged = r == route::moderations && body.find("MOCK_FLAG") != std::string::npos;
 
         const bool slow = shared_.delay_ms > 0 || opts.first_delay_ms > 0 || opts.interval_ms > 0 ||

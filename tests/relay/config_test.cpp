@@ -267,7 +267,7 @@ TEST_CASE("a built-in preset is overridden setting by setting") {
     CHECK(g->host == "127.0.0.1");
     CHECK(g->base_path == "/g");
     CHECK(g->auth_line == "x-goog-api-key: ");
-    CHECK(g->paths.size() == 8);
+    CHECK(g->paths.size() == 13);
     const provider* o = c->find_provider("openai");
     CHECK(o->host == "api.openai.com");
     CHECK(o->paths == std::vector<std::string>{"/v1/chat/completions"});
