@@ -219,3 +219,18 @@ test('binary answers: speech passes through unchanged, every byte value', async 
     assert.equal(createHash('sha256').update(buf).digest('hex'), createHash('sha256').update(want).digest('hex'));
   }
 });
+
+test('the demo page offers every built-in preset, each at a path its preset allows', async () => {
+  const { readFileSync } = await import('node:fs');
+  const html = readFileSync(new URL('../../web/demo/index.html', import.meta.url), 'utf8');
+  const js = readFileSync(new URL('../../web/demo/demo.js', import.meta.url), 'utf8');
+  const offered = [...html.matchAll(/<option value="([a-z]+)"/g)].map((m) => m[1]).filter((n) => n !== 'demo');
+  assert.deepEqual(offered.sort(), Object.keys(PRESETS).sort());
+  // Each OpenAI-shaped one: base + /chat/completions is a path the relay routes to the provider.
+  for (const name of offered.filter((n) => n !== 'anthropic')) {
+    const base = js.match(new RegExp(`\\b${name}: \\{ base: '([^']+)'`))?.[1];
+    assert.ok(base, `demo.js has a base path for ${name}`);
+    const { res } = await send(`${base}/chat/completions`);
+    assert.equal(res.status, 200, `${name}: ${base}/chat/completions`);
+  }
+});
