@@ -87,11 +87,44 @@ std::vector<std::string> get_strings(const json& j, const char* field) {
     return out;
 }
 
-const std::vector<std::string> provider_fields = {"base_url", "auth", "ca_file", "paths", "body_limits"};
-
 bool is_tchar(char c) noexcept {
     return std::isalnum(static_cast<unsigned char>(c)) != 0 || std::string_view("!#$%&'*+-.^_`|~").find(c) !=
                                                                      std::string_view::npos;
+}
+
+const std::vector<std::string> provider_fields = {"base_url", "auth", "ca_file", "paths", "body_limits",
+                                                   "moderation"};
+
+// "moderation": {"via": "<provider>", "model": "...", "on_error": "refuse" | "allow"}.
+moderation_check parse_moderation(const json& m, const std::string& name, const std::string& field) {
+    const std::string what = "must be {\"via\": \"<provider>\", \"model\": \"...\", \"on_error\": \"refuse\" | \"allow\"}";
+    if (!m.is_object()) {
+        fail(field, what);
+    }
+    moderation_check out;
+    out.via = name;
+    for (const auto& [k, v] : m.items()) {
+        if (!v.is_string() || (k != "via" && k != "model" && k != "on_error")) {
+            fail(field, what);
+        }
+    }
+    out.via = m.value("via", name);
+    // The check is sent with the user's own key: only to the provider that key is for.
+    // (Another provider would need an operator key of its own, which the relay does not hold.)
+    if (out.via != name) {
+        fail(field + ".via", "must be the provider itself (\"" + name + "\"): the check is sent with the user's own key");
+    }
+    out.model = m.value("model", out.model);
+    if (out.model.empty() || out.model.size() > 128 ||
+        !std::all_of(out.model.begin(), out.model.end(), [](char c) { return is_tchar(c) || c == '/' || c == ':'; })) {
+        fail(field + ".model", "must be a model name such as \"omni-moderation-latest\"");
+    }
+    const std::string on_error = m.value("on_error", std::string("refuse"));
+    if (on_error != "refuse" && on_error != "allow") {
+        fail(field + ".on_error", "must be \"refuse\" or \"allow\"");
+    }
+    out.refuse_on_error = on_error == "refuse";
+    return out;
 }
 
 // Header names the relay writes itself or that change the message's framing
@@ -275,6 +308,9 @@ provider parse_provider(const std::string& name, const json& j, const std::strin
             fail(field + ".paths", "entries must be plain absolute paths such as \"/v1/chat/completions\", with at most "
                                    "one {param} segment and a :verb only at the end (got \"" + path + "\")");
         }
+    }
+    if (j.contains("moderation") && !j["moderation"].is_null()) {
+        p.moderation = parse_moderation(j["moderation"], name, field + ".moderation");
     }
     if (j.contains("body_limits")) {
         const auto& b = j["body_limits"];

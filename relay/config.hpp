@@ -31,6 +31,15 @@ struct endpoint {
     std::uint16_t port = 0;
 };
 
+// The moderation pre-check of a provider (opt-in): before a request is
+// forwarded, its text goes to POST /v1/moderations of `via` with the user's
+// own key; a flagged request is refused (400 content_flagged).
+struct moderation_check {
+    std::string via;                            // a provider name; today the provider itself
+    std::string model = "omni-moderation-latest";
+    bool refuse_on_error = true;                // on_error "refuse" (502 moderation_unavailable) or "allow"
+};
+
 struct provider {
     std::string name;         // the path prefix: /<name>/...
     std::string base_url;     // as configured
@@ -50,6 +59,7 @@ struct provider {
     // Body limits above or below max_body_bytes for some paths (uploads):
     // entries written and matched like `paths`, first match wins.
     std::vector<std::pair<std::string, std::size_t>> body_limits;
+    std::optional<moderation_check> moderation;
     std::string host_header;             // "host" or "host:port"
 };
 

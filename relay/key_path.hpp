@@ -11,7 +11,9 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/beast/http/fields.hpp>
@@ -53,9 +55,13 @@ struct sent_request {
     bool seal_refused = false;                       // the error came from the seal check
     std::unique_ptr<upstream_conn> conn;
     in_flight_slot slot = in_flight_slot::none();
+    std::vector<std::string> flagged_categories;  // error content_flagged: what the moderation check flagged
+    double moderation_s = -1;                     // the moderation check's time, when one was made
 };
 
-// Opens the seal for `rq` and, if it checks, sends the one request it allows.
+// Opens the seal for `rq` and, if it checks, sends the one request it allows
+// (after the provider's moderation pre-check, when it has one: that check
+// goes first, with the same key, on the same provider).
 [[nodiscard]] boost::asio::awaitable<sent_request> open_and_send(const key_path_env& env, const sealed_request& rq,
                                                                  std::int64_t now_unix);
 

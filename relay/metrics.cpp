@@ -42,6 +42,7 @@ metrics::metrics(std::vector<std::string> provider_names)
     for (std::size_t i = 0; i < providers_.size(); ++i) {
         ttfb_.push_back(std::make_unique<histogram>());
         total_.push_back(std::make_unique<histogram>());
+        moderation_.push_back(std::make_unique<histogram>());
     }
 }
 
@@ -65,6 +66,12 @@ void metrics::seal_rejected(error_code code) noexcept {
 void metrics::upstream_ttfb(std::size_t provider_index, double seconds) noexcept {
     if (provider_index < ttfb_.size()) {
         ttfb_[provider_index]->observe(seconds);
+    }
+}
+
+void metrics::moderation_check(std::size_t provider_index, double seconds) noexcept {
+    if (provider_index < moderation_.size()) {
+        moderation_[provider_index]->observe(seconds);
     }
 }
 
@@ -107,6 +114,11 @@ std::string metrics::render() const {
     out += "# TYPE byok_upstream_duration_seconds histogram\n";
     for (std::size_t i = 0; i < providers_.size(); ++i) {
         total_[i]->render(out, "byok_upstream_duration_seconds", "provider=\"" + providers_[i] + "\"");
+    }
+    out += "# HELP byok_moderation_check_seconds Time a moderation pre-check added before forwarding.\n";
+    out += "# TYPE byok_moderation_check_seconds histogram\n";
+    for (std::size_t i = 0; i < providers_.size(); ++i) {
+        moderation_[i]->render(out, "byok_moderation_check_seconds", "provider=\"" + providers_[i] + "\"");
     }
     render_sample(out, "byok_in_flight_requests", "gauge", "Sealed requests being relayed now.", in_flight.load());
     render_sample(out, "byok_open_connections", "gauge", "Client connections open now.", open_connections.load());

@@ -44,6 +44,8 @@ public:
     void seal_rejected(error_code code) noexcept;
     void upstream_ttfb(std::size_t provider_index, double seconds) noexcept;
     void upstream_total(std::size_t provider_index, double seconds) noexcept;
+    // The time a moderation pre-check added before a request went upstream.
+    void moderation_check(std::size_t provider_index, double seconds) noexcept;
 
     std::atomic<std::int64_t> in_flight{0};
     std::atomic<std::int64_t> open_connections{0};
@@ -61,6 +63,7 @@ private:
     std::array<std::atomic<std::uint64_t>, 32> seal_rejections_{};
     std::vector<std::unique_ptr<histogram>> ttfb_;
     std::vector<std::unique_ptr<histogram>> total_;
+    std::vector<std::unique_ptr<histogram>> moderation_;
 };
 
 }  // namespace byok::relay

@@ -26,6 +26,7 @@
 #include "relay/http_util.hpp"
 #include "relay/key_path.hpp"
 #include "relay/local_routes.hpp"
+#include "relay/moderation.hpp"
 #include "relay/pump.hpp"
 #include "relay/response.hpp"
 #include "relay/router.hpp"
@@ -399,9 +400,18 @@ asio::awaitable<void> session::handle_sealed(request_parser& parser, const route
     const key_path_env env{s_.checker, *keys, s_.stats.in_flight, cfg_.max_in_flight, pool, *r.prov, cfg_};
     const sealed_request sr{req.method_string(), sealed_path, target, &req.base(), req.body(), &digest};
     sent_request sent = co_await open_and_send(env, sr, unix_now());
+    if (sent.moderation_s >= 0) {
+        s_.stats.moderation_check(pidx, sent.moderation_s);
+    }
     if (!sent.ok) {
         if (sent.seal_refused) {
             s_.stats.seal_rejected(sent.error);
+        }
+        if (sent.error == error_code::content_flagged) {
+            local_response flagged = error_response(sent.error);
+            flagged.body = flagged_error_body(sent.flagged_categories);  // the category names, nothing else
+            co_await respond(rq, flagged);
+            co_return;
         }
         co_await respond_error(rq, sent.error);
         co_return;

@@ -48,6 +48,8 @@ export const RELAY_ERROR_CODES = Object.freeze({
   upstream_unreachable: 502,
   upstream_bad_response: 502,
   upstream_timeout: 504,
+  content_flagged: 400,
+  moderation_unavailable: 502,
   overloaded: 503,
   internal_error: 500,
 });

@@ -272,3 +272,23 @@ TEST_CASE("a built-in preset is overridden setting by setting") {
     CHECK(o->host == "api.openai.com");
     CHECK(o->paths == std::vector<std::string>{"/v1/chat/completions"});
 }
+
+TEST_CASE("moderation: opt-in per provider, with the user's own key only on the provider itself") {
+    const auto c = parse_config(
+        R"({"key_files":["k"],"providers":{"openai":{"moderation":{"on_error":"allow"}},
+            "x":{"base_url":"https://h","paths":["/v1"],"moderation":{"via":"x","model":"m-1"}}}})",
+        "");
+    REQUIRE(c->find_provider("openai")->moderation);
+    CHECK(c->find_provider("openai")->moderation->via == "openai");
+    CHECK(c->find_provider("openai")->moderation->model == "omni-moderation-latest");
+    CHECK_FALSE(c->find_provider("openai")->moderation->refuse_on_error);
+    CHECK(c->find_provider("x")->moderation->refuse_on_error);
+    CHECK(c->find_provider("x")->moderation->model == "m-1");
+    CHECK_FALSE(c->find_provider("anthropic")->moderation);
+    for (const char* m : {R"({"via":"openai"})", R"({"on_error":"forward"})", R"({"model":""})", R"("yes")",
+                          R"({"path":"/v1/moderations"})", R"({"model":"a b"})"}) {
+        CHECK_MESSAGE(error_of(std::string(R"({"key_files":["k"],"providers":{"anthropic":{"moderation":)") + m + "}}}")
+                          .find("\"providers.anthropic.moderation") != std::string::npos,
+                      m);
+    }
+}

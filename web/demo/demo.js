@@ -46,6 +46,8 @@ const RELAY_HINTS = {
   upstream_unreachable: 'The relay could not reach the provider.',
   upstream_bad_response: 'The provider sent an answer the relay could not read.',
   upstream_timeout: 'The provider did not answer in time.',
+  content_flagged: 'The moderation check this relay runs for the provider flagged the prompt; it was not sent.',
+  moderation_unavailable: 'The moderation check could not be made, so the prompt was not sent. Try again later.',
   overloaded: 'The relay is busy: try again shortly.',
   internal_error: 'The relay failed to handle this request.',
 };
