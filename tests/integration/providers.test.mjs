@@ -234,3 +234,15 @@ test('the demo page offers every built-in preset, each at a path its preset allo
     assert.equal(res.status, 200, `${name}: ${base}/chat/completions`);
   }
 });
+
+test('OpenAI Realtime, the BYOK way: an ephemeral client secret minted with the user\'s key through the relay', async () => {
+  const { res, buf, key } = await send('/openai/v1/realtime/client_secrets', {
+    body: { session: { type: 'realtime', model: 'gpt-realtime' } } });
+  assert.equal(res.status, 200);
+  const secret = JSON.parse(buf.toString());
+  assert.match(secret.value, /^ek_mock_\d+$/);
+  const { r, where } = await seenWith(key);
+  assert.equal(r.target, '/v1/realtime/client_secrets');
+  assert.deepEqual(where, ['authorization']);
+  assert.ok(!buf.toString().includes(key), 'the answer carries the ephemeral secret, not the key');
+});
