@@ -48,6 +48,10 @@ bool is_query_safe(std::string_view q) noexcept {
 
 }  // namespace
 
+bool path_under(std::string_view path, std::string_view prefix) noexcept {
+    return path.substr(0, prefix.size()) == prefix && (path.size() == prefix.size() || path[prefix.size()] == '/');
+}
+
 bool is_plain_path(std::string_view path) noexcept {
     if (path.empty() || path.front() != '/') {
         return false;
@@ -138,6 +142,10 @@ route classify(const config& cfg, std::string_view target) noexcept {
     }
     if (path == "/v1/keys") {
         r.kind = route_kind::keys;
+        return r;
+    }
+    if (path == "/v1/grants") {
+        r.kind = route_kind::grants;  // minting a scoped key grant: a sealed POST (relay/grants.hpp)
         return r;
     }
     if (path == "/healthz") {
