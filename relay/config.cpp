@@ -1,6 +1,7 @@
 #include "relay/config.hpp"
 
 #include "crypto/replay_cache.hpp"
+#include "relay/http_util.hpp"
 
 #include <cctype>
 
@@ -99,6 +100,116 @@ std::string get_ca_file(const json& j, const std::string& field, const std::stri
     return path;
 }
 
+bool is_tchar(char c) noexcept {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || std::string_view("!#$%&'*+-.^_`|~").find(c) !=
+                                                                     std::string_view::npos;
+}
+
+const std::vector<std::string> provider_fields = {"base_url", "auth", "ca_file", "paths", "body_limits",
+                                                   "moderation"};
+
+// "moderation": {"via": "<provider>", "model": "...", "on_error": "refuse" | "allow"}.
+moderation_check parse_moderation(const json& m, const std::string& name, const std::string& field) {
+    const std::string what = "must be {\"via\": \"<provider>\", \"model\": \"...\", \"on_error\": \"refuse\" | \"allow\"}";
+    if (!m.is_object()) {
+        fail(field, what);
+    }
+    moderation_check out;
+    out.via = name;
+    for (const auto& [k, v] : m.items()) {
+        if (!v.is_string() || (k != "via" && k != "model" && k != "on_error")) {
+            fail(field, what);
+        }
+    }
+    out.via = m.value("via", name);
+    // The check is sent with the user's own key: only to the provider that key is for.
+    // (Another provider would need an operator key of its own, which the relay does not hold.)
+    if (out.via != name) {
+        fail(field + ".via", "must be the provider itself (\"" + name + "\"): the check is sent with the user's own key");
+    }
+    out.model = m.value("model", out.model);
+    if (out.model.empty() || out.model.size() > 128 ||
+        !std::all_of(out.model.begin(), out.model.end(), [](char c) { return is_tchar(c) || c == '/' || c == ':'; })) {
+        fail(field + ".model", "must be a model name such as \"omni-moderation-latest\"");
+    }
+    const std::string on_error = m.value("on_error", std::string("refuse"));
+    if (on_error != "refuse" && on_error != "allow") {
+        fail(field + ".on_error", "must be \"refuse\" or \"allow\"");
+    }
+    out.refuse_on_error = on_error == "refuse";
+    return out;
+}
+
+// Header names the relay writes itself or that change the message's framing
+// or routing: an auth header may not be one of them.
+bool is_reserved_header(const std::string& lower) {
+    static const std::vector<std::string> reserved = {
+        "host", "content-length", "transfer-encoding", "connection", "te", "trailer", "upgrade", "keep-alive",
+        "expect", "proxy-authorization", "proxy-connection", "cookie", "forwarded", "x-forwarded-for",
+        "x-forwarded-host", "x-forwarded-proto", "via"};
+    return std::find(reserved.begin(), reserved.end(), lower) != reserved.end() || forward_request_header(lower);
+}
+
+// "auth": one of the words, or {"header": "<name>", "prefix": "<text>"}.
+void parse_auth(provider& p, const json& j, const std::string& field) {
+    const std::string what =
+        "must be \"bearer\", \"x-api-key\", \"api-key\", \"x-goog-api-key\" or "
+        "{\"header\": \"<name>\", \"prefix\": \"<text before the key>\"}";
+    if (!j.contains("auth")) {
+        p.auth = auth_style::bearer;
+        p.auth_line = "Authorization: Bearer ";
+        return;
+    }
+    const json& a = j["auth"];
+    if (a.is_string()) {
+        const std::string word = a.get<std::string>();
+        if (word == "bearer") {
+            p.auth = auth_style::bearer;
+            p.auth_line = "Authorization: Bearer ";
+        } else if (word == "x-api-key") {
+            p.auth = auth_style::x_api_key;
+            p.auth_line = "x-api-key: ";
+        } else if (word == "api-key") {
+            p.auth = auth_style::api_key;
+            p.auth_line = "api-key: ";
+        } else if (word == "x-goog-api-key") {
+            p.auth = auth_style::x_goog_api_key;
+            p.auth_line = "x-goog-api-key: ";
+        } else {
+            fail(field + ".auth", what);
+        }
+        return;
+    }
+    if (!a.is_object() || !a.contains("header") || !a["header"].is_string()) {
+        fail(field + ".auth", what);
+    }
+    for (const auto& [k, v] : a.items()) {
+        if ((k != "header" && k != "prefix") || !v.is_string()) {
+            fail(field + ".auth", what);
+        }
+    }
+    const std::string name = a["header"].get<std::string>();
+    std::string lower = name;
+    for (char& c : lower) {
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    if (name.empty() || name.size() > 63 || !std::all_of(name.begin(), name.end(), is_tchar)) {
+        fail(field + ".auth.header", "must be a header name (letters, digits and -, at most 63 characters)");
+    }
+    if (is_reserved_header(lower)) {
+        fail(field + ".auth.header", "names a header the relay writes or forwards itself: " + name);
+    }
+    const std::string prefix = a.value("prefix", std::string());
+    if (prefix.size() > 64 || !std::all_of(prefix.begin(), prefix.end(), [](char c) {
+            const auto u = static_cast<unsigned char>(c);
+            return u >= 0x20 && u < 0x7f;
+        })) {
+        fail(field + ".auth.prefix", "must be at most 64 visible ASCII characters or spaces");
+    }
+    p.auth = auth_style::header;
+    p.auth_line = name + ": " + prefix;
+}
+
 provider parse_provider(const std::string& name, const json& j, const std::string& base_dir) {
     const std::string field = "providers." + name;
     if (!j.is_object()) {
@@ -111,6 +222,11 @@ provider parse_provider(const std::string& name, const json& j, const std::strin
     }
     if (name.empty() || name == "v1" || name == "web" || name == "healthz" || name == "metrics") {
         fail(field, "name is empty or reserved");
+    }
+    for (const auto& [k, v] : j.items()) {
+        if (std::find(provider_fields.begin(), provider_fields.end(), k) == provider_fields.end()) {
+            fail(field + "." + k, "is not a known provider setting (misspelt?)");
+        }
     }
     provider p;
     p.name = name;
@@ -183,19 +299,7 @@ provider parse_provider(const std::string& name, const json& j, const std::strin
     const std::string host_text = host.find(':') != std::string::npos ? "[" + host + "]" : host;
     p.host_header = default_port ? host_text : host_text + ":" + std::to_string(p.port);
 
-    const std::string auth = j.value("auth", std::string("bearer"));
-    if (j.contains("auth") && !j["auth"].is_string()) {
-        fail(field + ".auth", "must be \"bearer\", \"x-api-key\" or \"api-key\"");
-    }
-    if (auth == "bearer") {
-        p.auth = auth_style::bearer;
-    } else if (auth == "x-api-key") {
-        p.auth = auth_style::x_api_key;
-    } else if (auth == "api-key") {
-        p.auth = auth_style::api_key;
-    } else {
-        fail(field + ".auth", "must be \"bearer\", \"x-api-key\" or \"api-key\"");
-    }
+    parse_auth(p, j, field);
     if (j.contains("ca_file")) {
         p.ca_file = get_ca_file(j, field, base_dir);
     }
@@ -204,12 +308,28 @@ provider parse_provider(const std::string& name, const json& j, const std::strin
         fail(field + ".paths", "must list at least one allowed path prefix, such as \"/v1/chat/completions\"");
     }
     for (auto& path : p.paths) {
-        if (path.empty() || path.front() != '/' || path.find_first_of("?#%\\") != std::string::npos ||
-            path.find("/.") != std::string::npos || path.find("//") != std::string::npos) {
-            fail(field + ".paths", "entries must be plain absolute paths such as \"/v1/chat/completions\"");
-        }
         while (path.size() > 1 && path.back() == '/') {
             path.pop_back();
+        }
+        if (!is_path_entry(path)) {
+            fail(field + ".paths", "entries must be plain absolute paths such as \"/v1/chat/completions\", with at most "
+                                   "one {param} segment and a :verb only at the end (got \"" + path + "\")");
+        }
+    }
+    if (j.contains("moderation") && !j["moderation"].is_null()) {
+        p.moderation = parse_moderation(j["moderation"], name, field + ".moderation");
+    }
+    if (j.contains("body_limits")) {
+        const auto& b = j["body_limits"];
+        if (!b.is_object()) {
+            fail(field + ".body_limits", "must be an object from a path entry to a number of bytes");
+        }
+        for (const auto& [path, v] : b.items()) {
+            if (!is_path_entry(path) || !v.is_number_integer() || v.get<std::int64_t>() < 0 ||
+                v.get<std::int64_t>() > (1ll << 40)) {
+                fail(field + ".body_limits", "entries must be \"<path entry>\": <bytes> (got \"" + path + "\")");
+            }
+            p.body_limits.emplace_back(path, static_cast<std::size_t>(v.get<std::int64_t>()));
         }
     }
     return p;
@@ -226,12 +346,49 @@ json provider_json(const char* base, const char* auth, std::initializer_list<con
     return j;
 }
 
+// The built-in presets, from each provider's public API reference as of
+// 2025 (written without network access; docs/operations.md lists them and
+// says how to override one). Only the paths a browser app needs for
+// inference: no fine-tuning, batches, organisation or admin endpoints.
 json default_providers_json() {
+    constexpr std::int64_t mib = 1 << 20;
     json j;
     j["openai"] = provider_json("https://api.openai.com", "bearer",
                                 {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings",
-                                 "/v1/moderations", "/v1/models", "/v1/audio", "/v1/images"});
-    j["anthropic"] = provider_json("https://api.anthropic.com", "x-api-key", {"/v1/messages"});
+                                 "/v1/moderations", "/v1/models", "/v1/audio", "/v1/images", "/v1/files",
+                                 "/v1/uploads", "/v1/realtime/client_secrets", "/v1/realtime/sessions",
+                                 "/v1/realtime/transcription_sessions"});
+    // Whisper takes files up to 25 MB; a multipart form adds a little.
+    j["openai"]["body_limits"] = {{"/v1/audio/transcriptions", 26 * mib}, {"/v1/audio/translations", 26 * mib},
+                                  {"/v1/images/edits", 64 * mib}, {"/v1/images/variations", 16 * mib},
+                                  {"/v1/files", 64 * mib}, {"/v1/uploads", 64 * mib}};
+    j["anthropic"] = provider_json("https://api.anthropic.com", "x-api-key", {"/v1/messages", "/v1/models"});
+    j["gemini"] = provider_json("https://generativelanguage.googleapis.com", "x-goog-api-key",
+                                {"/v1beta/models/{model}:generateContent",
+                                 "/v1beta/models/{model}:streamGenerateContent", "/v1beta/models/{model}:countTokens",
+                                 "/v1beta/models/{model}:embedContent", "/v1beta/models/{model}:batchEmbedContents",
+                                 // v1: what @google/genai uses by default
+                                 "/v1/models/{model}:generateContent", "/v1/models/{model}:streamGenerateContent",
+                                 "/v1/models/{model}:countTokens", "/v1/models/{model}:embedContent",
+                                 "/v1/models/{model}:batchEmbedContents", "/v1beta/openai/chat/completions",
+                                 "/v1beta/openai/embeddings", "/v1beta/openai/models"});
+    j["mistral"] = provider_json("https://api.mistral.ai", "bearer",
+                                 {"/v1/chat/completions", "/v1/fim/completions", "/v1/embeddings", "/v1/models",
+                                  "/v1/moderations"});
+    j["groq"] = provider_json("https://api.groq.com/openai", "bearer",
+                              {"/v1/chat/completions", "/v1/responses", "/v1/models", "/v1/audio"});
+    j["groq"]["body_limits"] = {{"/v1/audio/transcriptions", 26 * mib}, {"/v1/audio/translations", 26 * mib}};
+    j["openrouter"] = provider_json("https://openrouter.ai/api", "bearer",
+                                    {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models"});
+    j["deepseek"] = provider_json("https://api.deepseek.com", "bearer",
+                                  {"/chat/completions", "/v1/chat/completions", "/models", "/v1/models",
+                                   "/beta/completions"});
+    j["xai"] = provider_json("https://api.x.ai", "bearer",
+                             {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings",
+                              "/v1/models"});
+    j["together"] = provider_json("https://api.together.xyz", "bearer",
+                                  {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models",
+                                   "/v1/images/generations", "/v1/audio"});
     return j;
 }
 
@@ -424,6 +581,62 @@ bool ip_set::contains(std::string_view ip) const noexcept {
     return false;
 }
 
+bool is_path_entry(std::string_view entry) noexcept {
+    if (entry.empty() || entry.front() != '/' || entry.size() > 512) {
+        return false;
+    }
+    if (entry == "/") {
+        return true;
+    }
+    const auto literal_ok = [](std::string_view seg) {
+        if (seg.empty() || seg == "." || seg == "..") {
+            return false;
+        }
+        for (const char c : seg) {
+            const bool ok = std::isalnum(static_cast<unsigned char>(c)) != 0 ||
+                            std::string_view("-._~!$&'()*+,;=:@").find(c) != std::string_view::npos;
+            if (!ok) {
+                return false;  // also '%', '{', '}', '\\', '?', '#', controls, spaces
+            }
+        }
+        return true;
+    };
+    bool param_seen = false;
+    std::size_t start = 1;
+    for (;;) {
+        const auto end = entry.find('/', start);
+        const bool last = end == std::string_view::npos;
+        const std::string_view seg = entry.substr(start, last ? std::string_view::npos : end - start);
+        if (!seg.empty() && seg.front() == '{') {
+            const auto close = seg.find('}');
+            if (param_seen || close == std::string_view::npos || close < 2) {
+                return false;
+            }
+            for (const char c : seg.substr(1, close - 1)) {
+                if (!((c >= 'a' && c <= 'z') || c == '_')) {
+                    return false;
+                }
+            }
+            const std::string_view tail = seg.substr(close + 1);
+            if (!tail.empty()) {
+                // ":verb", and nothing after it.
+                if (!last || tail.size() < 2 || tail.front() != ':' ||
+                    !std::all_of(tail.begin() + 1, tail.end(),
+                                 [](char c) { return std::isalpha(static_cast<unsigned char>(c)) != 0; })) {
+                    return false;
+                }
+            }
+            param_seen = true;
+        } else if (!literal_ok(seg)) {
+            return false;
+        }
+        if (last) {
+            return true;
+        }
+        start = end + 1;
+    }
+}
+
 const provider* config::find_provider(std::string_view name) const noexcept {
     for (const auto& p : providers) {
         if (p.name == name) {
@@ -586,6 +799,12 @@ std::shared_ptr<const config> parse_config(std::string_view json_text, const std
             for (const auto& [name, v] : j["providers"].items()) {
                 if (v.is_null()) {
                     providers.erase(name);
+                } else if (v.is_object() && providers.contains(name)) {
+                    // A built-in preset: the settings given replace its own, the others are kept
+                    // ({"openai": {"base_url": "https://eu.api.openai.com"}}).
+                    for (const auto& [k, x] : v.items()) {
+                        providers[name][k] = x;
+                    }
                 } else {
                     providers[name] = v;
                 }
@@ -593,6 +812,14 @@ std::shared_ptr<const config> parse_config(std::string_view json_text, const std
         }
         for (const auto& [name, v] : providers.items()) {
             c->providers.push_back(parse_provider(name, v, base_dir));
+        }
+        // A path's body limit is at most the whole budget for bodies (a larger body could never be held).
+        c->largest_body_bytes = c->max_body_bytes;
+        for (auto& p : c->providers) {
+            for (auto& [path, limit] : p.body_limits) {
+                limit = std::min(limit, c->max_pending_body_bytes);
+                c->largest_body_bytes = std::max(c->largest_body_bytes, limit);
+            }
         }
     } catch (const json::exception& e) {
         throw config_error(std::string("config: ") + e.what());

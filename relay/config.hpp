@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace byok::relay {
@@ -21,11 +22,22 @@ public:
     using std::runtime_error::runtime_error;
 };
 
-enum class auth_style { bearer, x_api_key, api_key };
+// How the key goes upstream: always in a header, never in a query string.
+// `header` is the generic {"header": "<name>", "prefix": "<text>"} form.
+enum class auth_style { bearer, x_api_key, api_key, x_goog_api_key, header };
 
 struct endpoint {
     std::string host;  // as written ("127.0.0.1", "::1", "localhost")
     std::uint16_t port = 0;
+};
+
+// The moderation pre-check of a provider (opt-in): before a request is
+// forwarded, its text goes to POST /v1/moderations of `via` with the user's
+// own key; a flagged request is refused (400 content_flagged).
+struct moderation_check {
+    std::string via;                            // a provider name; today the provider itself
+    std::string model = "omni-moderation-latest";
+    bool refuse_on_error = true;                // on_error "refuse" (502 moderation_unavailable) or "allow"
 };
 
 struct provider {
@@ -36,8 +48,18 @@ struct provider {
     std::uint16_t port = 443;
     std::string base_path;    // base_url's path without trailing '/', may be empty
     auth_style auth = auth_style::bearer;
+    std::string auth_line;               // the header line up to the key: "Authorization: Bearer "
     std::optional<std::string> ca_file;  // PEM bundle; system store when absent
-    std::vector<std::string> paths;      // allowed path prefixes, e.g. "/v1/chat/completions"
+    // Allowed path entries, e.g. "/v1/chat/completions" (and every path below
+    // it), "/openai/deployments/{deployment}/chat/completions" (one segment
+    // of unreserved characters for the parameter),
+    // "/v1beta/models/{model}:generateContent" (a :verb ends the path).
+    // relay/router.cpp matches them.
+    std::vector<std::string> paths;
+    // Body limits above or below max_body_bytes for some paths (uploads):
+    // entries written and matched like `paths`, first match wins.
+    std::vector<std::pair<std::string, std::size_t>> body_limits;
+    std::optional<moderation_check> moderation;
     std::string host_header;             // "host" or "host:port"
 };
 
@@ -112,6 +134,10 @@ struct config {
     rate_limit per_ip_rate;
     std::vector<provider> providers;
     std::optional<replay_store_config> replay_store;  // none: the local replay cache alone
+    // The largest body any route accepts (max_body_bytes or a provider's
+    // body_limits, at most max_pending_body_bytes): the parser's limit until
+    // the route is known.
+    std::size_t largest_body_bytes = 8u << 20;
 
     [[nodiscard]] const provider* find_provider(std::string_view name) const noexcept;
 };
@@ -126,7 +152,11 @@ struct config {
 // Parses "host:port", "[v6]:port". Throws config_error mentioning `field`.
 [[nodiscard]] endpoint parse_endpoint(std::string_view text, std::string_view field);
 
-// The built-in providers (openai, anthropic).
+// True if `entry` is a valid `paths` / `body_limits` entry (see provider::paths).
+[[nodiscard]] bool is_path_entry(std::string_view entry) noexcept;
+
+// The built-in providers (openai, anthropic, gemini, mistral, groq,
+// openrouter, deepseek, xai, together).
 [[nodiscard]] std::vector<provider> default_providers();
 
 }  // namespace byok::relay

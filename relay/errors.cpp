@@ -6,7 +6,7 @@ namespace byok::relay {
 namespace {
 
 // Indexed by error_code; the order must follow the enum.
-constexpr std::array<error_info, 27> table{{
+constexpr std::array<error_info, 29> table{{
     {401, "missing_seal", "This relay needs an 'Authorization: Sealed <kid>.<seal>' header; see GET /v1/keys."},
     {401, "unknown_kid", "The seal is for a key this relay does not hold (it may have rotated); fetch GET /v1/keys and seal again."},
     {401, "bad_seal", "The seal could not be opened or its payload is malformed."},
@@ -23,6 +23,8 @@ constexpr std::array<error_info, 27> table{{
     {502, "upstream_unreachable", "The provider could not be reached over a verified connection."},
     {502, "upstream_bad_response", "The provider sent a response this relay could not read."},
     {504, "upstream_timeout", "The provider did not answer in time."},
+    {400, "content_flagged", "The moderation check flagged this request; it was not sent to the provider."},
+    {502, "moderation_unavailable", "The moderation check could not be made; the request was not sent to the provider."},
     {503, "overloaded", "The relay is at capacity; retry shortly."},
     {500, "internal_error", "The relay failed to handle this request."},
     {401, "missing_proof", "A request with a grant needs a 'Byok-Proof' header signed with the grant's key."},

@@ -31,6 +31,8 @@ enum class error_code {
     upstream_unreachable,
     upstream_bad_response,
     upstream_timeout,
+    content_flagged,         // the moderation pre-check flagged the request (relay/moderation.hpp)
+    moderation_unavailable,  // the pre-check could not be made and its on_error is "refuse"
     overloaded,
     internal_error,
     // Scoped key grants (docs/protocol.md §13).

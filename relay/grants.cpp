@@ -137,7 +137,7 @@ std::variant<error_code, crypto::grant_scope> parse_grant_request(const config& 
     // What the operator allows: the provider's paths, the origins, the lifetime.
     for (const auto& p : s.paths) {
         if (!is_plain_path(p) ||
-            std::none_of(prov->paths.begin(), prov->paths.end(), [&](const std::string& a) { return path_under(p, a); })) {
+            std::none_of(prov->paths.begin(), prov->paths.end(), [&](const std::string& a) { return path_allowed(a, p); })) {
             return error_code::path_not_allowed;
         }
     }

@@ -109,15 +109,21 @@ std::string_view reason_phrase(unsigned status) noexcept {
 }
 
 bool forward_request_header(std::string_view n) noexcept {
+    // What browser SDKs send that a provider needs or uses: content
+    // negotiation, OpenAI's organization/project/beta, Anthropic's version and
+    // beta flags, Google's client tag, OpenRouter's app attribution. Not
+    // anthropic-dangerous-direct-browser-access (a browser-only opt-in; the
+    // relay is not a browser), not x-stainless-* (SDK telemetry), never auth.
     return n == "content-type" || n == "accept" || n == "openai-organization" || n == "openai-project" ||
            n == "openai-beta" || n == "anthropic-version" || n == "anthropic-beta" || n == "idempotency-key" ||
-           n == "user-agent";
+           n == "user-agent" || n == "x-goog-api-client" || n == "http-referer" || n == "x-title";
 }
 
 bool forward_response_header(std::string_view n) noexcept {
     auto starts = [&](std::string_view p) { return n.substr(0, p.size()) == p; };
-    return n == "content-type" || n == "x-request-id" || n == "retry-after" || n == "request-id" ||
-           starts("openai-") || starts("x-ratelimit-") || starts("anthropic-ratelimit-");
+    return n == "content-type" || n == "x-request-id" || n == "retry-after" || n == "retry-after-ms" ||
+           n == "request-id" || n == "content-disposition" || starts("openai-") || starts("x-ratelimit-") ||
+           starts("anthropic-ratelimit-");
 }
 
 bool field_value_ok(std::string_view v) noexcept {

@@ -4,14 +4,17 @@
 #include <array>
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include <boost/asio/post.hpp>
 #include <boost/beast/core/error.hpp>
+#include <boost/beast/http/error.hpp>
 
 #include "crypto/secret.hpp"
 #include "relay/grants.hpp"
 #include "relay/http_util.hpp"
+#include "relay/moderation.hpp"
 
 namespace byok::relay {
 
@@ -23,15 +26,6 @@ namespace {
 // A request whose head and body fit here goes out as one TLS record from
 // one locked pooled page; a larger body follows the head as its own buffer.
 constexpr std::size_t one_block = crypto::secret_bytes::pool_block_size;
-
-std::string_view auth_prefix(auth_style a) noexcept {
-    switch (a) {
-    case auth_style::bearer: return "Authorization: Bearer ";
-    case auth_style::x_api_key: return "x-api-key: ";
-    case auth_style::api_key: return "api-key: ";
-    }
-    return "Authorization: Bearer ";
-}
 
 // Writes the head twice over: once counting (out == nullptr), once copying.
 class head_writer {
@@ -55,7 +49,7 @@ private:
 void write_head(head_writer& w, const sealed_request& rq, const provider& prov, std::string_view key,
                 std::string_view content_length, bool inline_body) {
     w << rq.method << " " << rq.upstream_target << " HTTP/1.1\r\nHost: " << prov.host_header << "\r\n";
-    w << auth_prefix(prov.auth) << key << "\r\n";
+    w << prov.auth_line << key << "\r\n";  // a header, never the query string
     for_each_allowed_field(*rq.headers, forward_request_header, [&](std::string_view name, std::string_view value) {
         w << name << ": " << value << "\r\n";
     });
@@ -66,6 +60,70 @@ void write_head(head_writer& w, const sealed_request& rq, const provider& prov, 
     if (inline_body) {
         w << rq.body;
     }
+}
+
+// The moderation check's head: POST <base>/v1/moderations with the key.
+void write_moderation_head(head_writer& w, const provider& prov, std::string_view key,
+                           std::string_view content_length) {
+    w << "POST " << prov.base_path << "/v1/moderations HTTP/1.1\r\nHost: " << prov.host_header << "\r\n";
+    w << prov.auth_line << key << "\r\n";
+    w << "Content-Type: application/json\r\nAccept: application/json\r\nContent-Length: " << content_length
+      << "\r\n\r\n";
+}
+
+// Answers a moderation check may have; a longer one is not one.
+constexpr std::size_t max_moderation_answer = 256 * 1024;
+
+// The moderation pre-check (relay/moderation.hpp): the request's text to the
+// provider's /v1/moderations, with the key. nullopt when no verdict came
+// (unreachable, timeout, not 200, not a moderation answer).
+asio::awaitable<std::optional<moderation_verdict>> moderate(const key_path_env& env, std::string_view key,
+                                                            const std::vector<std::string>& texts) {
+    const auto timeout = std::chrono::seconds(env.cfg.upstream_timeout_s);
+    std::unique_ptr<upstream_conn> conn = env.pool.take();
+    if (!conn) {
+        boost::system::error_code ec;
+        conn = co_await env.pool.connect(std::chrono::seconds(env.cfg.upstream_connect_timeout_s), ec);
+        if (!conn) {
+            co_return std::nullopt;
+        }
+    }
+    const std::string body = moderation_request_body(env.prov.moderation->model, texts);
+    const std::string length = std::to_string(body.size());
+    head_writer counter(nullptr);
+    write_moderation_head(counter, env.prov, key, length);
+    crypto::secret_bytes head = crypto::secret_bytes::allocate(counter.size());
+    head_writer writer(head.chars().data());
+    write_moderation_head(writer, env.prov, key, length);
+    const std::array<asio::const_buffer, 2> bufs{asio::buffer(head.data(), head.size()), asio::buffer(body)};
+    conn->deadline.expires_after(timeout);
+    const auto wec = co_await conn->write(bufs);
+    head = crypto::secret_bytes();  // wiped and back to the pool
+    if (wec) {
+        conn->close();
+        co_return std::nullopt;
+    }
+    upstream_response resp(*conn, timeout);
+    std::string answer;
+    bool ok = !co_await resp.read_head() && resp.status() == 200;
+    std::array<char, 4096> piece{};
+    while (ok) {
+        boost::system::error_code pec;
+        answer.append(piece.data(), resp.parse_body(asio::buffer(piece), pec));
+        if (pec || answer.size() > max_moderation_answer) {
+            ok = false;
+        } else if (resp.done()) {
+            break;
+        } else if (const auto fec = co_await resp.fill(); fec && !(fec == beast::http::error::end_of_stream)) {
+            ok = false;
+        }
+    }
+    if (ok && resp.reusable()) {
+        env.pool.give_back(std::move(conn));
+    } else {
+        conn->close();
+    }
+    co_return ok ? read_moderation_answer(answer) : std::nullopt;
 }
 
 // SHA-256 of the forwarded header fields a seal binds (docs/protocol.md §3.5):
@@ -208,6 +266,24 @@ asio::awaitable<sent_request> open_and_send(const key_path_env& env, const seale
     if (!out.slot) {
         out.error = error_code::overloaded;
         co_return out;
+    }
+    // 2b. The moderation pre-check, when the provider has one: first, with
+    // the same key; a flagged request never reaches the provider.
+    if (env.prov.moderation) {
+        if (const auto texts = moderation_texts(rq.body); !texts.empty()) {
+            const auto started = std::chrono::steady_clock::now();
+            const auto verdict = co_await moderate(env, key.value(), texts);
+            out.moderation_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+            if (verdict && verdict->flagged) {
+                out.error = error_code::content_flagged;
+                out.flagged_categories = verdict->categories;
+                co_return out;
+            }
+            if (!verdict && env.prov.moderation->refuse_on_error) {
+                out.error = error_code::moderation_unavailable;
+                co_return out;
+            }
+        }
     }
     out.conn = env.pool.take();
     if (!out.conn) {

@@ -17,7 +17,9 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/beast/http/fields.hpp>
@@ -68,6 +70,8 @@ struct sent_request {
     bool key_opened = false;                         // every check passed (a later error is upstream's or load)
     std::unique_ptr<upstream_conn> conn;
     in_flight_slot slot = in_flight_slot::none();
+    std::vector<std::string> flagged_categories;  // error content_flagged: what the moderation check flagged
+    double moderation_s = -1;                     // the moderation check's time, when one was made
 };
 
 // The one claim point (issue 15): whatever authorizes a request once (a
@@ -86,7 +90,9 @@ struct sent_request {
                                                                            std::int64_t now_unix);
 
 // Opens the seal (or, for "Authorization: Grant", the grant and its
-// proof) for `rq` and, if it checks, sends the one request it allows.
+// proof) for `rq` and, if it checks, sends the one request it allows (after
+// the provider's moderation pre-check, when it has one: that check goes
+// first, with the same key, on the same provider).
 [[nodiscard]] boost::asio::awaitable<sent_request> open_and_send(const key_path_env& env, const sealed_request& rq,
                                                                  std::int64_t now_unix);
 

@@ -42,6 +42,7 @@ metrics::metrics(std::vector<std::string> provider_names)
     for (std::size_t i = 0; i < providers_.size(); ++i) {
         ttfb_.push_back(std::make_unique<histogram>());
         total_.push_back(std::make_unique<histogram>());
+        moderation_.push_back(std::make_unique<histogram>());
     }
 }
 
@@ -73,6 +74,12 @@ void metrics::replay_store_error(store_error e) noexcept {
 void metrics::upstream_ttfb(std::size_t provider_index, double seconds) noexcept {
     if (provider_index < ttfb_.size()) {
         ttfb_[provider_index]->observe(seconds);
+    }
+}
+
+void metrics::moderation_check(std::size_t provider_index, double seconds) noexcept {
+    if (provider_index < moderation_.size()) {
+        moderation_[provider_index]->observe(seconds);
     }
 }
 
@@ -151,6 +158,11 @@ std::string metrics::render() const {
         out += "# HELP byok_replay_store_seconds Time from sending a claim to the store's answer.\n";
         out += "# TYPE byok_replay_store_seconds histogram\n";
         replay_store_seconds.render(out, "byok_replay_store_seconds", "");
+    }
+    out += "# HELP byok_moderation_check_seconds Time a moderation pre-check added before forwarding.\n";
+    out += "# TYPE byok_moderation_check_seconds histogram\n";
+    for (std::size_t i = 0; i < providers_.size(); ++i) {
+        moderation_[i]->render(out, "byok_moderation_check_seconds", "provider=\"" + providers_[i] + "\"");
     }
     render_sample(out, "byok_in_flight_requests", "gauge", "Sealed requests being relayed now.", in_flight.load());
     render_sample(out, "byok_open_connections", "gauge", "Client connections open now.", open_connections.load());

@@ -49,6 +49,8 @@ public:
     void grant_minted() noexcept { grants_minted_.fetch_add(1, std::memory_order_relaxed); }
     void upstream_ttfb(std::size_t provider_index, double seconds) noexcept;
     void upstream_total(std::size_t provider_index, double seconds) noexcept;
+    // The time a moderation pre-check added before a request went upstream.
+    void moderation_check(std::size_t provider_index, double seconds) noexcept;
 
     std::atomic<std::int64_t> in_flight{0};
     std::atomic<std::int64_t> open_connections{0};
@@ -81,6 +83,7 @@ private:
     std::vector<std::unique_ptr<histogram>> ttfb_;
     std::vector<std::unique_ptr<histogram>> total_;
     std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(store_error::count_)> store_errors_{};
+    std::vector<std::unique_ptr<histogram>> moderation_;
 };
 
 }  // namespace byok::relay

@@ -140,11 +140,16 @@ std::string answer_pump::client_head() const {
     h.reserve(640);
     h.append("HTTP/1.1 ").append(std::to_string(status)).append(" ").append(reason_phrase(status));
     h.append("\r\nDate: ").append(http_date(static_cast<std::int64_t>(std::time(nullptr)))).append("\r\n");
+    std::string exposed(local_exposed_headers);  // and every provider header passed on
     for_each_allowed_field(head, forward_response_header, [&](std::string_view name, std::string_view value) {
         h.append(name).append(": ").append(value).append("\r\n");
+        const std::string listed = ", " + std::string(name) + ",";
+        if (name != "content-type" && name != "retry-after" && (exposed + ",").find(listed) == std::string::npos) {
+            exposed.append(", ").append(name);  // once, though a provider may repeat a header
+        }
     });
     h.append("Cache-Control: no-store\r\nX-Accel-Buffering: no\r\n");
-    append_cors(h, cors_);
+    append_cors(h, cors_, exposed);
     switch (framing_.k) {
     case answer_framing::kind::length:
         h.append("Content-Length: ").append(std::to_string(*resp_.content_length())).append("\r\n");

@@ -23,14 +23,12 @@ cors_decision decide_cors(const config& cfg, const http::fields& request) noexce
     return {};
 }
 
-void append_cors(std::string& out, const cors_decision& cors) {
+void append_cors(std::string& out, const cors_decision& cors, std::string_view exposed) {
     if (cors.allowed()) {
         out.append("Access-Control-Allow-Origin: ").append(cors.origin).append("\r\n");
-        // Date is exposed so a browser client can correct its clock after seal_expired.
-        out.append("Access-Control-Expose-Headers: Date, X-Request-Id, Request-Id, Retry-After, "
-                   "Openai-Processing-Ms, Openai-Version, X-Ratelimit-Limit-Requests, "
-                   "X-Ratelimit-Remaining-Requests, X-Ratelimit-Reset-Requests, X-Ratelimit-Limit-Tokens, "
-                   "X-Ratelimit-Remaining-Tokens, X-Ratelimit-Reset-Tokens\r\n");
+        if (!exposed.empty()) {
+            out.append("Access-Control-Expose-Headers: ").append(exposed).append("\r\n");
+        }
     }
     out.append("Vary: Origin\r\n");
 }

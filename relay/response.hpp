@@ -24,9 +24,16 @@ struct cors_decision {
 
 [[nodiscard]] cors_decision decide_cors(const config& cfg, const boost::beast::http::fields& request) noexcept;
 
+// The headers an app may read from an answer the relay makes itself (Date:
+// a browser client corrects its clock from it after seal_expired).
+inline constexpr std::string_view local_exposed_headers = "Date, Retry-After";
+
 // "Vary: Origin", and when allowed the Access-Control-Allow-Origin and
-// Access-Control-Expose-Headers lines.
-void append_cors(std::string& out, const cors_decision& cors);
+// Access-Control-Expose-Headers lines; `exposed` is the comma-separated list
+// of names an app may read: for a relayed answer, Date and every provider
+// header the relay passed on (rate limits, request ids), whatever their names.
+void append_cors(std::string& out, const cors_decision& cors,
+                 std::string_view exposed = local_exposed_headers);
 
 // An answer the relay makes itself.
 struct local_response {

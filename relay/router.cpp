@@ -1,5 +1,7 @@
 #include "relay/router.hpp"
 
+#include <algorithm>
+
 namespace byok::relay {
 namespace {
 
@@ -18,6 +20,20 @@ bool is_pchar(char c) noexcept {
 
 bool is_hex(char c) noexcept {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+bool is_unreserved(char c) noexcept {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+           c == '_' || c == '~';
+}
+
+// The next segment of `s` from `pos` (after a '/'); `pos` moves past it and its '/'.
+std::string_view next_segment(std::string_view s, std::size_t& pos, bool& last) noexcept {
+    const auto end = s.find('/', pos);
+    last = end == std::string_view::npos;
+    const auto seg = s.substr(pos, last ? std::string_view::npos : end - pos);
+    pos = last ? s.size() : end + 1;
+    return seg;
 }
 
 bool is_query_safe(std::string_view q) noexcept {
@@ -85,6 +101,45 @@ bool is_plain_path(std::string_view path) noexcept {
     return true;
 }
 
+bool path_allowed(std::string_view entry, std::string_view path) noexcept {
+    if (entry.empty() || path.empty() || entry.front() != '/' || path.front() != '/') {
+        return false;
+    }
+    if (entry == "/") {
+        return true;
+    }
+    std::size_t ep = 1;
+    std::size_t pp = 1;
+    bool path_ended = false;
+    for (;;) {
+        bool entry_last = false;
+        const std::string_view want = next_segment(entry, ep, entry_last);
+        if (path_ended) {
+            return false;  // the path is shorter than the entry
+        }
+        const std::string_view seg = next_segment(path, pp, path_ended);
+        if (!want.empty() && want.front() == '{') {
+            const std::string_view verb = want.substr(want.find('}') + 1);  // "" or ":verb"
+            if (seg.size() <= verb.size() || seg.substr(seg.size() - verb.size()) != verb) {
+                return false;
+            }
+            const std::string_view value = seg.substr(0, seg.size() - verb.size());
+            if (value == "." || value == ".." ||
+                !std::all_of(value.begin(), value.end(), [](char c) { return is_unreserved(c); })) {
+                return false;
+            }
+            if (!verb.empty()) {
+                return path_ended;  // a :verb ends the path
+            }
+        } else if (seg != want) {
+            return false;
+        }
+        if (entry_last) {
+            return true;  // the entry, and anything below it
+        }
+    }
+}
+
 route classify(const config& cfg, std::string_view target) noexcept {
     route r;
     target = strip_public_prefix(cfg, target);
@@ -135,11 +190,18 @@ route classify(const config& cfg, std::string_view target) noexcept {
         return r;
     }
     for (const auto& allowed : p->paths) {
-        if (path_under(rest_path, allowed)) {
+        if (path_allowed(allowed, rest_path)) {
             r.kind = route_kind::sealed;
             r.prov = p;
             r.rest = target.substr(slash);
             r.rest_path = rest_path;
+            r.body_limit = cfg.max_body_bytes;
+            for (const auto& [entry, limit] : p->body_limits) {
+                if (path_allowed(entry, rest_path)) {
+                    r.body_limit = limit;
+                    break;
+                }
+            }
             return r;
         }
     }

@@ -23,6 +23,7 @@ struct route {
     std::string_view rest;      // sealed: target after "/<provider>", query included
     std::string_view rest_path; // sealed: the same without the query
     std::string_view web_path;  // web: path after "/web/"
+    std::size_t body_limit = 0; // sealed: the most body bytes this path takes (max_body_bytes or body_limits)
 };
 
 // `target` is the request-target exactly as received (origin-form only). A
@@ -40,6 +41,12 @@ struct route {
 // backslash, no empty segment.
 [[nodiscard]] bool is_plain_path(std::string_view path) noexcept;
 
+// True if `path` (plain, no query) is allowed by the provider path entry
+// `entry` (config.hpp, provider::paths): the entry's segments, then
+// anything below unless the entry ends with a :verb. A literal segment
+// matches itself; "{name}" one segment of RFC 3986 unreserved characters
+// (no ':', no '%'); "{name}:verb" such a segment followed by ":verb", the last.
+[[nodiscard]] bool path_allowed(std::string_view entry, std::string_view path) noexcept;
 // True if `path` is `prefix` or lies under it (`prefix` + "/..."): how a
 // provider's allowed paths, and a grant's paths, cover a request's path.
 [[nodiscard]] bool path_under(std::string_view path, std::string_view prefix) noexcept;

@@ -27,6 +27,7 @@
 #include "relay/http_util.hpp"
 #include "relay/key_path.hpp"
 #include "relay/local_routes.hpp"
+#include "relay/moderation.hpp"
 #include "relay/pump.hpp"
 #include "relay/response.hpp"
 #include "relay/router.hpp"
@@ -112,7 +113,8 @@ private:
     asio::awaitable<void> handle_mint(request_parser& parser, request_ctx& rq);
     asio::awaitable<void> relay_answer(request_parser& parser, request_ctx& rq, body_budget::lease& lease,
                                        sent_request& sent);
-    asio::awaitable<bool> admit(request_parser& parser, request_ctx& rq, const crypto::keyring& keys,
+    asio::awaitable<bool> admit(request_parser& parser, request_ctx& rq, std::size_t body_limit,
+                                const crypto::keyring& keys,
                                 body_budget::lease& lease);
     void count_refusal(const request_ctx& rq, error_code e);
     // The target as the client sent it to the relay's public URL, prefix
@@ -219,7 +221,7 @@ asio::awaitable<bool> session::serve_one() {
         ~head_wiper() { wipe_request_head(p.get()); }
     } const head_wiper_guard{parser};
     parser.header_limit(static_cast<std::uint32_t>(cfg_.max_header_bytes));
-    parser.body_limit(cfg_.max_body_bytes);
+    parser.body_limit(cfg_.largest_body_bytes);  // the route's own limit is set in admit()
     // The head's first byte is here (or this is the connection's first
     // request): all of it must follow within header_timeout_s.
     deadline_.expires_after(std::chrono::seconds(cfg_.header_timeout_s));
@@ -339,7 +341,7 @@ asio::awaitable<void> session::handle_sealed(request_parser& parser, const route
     // One keyring for the whole request (a reload swaps in a new one).
     const auto keys = s_.keys.load();
     body_budget::lease lease = s_.bodies.open();
-    if (!co_await admit(parser, rq, *keys, lease)) {
+    if (!co_await admit(parser, rq, r.body_limit, *keys, lease)) {
         co_return;
     }
 
@@ -352,12 +354,21 @@ asio::awaitable<void> session::handle_sealed(request_parser& parser, const route
                            w_.replay.get(), &s_.stats};
     const sealed_request sr{req.method_string(), sealed_path, target, r.rest_path, &req.base(), req.body(), &digest};
     sent_request sent = co_await open_and_send(env, sr, unix_now());
+    if (sent.moderation_s >= 0) {
+        s_.stats.moderation_check(pidx, sent.moderation_s);
+    }
     if (sent.grant && sent.key_opened) {
         s_.stats.grant_accepted();
     }
     if (!sent.ok) {
         if (sent.seal_refused || (sent.grant && !sent.key_opened)) {
             count_refusal(rq, sent.error);
+        }
+        if (sent.error == error_code::content_flagged) {
+            local_response flagged = error_response(sent.error);
+            flagged.body = flagged_error_body(sent.flagged_categories);  // the category names, nothing else
+            co_await respond(rq, flagged);
+            co_return;
         }
         co_await respond_error(rq, sent.error);
         co_return;
@@ -379,7 +390,8 @@ void session::count_refusal(const request_ctx& rq, error_code e) {
 // binds its hash, so all of it is needed before anything goes upstream. It
 // holds a share of the global budget while it arrives and until it has been
 // forwarded. False: answered (or the client left).
-asio::awaitable<bool> session::admit(request_parser& parser, request_ctx& rq, const crypto::keyring& keys,
+asio::awaitable<bool> session::admit(request_parser& parser, request_ctx& rq, std::size_t body_limit,
+                                     const crypto::keyring& keys,
                                      body_budget::lease& lease) {
     auto& req = parser.get();
     if (s_.draining.load()) {
@@ -405,6 +417,13 @@ asio::awaitable<bool> session::admit(request_parser& parser, request_ctx& rq, co
         co_await respond_error(rq, *refused);
         co_return false;
     }
+    // The route's body limit (an upload path may take more than max_body_bytes).
+    if (parser.content_length().value_or(0) > body_limit) {
+        rq.keep_alive = false;
+        co_await respond_error(rq, error_code::body_too_large);
+        co_return false;
+    }
+    parser.body_limit(body_limit);
 
     if (body_unread) {
         if (!reserve_announced_body(lease, parser)) {
@@ -450,7 +469,7 @@ asio::awaitable<void> session::handle_mint(request_parser& parser, request_ctx& 
     auto& req = parser.get();
     const auto keys = s_.keys.load();
     body_budget::lease lease = s_.bodies.open();
-    if (!co_await admit(parser, rq, *keys, lease)) {
+    if (!co_await admit(parser, rq, cfg_.max_body_bytes, *keys, lease)) {
         co_return;
     }
     const auto digest = crypto::sha256(req.body());

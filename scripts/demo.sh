@@ -28,11 +28,14 @@ done
 MOCK_URL=$(grep -o 'http://127.0.0.1:[0-9]*' "$MOCK_LOG" | head -1)
 [ -n "$MOCK_URL" ] || { echo "demo: the mock provider did not start:"; cat "$MOCK_LOG"; exit 1; }
 
+# The demo page, the client and the packages its import map names (not all of web/node_modules).
+node "$ROOT/web/demo/stage.mjs" "$DEMO/web"
+
 cat >"$DEMO/relay.json" <<JSON
 {
   "listen": "127.0.0.1:$PORT",
   "key_files": ["$DEMO/relay-key.json"],
-  "web_root": "$ROOT/web",
+  "web_root": "$DEMO/web",
   "allow_origins": ["http://127.0.0.1:$PORT", "http://localhost:$PORT"],
   "metrics_listen": "127.0.0.1:0",
   "providers": {

@@ -48,6 +48,8 @@ export const RELAY_ERROR_CODES = Object.freeze({
   upstream_unreachable: 502,
   upstream_bad_response: 502,
   upstream_timeout: 504,
+  content_flagged: 400,
+  moderation_unavailable: 502,
   overloaded: 503,
   internal_error: 500,
 });
@@ -100,6 +102,18 @@ export async function resolveRequest(input, init, baseUrl) {
     // A relative target is relative to the relay (its path prefix included).
     input = stripSlash(baseUrl) + (input.startsWith('/') ? input : '/' + input);
   }
+  if (init && init.body !== undefined && init.body !== null) {
+    // Read once into the exact bytes that are hashed and sent (a stream
+    // cannot be sent twice, and fetch wants `duplex` for one).
+    const { bytes, contentType } = await readBodyBytes(init.body);
+    const headers = new Headers(init.headers ?? (input instanceof Request ? input.headers : undefined));
+    if (contentType !== null && !headers.has('content-type')) {
+      headers.set('content-type', contentType);
+    }
+    headers.delete('content-length');  // fetch sets it for the bytes it sends
+    init = { ...init, body: bytes, headers };
+    delete init.duplex;
+  }
   const req = new Request(input, init);
   const url = new URL(req.url);
   url.hash = '';  // never sent
@@ -123,6 +137,40 @@ export async function resolveRequest(input, init, baseUrl) {
     signal: (init && init.signal) || (input instanceof Request ? input.signal : undefined),
     passOn,
   };
+}
+
+/**
+ * Reads a request body of any type an SDK passes to fetch, once, into bytes:
+ * string, ArrayBuffer and its views (Buffer too), Blob/File, FormData (its
+ * multipart serialization, made once, so `contentType` carries the boundary
+ * of exactly these bytes), URLSearchParams, a web ReadableStream, a Node
+ * Readable or any async iterable of bytes or strings (the openai v4 client
+ * sends uploads as a Node Readable). Returns { bytes: Uint8Array,
+ * contentType: string | null } (the Content-Type the body implies, as fetch
+ * would set it).
+ */
+export async function readBodyBytes(body) {
+  const isWebStream = typeof ReadableStream !== 'undefined' && body instanceof ReadableStream;
+  if (!isWebStream && typeof body === 'object' && typeof body[Symbol.asyncIterator] === 'function' &&
+      !(typeof Blob !== 'undefined' && body instanceof Blob)) {
+    const parts = [];
+    const enc = new TextEncoder();
+    for await (const chunk of body) {
+      if (typeof chunk === 'string') {
+        parts.push(enc.encode(chunk));
+      } else if (chunk instanceof ArrayBuffer) {
+        parts.push(new Uint8Array(chunk));
+      } else if (ArrayBuffer.isView(chunk)) {
+        parts.push(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+      } else {
+        throw new TypeError('byok-relay: a streamed body must yield bytes or strings');
+      }
+    }
+    return { bytes: concat(...parts), contentType: null };
+  }
+  // Everything else is read the way fetch itself would read it.
+  const r = new Response(body);
+  return { bytes: new Uint8Array(await r.arrayBuffer()), contentType: r.headers.get('content-type') };
 }
 
 const B64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 namespace byok::mock {
@@ -34,6 +35,34 @@ int clamp_int(const nlohmann::json& v, int lo, int hi, int fallback, bool& ok) {
     }
     const auto n = v.get<long long>();
     return static_cast<int>(std::clamp<long long>(n, lo, hi));
+}
+
+std::string base64(std::string_view in) {
+    static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    std::string out;
+    std::size_t i = 0;
+    for (; i + 3 <= in.size(); i += 3) {
+        const unsigned v = (unsigned{static_cast<unsigned char>(in[i])} << 16) |
+                           (unsigned{static_cast<unsigned char>(in[i + 1])} << 8) | static_cast<unsigned char>(in[i + 2]);
+        out += alphabet[(v >> 18) & 63];
+        out += alphabet[(v >> 12) & 63];
+        out += alphabet[(v >> 6) & 63];
+        out += alphabet[v & 63];
+    }
+    if (i + 1 == in.size()) {
+        const unsigned v = unsigned{static_cast<unsigned char>(in[i])} << 16;
+        out += alphabet[(v >> 18) & 63];
+        out += alphabet[(v >> 12) & 63];
+        out += "==";
+    } else if (i + 2 == in.size()) {
+        const unsigned v = (unsigned{static_cast<unsigned char>(in[i])} << 16) |
+                           (unsigned{static_cast<unsigned char>(in[i + 1])} << 8);
+        out += alphabet[(v >> 18) & 63];
+        out += alphabet[(v >> 12) & 63];
+        out += alphabet[(v >> 6) & 63];
+        out += '=';
+    }
+    return out;
 }
 
 std::string piece(int i) {
@@ -85,19 +114,37 @@ route match_route(std::string_view target) noexcept {
         }
         return route::unknown;
     }
-    if (ends_with(path, "/v1/chat/completions")) {
+    if (ends_with(path, ":generateContent")) {
+        return route::gemini_generate;
+    }
+    if (ends_with(path, ":streamGenerateContent")) {
+        return route::gemini_stream;
+    }
+    if (ends_with(path, "/audio/transcriptions") || ends_with(path, "/audio/translations")) {
+        return route::transcriptions;
+    }
+    if (ends_with(path, "/audio/speech")) {
+        return route::speech;
+    }
+    if (ends_with(path, "/v1/moderations")) {
+        return route::moderations;
+    }
+    if (ends_with(path, "/v1/realtime/client_secrets")) {
+        return route::client_secrets;
+    }
+    if (ends_with(path, "/chat/completions")) {
         return route::chat_completions;
     }
-    if (ends_with(path, "/v1/completions")) {
+    if (ends_with(path, "/completions")) {
         return route::completions;
     }
     if (ends_with(path, "/v1/responses")) {
         return route::responses;
     }
-    if (ends_with(path, "/v1/embeddings")) {
+    if (ends_with(path, "/embeddings")) {
         return route::embeddings;
     }
-    if (ends_with(path, "/v1/models")) {
+    if (ends_with(path, "/models")) {
         return route::models;
     }
     if (ends_with(path, "/v1/messages")) {
@@ -112,6 +159,24 @@ bool is_admin(route r) noexcept {
 
 bool wants_get(route r) noexcept {
     return r == route::models || r == route::admin_requests || r == route::admin_stats;
+}
+
+bool wants_json(route r) noexcept {
+    return r != route::transcriptions;
+}
+
+std::string model_from_path(std::string_view target) {
+    const std::string_view path = target.substr(0, target.find('?'));
+    const auto at = path.rfind("/models/");
+    const auto colon = path.rfind(':');
+    if (at == std::string_view::npos || colon == std::string_view::npos || colon < at + 8) {
+        return {};
+    }
+    return json_string(path.substr(at + 8, colon - at - 8));
+}
+
+std::string_view answer_content_type(route r) noexcept {
+    return r == route::speech ? "audio/mpeg" : "application/json";
 }
 
 request_options parse_options(std::string_view body, bool body_required) {
@@ -134,6 +199,9 @@ request_options parse_options(std::string_view body, bool body_required) {
     if (auto it = j.find("model"); it != j.end() && it->is_string() &&
                                    it->get_ref<const std::string&>().size() <= 256) {
         o.model_json = json_string(it->get_ref<const std::string&>());
+    }
+    if (auto it = j.find("encoding_format"); it != j.end() && it->is_string()) {
+        o.base64 = it->get_ref<const std::string&>() == "base64";
     }
     if (auto it = j.find("stream"); it != j.end() && it->is_boolean()) {
         o.stream = it->get<bool>();
@@ -247,14 +315,23 @@ std::string render_json_answer(const answer_context& c) {
                "\"total_tokens\":29}}";
         break;
     case route::embeddings: {
-        out += "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":0,\"embedding\":[";
+        out += "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":0,\"embedding\":";
+        out += c.base64 ? "\"" : "[";
+        std::string floats;  // the same eight values as float32 little-endian, for base64
         for (std::size_t i = 0; i < 8; ++i) {
             const int v = static_cast<unsigned char>(c.sha[i]) % 100;
-            out += i == 0 ? "0." : ",0.";
-            out += std::to_string(v / 10);
-            out += std::to_string(v % 10);
+            if (!c.base64) {
+                out += i == 0 ? "0." : ",0.";
+                out += std::to_string(v / 10);
+                out += std::to_string(v % 10);
+            }
+            const float f = static_cast<float>(v) / 100.0f;
+            unsigned char b[4];
+            std::memcpy(b, &f, 4);
+            floats.append(reinterpret_cast<const char*>(b), 4);
         }
-        out += "]}],\"model\":" + c.model_json +
+        out += c.base64 ? base64(floats) + "\"" : "]";
+        out += "}],\"model\":" + c.model_json +
                ",\"usage\":{\"prompt_tokens\":5,\"total_tokens\":5}}";
         break;
     }
@@ -270,6 +347,35 @@ std::string render_json_answer(const answer_context& c) {
         out += ",\"content\":[{\"type\":\"text\",\"text\":" + text;
         out += "}],\"stop_reason\":\"end_turn\",\"stop_sequence\":null,"
                "\"usage\":{\"input_tokens\":19,\"output_tokens\":10}}";
+        break;
+    case route::gemini_generate:
+        out += "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":" + text +
+               "}],\"role\":\"model\"},\"finishReason\":\"STOP\",\"index\":0}],"
+               "\"usageMetadata\":{\"promptTokenCount\":19,\"candidatesTokenCount\":10,\"totalTokenCount\":29},"
+               "\"modelVersion\":" + c.model_json + ",\"responseId\":\"mock-" + id + "\"}";
+        break;
+    case route::transcriptions:
+        out += "{\"text\":" + json_string("mock transcript " + c.sha) + "}";
+        break;
+    case route::speech:
+        out.resize(4096);
+        for (std::size_t i = 0; i < out.size(); ++i) {
+            out[i] = static_cast<char>((i * 7 + static_cast<unsigned char>(c.sha[i % c.sha.size()])) & 0xff);
+        }
+        break;
+    case route::moderations: {
+        const std::string f = c.flagged ? "true" : "false";
+        out += "{\"id\":\"modr-mock-" + id + "\",\"model\":\"omni-moderation-latest\",\"results\":[{\"flagged\":" +
+               f + ",\"categories\":{\"harassment\":false,\"hate\":false,\"self-harm\":false,\"sexual\":false,"
+               "\"violence\":" + f + ",\"violence/graphic\":" + f +
+               "},\"category_scores\":{\"harassment\":0.001,\"hate\":0.001,\"self-harm\":0.001,\"sexual\":0.001,"
+               "\"violence\":" + (c.flagged ? "0.97" : "0.001") + ",\"violence/graphic\":" +
+               (c.flagged ? "0.91" : "0.001") + "}}]}";
+        break;
+    }
+    case route::client_secrets:
+        out += "{\"value\":\"ek_mock_" + id + "\",\"expires_at\":1763773200,\"session\":{\"type\":\"realtime\","
+               "\"object\":\"realtime.session\",\"id\":\"sess_mock_" + id + "\",\"model\":" + c.model_json + "}}";
         break;
     default:
         out += render_error(c.r, "invalid_request_error", "unknown route", "unknown_url");
@@ -323,6 +429,18 @@ std::string render_stream_event(const answer_context& c, int i) {
                    "{\"type\":\"response.output_text.delta\",\"item_id\":\"msg_mock_" +
                        std::to_string(c.id) + "\",\"output_index\":0,\"content_index\":0,\"delta\":" +
                        p + "}");
+    case route::gemini_stream: {
+        std::string out = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":" + p +
+                          "}],\"role\":\"model\"},\"index\":0";
+        if (last) {
+            out += ",\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":19,\"candidatesTokenCount\":" +
+                   std::to_string(c.events) + ",\"totalTokenCount\":" + std::to_string(19 + c.events) + "}";
+        } else {
+            out += "}]";
+        }
+        return out + ",\"modelVersion\":" + c.model_json + ",\"responseId\":\"mock-" + std::to_string(c.id) +
+               "\"}\r\n\r\n";
+    }
     case route::completions:
         return "data: {\"id\":\"cmpl-mock-" + std::to_string(c.id) +
                "\",\"object\":\"text_completion\",\"created\":" + std::string(created) +
@@ -363,6 +481,8 @@ std::string render_stream_epilogue(const answer_context& c) {
                        std::to_string(c.events) + ",\"total_tokens\":" +
                        std::to_string(19 + c.events) + "}}}");
     }
+    case route::gemini_stream:
+        return {};  // Gemini ends its stream with the last event, no [DONE]
     default:
         return "data: [DONE]\n\n";
     }

@@ -23,6 +23,12 @@ enum class route {
     embeddings,        // POST .../v1/embeddings
     models,            // GET  .../v1/models
     messages,          // POST .../v1/messages (Anthropic)
+    gemini_generate,   // POST .../models/<model>:generateContent (Gemini native)
+    gemini_stream,     // POST .../models/<model>:streamGenerateContent (SSE with ?alt=sse)
+    transcriptions,    // POST .../v1/audio/transcriptions|translations (multipart; answer names the body's SHA-256)
+    speech,            // POST .../v1/audio/speech (binary answer, see render_speech)
+    moderations,       // POST .../v1/moderations (flagged if the body holds MOCK_FLAG)
+    client_secrets,    // POST .../v1/realtime/client_secrets
     admin_requests,    // GET  /__mock/requests
     admin_stats,       // GET  /__mock/stats
     admin_reset,       // POST /__mock/reset
@@ -30,10 +36,18 @@ enum class route {
 };
 
 // Matches the path part of target (query ignored). Provider routes match any
-// target ending with the route's path, so base URLs with a prefix work.
+// target ending with the route's path ("/chat/completions", "/models",
+// "/embeddings": with or without /v1, for DeepSeek and Gemini's OpenAI
+// paths), so base URLs with a prefix work.
 [[nodiscard]] route match_route(std::string_view target) noexcept;
 [[nodiscard]] bool is_admin(route r) noexcept;
 [[nodiscard]] bool wants_get(route r) noexcept;  // else POST
+// Whether the body is JSON with the "mock" options (not a multipart upload).
+[[nodiscard]] bool wants_json(route r) noexcept;
+// Gemini native: the model named in the path ("models/<m>:verb") as a JSON string literal, or "".
+[[nodiscard]] std::string model_from_path(std::string_view target);
+// The Content-Type of a successful non-streamed answer.
+[[nodiscard]] std::string_view answer_content_type(route r) noexcept;
 
 enum class mock_mode { json, fail, hang, reset };
 
@@ -49,6 +63,7 @@ struct request_options {
     int status = 500;          // for mode "fail"; "mock": {"status": N} overrides
     std::string model_json;    // the request's "model" as a JSON string literal
     std::string error;         // non-empty: the body was not acceptable (answer 400)
+    bool base64 = false;       // embeddings: "encoding_format": "base64" (float32 little-endian, base64)
 };
 
 // Parses body as JSON. A GET (models) passes an empty body and gets defaults.
@@ -63,8 +78,13 @@ struct answer_context {
     std::string sha;         // body_sha256
     std::uint64_t id = 0;
     int events = 20;
+    bool flagged = false;    // moderations: the body held MOCK_FLAG
+    bool base64 = false;     // embeddings as base64 of float32 values (what the openai clients ask for)
 };
 
+// The non-streamed answer body: JSON, or for speech 4096 bytes of "audio"
+// in which byte i is (i * 7 + sha[i % sha.size()]) & 0xff: every byte value,
+// NULs and CR/LF included, so a binary answer is checked byte for byte.
 [[nodiscard]] std::string render_json_answer(const answer_context& c);
 // An OpenAI-shaped error body ({"error":{...}}), or Anthropic-shaped for messages.
 [[nodiscard]] std::string render_error(route r, std::string_view type, std::string_view message,

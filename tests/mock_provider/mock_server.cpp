@@ -294,7 +294,22 @@ private:
             co_return co_await send_error(405, "invalid_request_error", "method not allowed",
                                           "method_not_allowed");
         }
-        request_options opts = parse_options(body, !wants_get(r));
+        request_options opts;
+        if (wants_json(r)) {
+            opts = parse_options(body, !wants_get(r));
+        } else {
+            opts.model_json = "\"mock-model\"";  // a multipart upload: no options
+        }
+        if (r == route::gemini_generate || r == route::gemini_stream) {
+            opts.model_json = model_from_path(req.target());  // Gemini names the model in the path
+            opts.stream = r == route::gemini_stream;
+        } else if (r == route::speech || r == route::moderations || r == route::client_secrets) {
+            opts.stream = false;
+        }
+        if (r == route::moderations && body.find("MOCK_MODERATION_DOWN") != std::string::npos) {
+            opts.mode = mock_mode::fail;
+            opts.status = 503;
+        }
         if (!opts.error.empty()) {
             co_return co_await send_error(400, "invalid_request_error", opts.error, "mock_bad_request");
         }
@@ -305,6 +320,8 @@ private:
         ctx.sha = std::move(sha);
         ctx.id = id;
         ctx.events = opts.events;
+        ctx.base64 = opts.base64;
+        ctx.flagged = r == route::moderations && body.find("MOCK_FLAG") != std::string::npos;
 
         const bool slow = shared_.delay_ms > 0 || opts.first_delay_ms > 0 || opts.interval_ms > 0 ||
                           opts.pause_ms > 0 || opts.mode == mock_mode::hang;
@@ -353,7 +370,7 @@ private:
                 co_return outcome::aborted;
             }
             const std::string body = render_json_answer(ctx);
-            const bool ok = co_await write(head(200, "application/json", body.size(),
+            const bool ok = co_await write(head(200, answer_content_type(ctx.r), body.size(),
                                                 keep_alive, version, extra) + body);
             co_return ok ? outcome::done : outcome::aborted;
         }
@@ -392,7 +409,8 @@ private:
             socket().close(ignored);
             co_return outcome::closed;
         }
-        std::string last = frame(render_stream_epilogue(ctx));
+        const std::string epilogue = render_stream_epilogue(ctx);
+        std::string last = epilogue.empty() ? std::string() : frame(epilogue);
         if (version != 10) {
             last += "0\r\n\r\n";
         }

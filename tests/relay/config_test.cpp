@@ -1,6 +1,8 @@
 #include "relay/config.hpp"
 #include "crypto/replay_cache.hpp"
 
+#include <algorithm>
+
 #include <doctest/doctest.h>
 
 using namespace byok::relay;
@@ -182,4 +184,145 @@ TEST_CASE("replay_store: a Redis URL, a timeout, a failure policy; no password i
               .find("replay_store.password_file") != std::string::npos);
     CHECK(error_of(R"({"key_files":["k"],"replay_store":{"redis":"redis://h","ca_file":"/etc/hostname"}})")
               .find("rediss://") != std::string::npos);
+}
+
+TEST_CASE("built-in presets: each provider's host, auth header and paths") {
+    const auto c = parse_config(R"({"key_files":["k"]})", "");
+    struct want {
+        const char* name;
+        const char* host;
+        const char* base_path;
+        const char* auth_line;
+        const char* a_path;
+    };
+    for (const want& w : {want{"openai", "api.openai.com", "", "Authorization: Bearer ", "/v1/audio"},
+                          want{"anthropic", "api.anthropic.com", "", "x-api-key: ", "/v1/messages"},
+                          want{"gemini", "generativelanguage.googleapis.com", "", "x-goog-api-key: ",
+                               "/v1beta/models/{model}:streamGenerateContent"},
+                          want{"mistral", "api.mistral.ai", "", "Authorization: Bearer ", "/v1/embeddings"},
+                          want{"groq", "api.groq.com", "/openai", "Authorization: Bearer ", "/v1/chat/completions"},
+                          want{"openrouter", "openrouter.ai", "/api", "Authorization: Bearer ", "/v1/models"},
+                          want{"deepseek", "api.deepseek.com", "", "Authorization: Bearer ", "/chat/completions"},
+                          want{"xai", "api.x.ai", "", "Authorization: Bearer ", "/v1/embeddings"},
+                          want{"together", "api.together.xyz", "", "Authorization: Bearer ", "/v1/embeddings"}}) {
+        const provider* p = c->find_provider(w.name);
+        REQUIRE_MESSAGE(p != nullptr, w.name);
+        CHECK_MESSAGE(p->host == w.host, w.name);
+        CHECK_MESSAGE(p->tls, w.name);
+        CHECK_MESSAGE(p->base_path == w.base_path, w.name);
+        CHECK_MESSAGE(p->auth_line == w.auth_line, w.name);
+        CHECK_MESSAGE(std::find(p->paths.begin(), p->paths.end(), w.a_path) != p->paths.end(), w.name);
+    }
+    CHECK(c->providers.size() == 9);
+    CHECK(c->find_provider("gemini")->auth == auth_style::x_goog_api_key);
+    // Uploads take more than a chat body, never more than the whole body budget.
+    CHECK(c->largest_body_bytes == 64u << 20);
+    const auto small = parse_config(R"({"key_files":["k"],"max_pending_body_bytes":10000000})", "");
+    CHECK(small->largest_body_bytes == 10000000);
+    CHECK(small->find_provider("openai")->body_limits.at(0).second == 10000000);
+}
+
+TEST_CASE("auth: the words and the generic header object; the key never goes in a query string") {
+    const auto c = parse_config(
+        R"({"key_files":["k"],"providers":{
+            "a":{"base_url":"https://h","auth":{"header":"X-Custom-Key","prefix":"Token "},"paths":["/v1"]},
+            "b":{"base_url":"https://h","auth":{"header":"apikey"},"paths":["/v1"]},
+            "c":{"base_url":"https://h","auth":"x-goog-api-key","paths":["/v1"]},
+            "d":{"base_url":"https://h","auth":"api-key","paths":["/v1"]}}})",
+        "");
+    CHECK(c->find_provider("a")->auth == auth_style::header);
+    CHECK(c->find_provider("a")->auth_line == "X-Custom-Key: Token ");
+    CHECK(c->find_provider("b")->auth_line == "apikey: ");
+    CHECK(c->find_provider("c")->auth_line == "x-goog-api-key: ");
+    CHECK(c->find_provider("d")->auth_line == "api-key: ");
+    const auto bad_auth = [](const char* auth) {
+        return error_of(std::string(R"({"key_files":["k"],"providers":{"x":{"base_url":"https://h","auth":)") + auth +
+                        R"(,"paths":["/v1"]}}})");
+    };
+    for (const char* a : {R"("query")", R"("key")", R"({"query":"key"})", R"({"header":""})",
+                          R"({"header":"a b"})", R"({"header":"x\r\ny"})", R"({"header":"x","prefix":"a\r\nb: c"})",
+                          R"({"header":"x","param":"key"})", R"({"header":"Host"})", R"({"header":"content-length"})",
+                          R"({"header":"Content-Type"})", R"({"header":"transfer-encoding"})", R"({"header":"cookie"})",
+                          R"({"header":7})", "[]"}) {
+        CHECK_MESSAGE(bad_auth(a).find("\"providers.x.auth") != std::string::npos, a);
+    }
+    CHECK(error_of(R"({"key_files":["k"],"providers":{"x":{"base_url":"https://h","paths":["/v1"],"path":["/v2"]}}})")
+              .find("\"providers.x.path\" is not a known provider setting") != std::string::npos);
+}
+
+TEST_CASE("path entries: one {param} segment, a :verb only at the end, nothing a provider could re-read") {
+    for (const char* e : {"/v1", "/v1/chat/completions", "/v1beta/models/{model}:generateContent",
+                          "/openai/deployments/{deployment}/chat/completions", "/v1/models/{model}", "/",
+                          "/v1/x:y", "/chat/completions"}) {
+        CHECK_MESSAGE(is_path_entry(e), e);
+    }
+    for (const char* e : {"", "v1", "/v1/../x", "/v1/./x", "/v1//x", "/v1/%2e", "/v1?x", "/v1#x", "/v1\\\\x",
+                          "/{a}/{b}", "/v1/{}", "/v1/{Model}", "/v1/{model", "/v1/model}", "/v1/{model}x",
+                          "/v1/{model}:", "/v1/{model}:gen/x", "/v1/{model}:gen-x", "/v1/x{model}", "/v1/a b",
+                          "/v1/{model}:gen:x"}) {
+        CHECK_MESSAGE(!is_path_entry(e), e);
+        CHECK_MESSAGE(error_of(std::string(R"({"key_files":["k"],"providers":{"x":{"base_url":"https://h","paths":[")") +
+                               e + R"("]}}})")
+                          .find("\"providers.x.paths\"") != std::string::npos,
+                      e);
+    }
+    CHECK(error_of(R"({"key_files":["k"],"providers":{"x":{"base_url":"https://h","paths":["/v1"],"body_limits":{"/v1/../x":5}}}})")
+              .find("\"providers.x.body_limits\"") != std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"providers":{"x":{"base_url":"https://h","paths":["/v1"],"body_limits":{"/v1":"5M"}}}})")
+              .find("\"providers.x.body_limits\"") != std::string::npos);
+}
+
+TEST_CASE("docs/operations.md's azure and ollama examples parse") {
+    const auto c = parse_config(
+        R"({"key_files":["k"],"providers":{
+            "azure":{"base_url":"https://my-resource.openai.azure.com","auth":"api-key",
+                     "paths":["/openai/deployments/{deployment}/chat/completions",
+                              "/openai/deployments/{deployment}/embeddings",
+                              "/openai/deployments/{deployment}/audio/transcriptions",
+                              "/openai/v1/chat/completions","/openai/v1/responses","/openai/v1/embeddings",
+                              "/openai/v1/models"],
+                     "body_limits":{"/openai/deployments/{deployment}/audio/transcriptions":27262976}},
+            "ollama":{"base_url":"http://127.0.0.1:11434","paths":["/v1/chat/completions","/v1/completions",
+                      "/v1/embeddings","/v1/models"]}}})",
+        "");
+    CHECK(c->find_provider("azure")->auth_line == "api-key: ");
+    CHECK(c->find_provider("azure")->body_limits.size() == 1);
+    CHECK_FALSE(c->find_provider("ollama")->tls);
+    CHECK(c->find_provider("ollama")->host_header == "127.0.0.1:11434");
+}
+
+TEST_CASE("a built-in preset is overridden setting by setting") {
+    const auto c = parse_config(
+        R"({"key_files":["k"],"providers":{"gemini":{"base_url":"https://127.0.0.1:9443/g"},
+            "openai":{"paths":["/v1/chat/completions"]}}})",
+        "");
+    const provider* g = c->find_provider("gemini");
+    REQUIRE(g != nullptr);
+    CHECK(g->host == "127.0.0.1");
+    CHECK(g->base_path == "/g");
+    CHECK(g->auth_line == "x-goog-api-key: ");
+    CHECK(g->paths.size() == 13);
+    const provider* o = c->find_provider("openai");
+    CHECK(o->host == "api.openai.com");
+    CHECK(o->paths == std::vector<std::string>{"/v1/chat/completions"});
+}
+
+TEST_CASE("moderation: opt-in per provider, with the user's own key only on the provider itself") {
+    const auto c = parse_config(
+        R"({"key_files":["k"],"providers":{"openai":{"moderation":{"on_error":"allow"}},
+            "x":{"base_url":"https://h","paths":["/v1"],"moderation":{"via":"x","model":"m-1"}}}})",
+        "");
+    REQUIRE(c->find_provider("openai")->moderation);
+    CHECK(c->find_provider("openai")->moderation->via == "openai");
+    CHECK(c->find_provider("openai")->moderation->model == "omni-moderation-latest");
+    CHECK_FALSE(c->find_provider("openai")->moderation->refuse_on_error);
+    CHECK(c->find_provider("x")->moderation->refuse_on_error);
+    CHECK(c->find_provider("x")->moderation->model == "m-1");
+    CHECK_FALSE(c->find_provider("anthropic")->moderation);
+    for (const char* m : {R"({"via":"openai"})", R"({"on_error":"forward"})", R"({"model":""})", R"("yes")",
+                          R"({"path":"/v1/moderations"})", R"({"model":"a b"})"}) {
+        CHECK_MESSAGE(error_of(std::string(R"({"key_files":["k"],"providers":{"anthropic":{"moderation":)") + m + "}}}")
+                          .find("\"providers.anthropic.moderation") != std::string::npos,
+                      m);
+    }
 }

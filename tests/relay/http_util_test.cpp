@@ -44,15 +44,18 @@ TEST_CASE("http_date is an IMF-fixdate") {
 
 TEST_CASE("header allowlists") {
     for (const char* n : {"content-type", "accept", "openai-organization", "openai-project", "openai-beta",
-                          "anthropic-version", "anthropic-beta", "idempotency-key", "user-agent"}) {
+                          "anthropic-version", "anthropic-beta", "idempotency-key", "user-agent",
+                          "x-goog-api-client", "http-referer", "x-title"}) {
         CHECK_MESSAGE(forward_request_header(n), n);
     }
     for (const char* n : {"authorization", "cookie", "x-forwarded-for", "host", "connection", "transfer-encoding",
-                          "content-length", "x-api-key", "proxy-authorization", "te", "upgrade", "x-stainless-os"}) {
+                          "content-length", "x-api-key", "proxy-authorization", "te", "upgrade", "x-stainless-os",
+                          "anthropic-dangerous-direct-browser-access", "x-goog-api-key", "api-key", "origin",
+                          "referer"}) {
         CHECK_MESSAGE(!forward_request_header(n), n);
     }
     for (const char* n : {"content-type", "x-request-id", "openai-processing-ms", "x-ratelimit-remaining-requests",
-                          "retry-after", "anthropic-ratelimit-requests-limit"}) {
+                          "retry-after", "anthropic-ratelimit-requests-limit", "retry-after-ms", "request-id"}) {
         CHECK_MESSAGE(forward_response_header(n), n);
     }
     for (const char* n : {"set-cookie", "x-internal-secret", "connection", "transfer-encoding", "content-length",

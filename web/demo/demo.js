@@ -10,7 +10,22 @@ import { sealedFetch, createKeyStore, isValidKey, RelayClientError } from '../by
 // URL: a link must not be able to point a user's key at someone else's relay.
 const relayUrl = new URL('../../', document.baseURI).href.replace(/\/$/, '');
 
-const DEFAULT_MODELS = { demo: 'demo-model', openai: 'gpt-4o-mini', anthropic: 'claude-3-5-haiku-latest' };
+// Every built-in provider of the relay (docs/operations.md, Providers): the
+// OpenAI-compatible base path the openai client is pointed at, and a model
+// to start from. Anthropic is read with its own Messages API below.
+const PROVIDERS = {
+  demo: { base: '/demo/v1', model: 'demo-model' },
+  openai: { base: '/openai/v1', model: 'gpt-4o-mini' },
+  anthropic: { model: 'claude-3-5-haiku-latest' },
+  gemini: { base: '/gemini/v1beta/openai', model: 'gemini-2.0-flash' },
+  mistral: { base: '/mistral/v1', model: 'mistral-small-latest' },
+  groq: { base: '/groq/v1', model: 'llama-3.3-70b-versatile' },
+  openrouter: { base: '/openrouter/v1', model: 'openai/gpt-4o-mini' },
+  deepseek: { base: '/deepseek', model: 'deepseek-chat' },
+  xai: { base: '/xai/v1', model: 'grok-3-mini' },
+  together: { base: '/together/v1', model: 'meta-llama/Llama-3.3-70B-Instruct-Turbo' },
+};
+const DEFAULT_MODELS = Object.fromEntries(Object.entries(PROVIDERS).map(([name, p]) => [name, p.model]));
 
 // What to do about each relay error code (docs/protocol.md); the relay's own
 // message is shown as well.
@@ -31,6 +46,8 @@ const RELAY_HINTS = {
   upstream_unreachable: 'The relay could not reach the provider.',
   upstream_bad_response: 'The provider sent an answer the relay could not read.',
   upstream_timeout: 'The provider did not answer in time.',
+  content_flagged: 'The moderation check this relay runs for the provider flagged the prompt; it was not sent.',
+  moderation_unavailable: 'The moderation check could not be made, so the prompt was not sent. Try again later.',
   overloaded: 'The relay is busy: try again shortly.',
   internal_error: 'The relay failed to handle this request.',
 };
@@ -174,7 +191,7 @@ class HttpError extends Error {
 
 async function* openaiText(provider, model, prompt, signal) {
   const client = new OpenAI({
-    baseURL: `${relayUrl}/${provider}/v1`,
+    baseURL: relayUrl + (PROVIDERS[provider]?.base ?? `/${provider}/v1`),
     apiKey: 'sealed-by-relay',     // replaced by the seal; never sent anywhere
     fetch: fetchSealed,
     dangerouslyAllowBrowser: true, // the real key is not in this client

@@ -11,13 +11,17 @@ import { join, normalize } from 'node:path';
 import { chromium } from 'playwright-core';
 
 import {
-  startMock, startRelay, mockProviders, randomApiKey, sourceDir, stopAll,
+  startMock, startRelay, mockProviders, randomApiKey, sourceDir, stopAll, tempDir,
 } from '../../tests/integration/lib/harness.mjs';
 import { startPrefixProxy } from './lib/prefix-proxy.mjs';
+import { stageWebRoot } from '../demo/stage.mjs';
 import { RELAY_ERROR_CODES } from '../byok-relay.js';
 
 const outDir = join(sourceDir, 'tests', 'out');
 mkdirSync(outDir, { recursive: true });
+
+// What the relay serves: the demo and the packages it imports, not all of web/node_modules.
+const webRoot = stageWebRoot(join(tempDir('byok-web-'), 'web'));
 
 let mock;
 let relay;
@@ -26,7 +30,7 @@ let browser;
 before(async () => {
   mock = await startMock();
   relay = await startRelay({
-    web_root: join(sourceDir, 'web'),
+    web_root: webRoot,
     providers: mockProviders(mock, {
       // The demo page's "demo" provider: OpenAI-shaped, answered by the mock.
       demo: { base_url: mock.url, auth: 'bearer', ca_file: mock.caFile, paths: ['/v1/chat/completions'] },
@@ -339,7 +343,7 @@ test('cross-origin app: openai client through sealedFetch, clock 5 min off, CORS
 
 test('the demo behind a front proxy at /relay (public_path_prefix) works unchanged', async (t) => {
   const r = await startRelay({
-    web_root: join(sourceDir, 'web'),
+    web_root: webRoot,
     public_path_prefix: '/relay',
     providers: mockProviders(mock, {
       demo: { base_url: mock.url, auth: 'bearer', ca_file: mock.caFile, paths: ['/v1/chat/completions'] },
