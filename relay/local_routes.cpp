@@ -61,7 +61,8 @@ local_response answer_locally(const local_request& rq, const crypto::keyring& ke
     local_response r;
     switch (rt.kind) {
     case route_kind::keys:
-        r = json(200, keys.key_config_json(now_unix), "Cache-Control: public, max-age=300\r\n");
+        r = json(200, rq.signed_key_list != nullptr ? *rq.signed_key_list : keys.key_config_json(now_unix),
+                 "Cache-Control: public, max-age=300\r\n");
         break;
     case route_kind::healthz:
         if (rq.draining) {

@@ -25,6 +25,7 @@
 #include "relay/address_table.hpp"
 #include "relay/admission.hpp"
 #include "relay/config.hpp"
+#include "relay/key_list.hpp"
 #include "relay/metrics.hpp"
 #include "relay/upstream.hpp"
 #include "relay/web_files.hpp"
@@ -42,6 +43,7 @@ struct shared_state {
 
     std::shared_ptr<const config> cfg;
     std::atomic<std::shared_ptr<const crypto::keyring>> keys;
+    std::atomic<std::shared_ptr<const signed_key_list>> key_list;  // null without key_list_file
     crypto::seal_checker checker;
     metrics stats;
     address_table limiter;  // per client address: connection cap and request bucket

@@ -375,6 +375,79 @@ export function parseKeyConfig(sodium, json, nowS, algs = [ALG]) {
   throw new RelayClientError('key_config', `the relay offers no ${algs.join(' or ')} key`);
 }
 
+// ---- The signed key list (docs/protocol.md §2.1): with a pinned signing key,
+// only keys the operator signed offline are sealed to, so a party that can
+// answer GET /v1/keys itself (a TLS-terminating proxy or CDN) cannot slip in
+// its own key.
+
+const KEY_LIST_TYP = 'byok-relay key list';
+
+/** The 32 bytes of a pinned Ed25519 public key given as base64url (as `byok-relay keygen --signing` prints it). */
+export function parseSigningKey(text) {
+  const pk = fromBase64url(text);
+  if (!pk || pk.length !== 32) {
+    throw new TypeError('byok-relay: signingKey must be the base64url Ed25519 public key that '
+      + '`byok-relay keygen --signing` printed (43 characters)');
+  }
+  return pk;
+}
+
+/** Ed25519 verify with WebCrypto, or libsodium where the engine has no Ed25519 (loaded only then). */
+async function ed25519Verify(subtle, pk, sig, data, sodiumOption) {
+  if (subtle) {
+    let key = null;
+    try {
+      key = await subtle.importKey('raw', pk, { name: 'Ed25519' }, false, ['verify']);
+    } catch {
+      key = null;  // no Ed25519 in this engine's WebCrypto: the fallback below
+    }
+    if (key) {
+      return subtle.verify({ name: 'Ed25519' }, key, sig, data);
+    }
+  }
+  const sodium = await loadSodium(sodiumOption);
+  return sodium.crypto_sign_verify_detached(sig, data, pk);
+}
+
+/**
+ * Checks a GET /v1/keys answer against the pinned signing key `pk` (32
+ * bytes) and returns the signed list inside it ({typ, v, iat, exp, keys});
+ * only its keys may be sealed to. Throws RelayClientError:
+ * key_list_unsigned, key_list_bad_signature (not signed by the pinned key,
+ * or altered), key_list_expired (by `nowS`, this machine's clock).
+ */
+export async function verifyKeyList(json, pk, nowS, { subtle = globalThis.crypto?.subtle, sodium } = {}) {
+  const s = json && json.signed;
+  if (!s || typeof s !== 'object') {
+    throw new RelayClientError('key_list_unsigned',
+      'the relay key list is not signed, but a signing key is pinned: refusing to seal to it');
+  }
+  const list = fromBase64url(s.list);
+  const sig = fromBase64url(s.sig);
+  if (s.alg !== 'ed25519' || !list || !sig || sig.length !== 64) {
+    throw new RelayClientError('key_list_bad_signature', 'the relay key list\'s signature is malformed');
+  }
+  if (!(await ed25519Verify(subtle, pk, sig, list, sodium))) {
+    throw new RelayClientError('key_list_bad_signature',
+      'the relay key list is not signed by the pinned signing key: refusing to seal to it');
+  }
+  let inner;
+  try {
+    inner = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(list));
+  } catch (e) {
+    throw new RelayClientError('key_list_bad_signature', 'the signed key list is not JSON', { cause: e });
+  }
+  if (!inner || inner.typ !== KEY_LIST_TYP || inner.v !== 1 || !Number.isSafeInteger(inner.exp) ||
+      !Array.isArray(inner.keys)) {
+    throw new RelayClientError('key_list_bad_signature', 'the signed document is not a byok-relay key list v1');
+  }
+  if (inner.exp <= nowS) {
+    throw new RelayClientError('key_list_expired', `the relay's signed key list expired at ${
+      new Date(inner.exp * 1000).toISOString()}: refusing to seal to it`);
+  }
+  return inner;
+}
+
 /** A failure on the client side (no response to hand back), never carrying the key. */
 export class RelayClientError extends Error {
   constructor(code, message, options) {
@@ -413,6 +486,12 @@ export async function relayErrorCode(res) {
  *   fetch    the fetch to send with (default: globalThis.fetch)
  *   now      () => milliseconds since the epoch (default: Date.now); for tests
  *   keysUrl  where the key config lives (default: relayUrl + '/v1/keys')
+ *   signingKey  the relay operator's key-list signing key (base64url Ed25519
+ *            public key from `byok-relay keygen --signing`), shipped in the
+ *            app's own code: then only a list signed by it, not expired, is
+ *            sealed to; anything else fails with RelayClientError
+ *            key_list_unsigned / key_list_bad_signature / key_list_expired
+ *            before any seal is made (docs/protocol.md §2.1)
  *
  * Retries, each at most once per request and always with the same body bytes:
  * `unknown_kid` (fetch the key config again, reseal) and `seal_expired`
@@ -441,6 +520,7 @@ export function sealedFetch(relayUrl, getKey, options = {}) {
   const subtle = 'subtle' in options ? options.subtle ?? null : globalThis.crypto?.subtle;
   const now = options.now ?? Date.now;
   const keysUrl = options.keysUrl ?? baseHref + '/v1/keys';
+  const pinned = options.signingKey == null ? null : parseSigningKey(options.signingKey);
 
   let clockOffsetMs = 0;          // relay clock minus ours, learnt from a Date header
   let keyCache = null;            // { entry, expiresAt, generation }
@@ -470,6 +550,10 @@ export function sealedFetch(relayUrl, getKey, options = {}) {
           json = await res.json();
         } catch (e) {
           throw new RelayClientError('key_config', 'the relay key config is not JSON', { cause: e });
+        }
+        if (pinned) {
+          // This machine's clock, not one corrected by a Date header the list's server could forge.
+          json = await verifyKeyList(json, pinned, Math.floor(now() / 1000), { subtle, sodium: options.sodium });
         }
         const entry = parseKeyConfig(null, json, relayNowS(), algs);
         const ttl = cacheSeconds(res.headers.get('cache-control'));
