@@ -2,6 +2,8 @@
 
 #include <cctype>
 
+#include "relay/grant_page.hpp"
+
 namespace byok::relay {
 
 namespace http = boost::beast::http;
@@ -86,6 +88,16 @@ local_response answer_locally(const local_request& rq, const crypto::keyring& ke
         r.content_type = f->content_type;
         r.shared_body = f->content;
         r.extra_headers = web_headers;
+        break;
+    }
+    case route_kind::grant_page: {
+        const grant_page_file* f = find_grant_page_file(rt.web_path);
+        if (f == nullptr) {
+            return error_response(error_code::unknown_route);
+        }
+        r.content_type = f->content_type;
+        r.shared_body = f->content;
+        r.extra_headers = grant_page_headers;
         break;
     }
     case route_kind::sealed:

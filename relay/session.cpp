@@ -276,7 +276,8 @@ asio::awaitable<bool> session::serve_one() {
             rq.route = metric_route::keys;
         } else if (r.kind == route_kind::healthz) {
             rq.route = metric_route::healthz;
-        } else if (r.kind == route_kind::web || r.kind == route_kind::root) {
+        } else if (r.kind == route_kind::web || r.kind == route_kind::root ||
+                   r.kind == route_kind::grant_page) {
             rq.route = metric_route::web;
         }
         if (r.kind == route_kind::sealed && verb != http::verb::options) {

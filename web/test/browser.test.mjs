@@ -6,14 +6,13 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { mkdirSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { join, normalize } from 'node:path';
-import { chromium } from 'playwright-core';
+import { join } from 'node:path';
 
 import {
   startMock, startRelay, mockProviders, randomApiKey, sourceDir, stopAll,
 } from '../../tests/integration/lib/harness.mjs';
 import { startPrefixProxy } from './lib/prefix-proxy.mjs';
+import { launchChromium, serveWebScript } from './lib/browser.mjs';
 import { RELAY_ERROR_CODES } from '../byok-relay.js';
 
 const outDir = join(sourceDir, 'tests', 'out');
@@ -32,11 +31,7 @@ before(async () => {
       demo: { base_url: mock.url, auth: 'bearer', ca_file: mock.caFile, paths: ['/v1/chat/completions'] },
     }),
   });
-  browser = await chromium.launch({
-    executablePath: process.env.BYOK_CHROMIUM ?? '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--disable-quic'],
-  });
+  browser = await launchChromium();
 });
 after(async () => {
   await browser?.close();
@@ -257,7 +252,6 @@ test('the Anthropic path: Messages API streamed through sealedFetch and the page
 // openai client against the relay: needs the relay's CORS answers (preflight
 // allowing the openai client's headers, Date exposed for the clock retry).
 test('cross-origin app: openai client through sealedFetch, clock 5 min off, CORS from the relay', async (t) => {
-  const webDir = join(sourceDir, 'web');
   const app = http.createServer(async (req, res) => {
     const path = new URL(req.url, 'http://x').pathname;
     if (path === '/app.html') {
@@ -269,18 +263,7 @@ test('cross-origin app: openai client through sealedFetch, clock 5 min off, CORS
   "openai":"/web/node_modules/openai/index.mjs"}}</script><p>app</p>`);
       return;
     }
-    const file = normalize(join(webDir, path.replace(/^\/web\//, '')));
-    if (!path.startsWith('/web/') || !file.startsWith(webDir + '/') || !/\.m?js$/.test(file)) {
-      res.writeHead(404).end();
-      return;
-    }
-    try {
-      const data = await readFile(file);
-      res.writeHead(200, { 'content-type': 'text/javascript' });
-      res.end(data);
-    } catch {
-      res.writeHead(404).end();
-    }
+    await serveWebScript(path, res);
   });
   await new Promise((ok) => app.listen(0, '127.0.0.1', ok));
   t.after(() => new Promise((ok) => {
