@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import {
@@ -145,6 +145,7 @@ test('the demo streams an answer in several steps; nothing stored holds the key'
 test('with X25519 in WebCrypto the page seals with HPKE and never fetches libsodium; without it, the sealed box', async (t) => {
   const kids = await (await fetch(relay.url + '/v1/keys')).json();
   const kidOf = (alg) => kids.keys.find((k) => k.alg === alg)?.kid;
+  const bytes = {};
   for (const x25519 of [true, false]) {
     const context = await browser.newContext();
     t.after(() => context.close());
@@ -161,7 +162,8 @@ test('with X25519 in WebCrypto the page seals with HPKE and never fetches libsod
     }
     const page = await context.newPage();
     const requests = [];
-    page.on('request', (r) => requests.push({ url: r.url(), authorization: r.headers().authorization }));
+    page.on('request', (r) => requests.push({ url: r.url(), authorization: r.headers().authorization, r,
+                                               clear: JSON.stringify([r.url(), r.headers(), r.postData()]) }));
     await page.goto(relay.url + '/');
     await page.waitForFunction(() => document.getElementById('model').value !== '');
     await mock.reset();
@@ -184,8 +186,38 @@ test('with X25519 in WebCrypto the page seals with HPKE and never fetches libsod
     }
     const seen = await mock.requests();
     assert.equal(seen.at(-1)?.headers.authorization, `Bearer ${key}`, 'the provider got exactly the key');
+    assert.ok(!requests.some((q) => q.clear.includes(key)), 'no request from the page carried the key in clear');
+    bytes[x25519 ? 'hpke' : 'sealed_box'] = await bytesBeforeFirstSeal(requests);
   }
+  // The figures in web/README.md ("What a browser downloads before its first request").
+  writeFileSync(join(outDir, 'browser-bytes.json'), JSON.stringify(bytes, null, 2) + '\n');
+  t.diagnostic(JSON.stringify(bytes));
+  assert.equal(bytes.hpke.libsodium.files, 0);
+  assert.ok(bytes.sealed_box.libsodium.body > 100_000, 'the fallback downloads libsodium.js');
 });
+
+// Chromium's own count (Playwright request.sizes(): bytes of response
+// headers and body as received; the relay sends no content coding) of
+// everything the page loaded before its first sealed request, by part.
+async function bytesBeforeFirstSeal(requests) {
+  const first = requests.findIndex((q) => q.authorization?.startsWith('Sealed '));
+  const parts = {};
+  for (const { url, r } of requests.slice(0, first)) {
+    const path = new URL(url).pathname;
+    const part = /libsodium/.test(path) ? 'libsodium' : /\/byok-relay\.js$/.test(path) ? 'byok_relay_js'
+      : path === '/v1/keys' ? 'v1_keys' : /node_modules\/openai\//.test(path) ? 'openai_client' : 'demo_page';
+    const sz = await r.sizes();
+    parts[part] ??= { files: 0, body: 0, headers: 0 };
+    parts[part].files += 1;
+    parts[part].body += sz.responseBodySize;
+    parts[part].headers += sz.responseHeadersSize;
+  }
+  parts.libsodium ??= { files: 0, body: 0, headers: 0 };
+  const sum = (keys) => keys.reduce((n, k) => n + (parts[k] ? parts[k].body + parts[k].headers : 0), 0);
+  parts.library_total = sum(['byok_relay_js', 'v1_keys', 'libsodium']);
+  parts.all_total = sum(Object.keys(parts).filter((k) => !k.endsWith('_total')));
+  return parts;
+}
 
 test('"remember for this tab" is the only way the key reaches storage, and only sessionStorage', async (t) => {
   const { context, page } = await openDemo(t);

@@ -84,7 +84,7 @@ after(async () => {
 
 // Clicks the app's button, checks what the consent popup shows, types the key
 // there, approves, and waits until the app has streamed its answer.
-async function approveGrant(page, key, appOrigin) {
+async function approveGrant(page, key, appOrigin, beforeApprove = () => {}) {
   const popupOpened = page.waitForEvent('popup');
   await page.click('#grant');
   const popup = await popupOpened;
@@ -93,6 +93,7 @@ async function approveGrant(page, key, appOrigin) {
   assert.equal(await popup.textContent('#scope-models'), 'gpt-4o-mini');
   assert.equal(await popup.textContent('#scope-ttl'), '10 minutes');
   await popup.getByRole('textbox', { name: 'Your API key' }).fill(key);
+  beforeApprove();
   const closed = popup.waitForEvent('close');
   await popup.getByRole('button', { name: 'Approve' }).click();
   await closed;
@@ -202,7 +203,7 @@ test('browser half with the grant endpoints stubbed: the page seals the key for 
   });
   const page = await context.newPage();
   await page.goto(appOrigin + '/app.html');
-  await approveGrant(page, key, appOrigin);
+  await approveGrant(page, key, appOrigin, () => assert.equal(minted.length, 0, 'nothing minted before "Approve"'));
 
   assert.equal(minted.length, 1);
   assert.equal(minted[0].payload.key, key, 'the key travelled inside the seal');
