@@ -35,28 +35,34 @@ function startApp() {
 <script type="importmap">{"imports":{"openai":"/web/node_modules/openai/index.mjs"}}</script>
 <button id="grant">Use my own API key</button><pre id="out"></pre>
 <script type="module">
-import { requestGrant } from '/web/byok-relay.js';
+import { requestGrant, completeGrant } from '/web/byok-relay.js';
 import OpenAI from 'openai';
 const RELAY = ${JSON.stringify(relayUrl)};
-document.getElementById('grant').addEventListener('click', async () => {
-  try {
-    const g = await requestGrant(RELAY, { provider: 'openai', paths: ['/v1/chat/completions'],
-                                          models: ['gpt-4o-mini'], ttl_s: 600 });
-    window.__grant = { exp: g.exp, scope: g.scope };
-    const openai = new OpenAI({ baseURL: RELAY + '/openai/v1', apiKey: 'granted', fetch: g.fetch,
-                                dangerouslyAllowBrowser: true, maxRetries: 0 });
-    const stream = await openai.chat.completions.create({ model: 'gpt-4o-mini', stream: true,
-      messages: [{ role: 'user', content: 'granted' }], mock: { events: 4, interval_ms: 20 } });
-    let text = '';
-    for await (const c of stream) {
-      text += c.choices?.[0]?.delta?.content ?? '';
-      document.getElementById('out').textContent = text;
-    }
-    window.__done = { text };
-  } catch (e) {
-    window.__done = { error: e.constructor.name + ': ' + e.message + (e.code ? ' [' + e.code + ']' : '') };
+const q = new URLSearchParams(location.search);
+const options = { provider: 'openai', paths: ['/v1/chat/completions'], models: ['gpt-4o-mini'], ttl_s: 600 };
+for (const name of ['mode', 'signingKey']) {
+  if (q.get(name)) {
+    options[name] = q.get(name);
   }
+}
+async function use(g) {
+  window.__grant = { exp: g.exp, scope: g.scope };
+  const openai = new OpenAI({ baseURL: RELAY + '/openai/v1', apiKey: 'granted', fetch: g.fetch,
+                              dangerouslyAllowBrowser: true, maxRetries: 0 });
+  const stream = await openai.chat.completions.create({ model: 'gpt-4o-mini', stream: true,
+    messages: [{ role: 'user', content: 'granted' }], mock: { events: 4, interval_ms: 20 } });
+  let text = '';
+  for await (const c of stream) {
+    text += c.choices?.[0]?.delta?.content ?? '';
+    document.getElementById('out').textContent = text;
+  }
+  window.__done = { text };
+}
+const run = (p) => p.then((g) => g && use(g)).catch((e) => {
+  window.__done = { error: e.constructor.name + ': ' + e.message + (e.code ? ' [' + e.code + ']' : '') };
 });
+document.getElementById('grant').addEventListener('click', () => run(requestGrant(RELAY, options)));
+run(completeGrant(RELAY));  // back from the consent page in redirect mode
 </script>`);
       return;
     }
@@ -152,21 +158,15 @@ test('two origins: grant by the relay\'s consent page, then the openai client st
   assert.ok(grant.exp > Date.now() / 1000);
 });
 
-// The same flow with the relay's two grant endpoints answered inside the
-// browser (Playwright routes), so the browser half (popup hand-shake, the
-// consent page, the seal it makes, the proofs) is checked even where the
-// relay has no POST /v1/grants: the stand-in opens the page's seal with the
-// relay's own HPKE key (@hpke/core) and checks each proof with Node's crypto.
-test('browser half with the grant endpoints stubbed: the page seals the key for /v1/grants, the app signs proofs', async (t) => {
+// Answers POST /v1/grants and the provider route inside the browser: the
+// seal is opened with the relay's own HPKE key (@hpke/core) and each proof
+// checked with Node's crypto against the minted grant's cnf key.
+async function stubGrantEndpoints(context, appOrigin) {
   const { readFileSync } = await import('node:fs');
   const { createHash, createPublicKey, verify } = await import('node:crypto');
   const { hpkeOpen } = await import('./lib/fake-relay.mjs');
   const keyFile = JSON.parse(readFileSync(relay.config.key_files[0], 'utf8'));
   const relayKey = { hpkeKid: keyFile.hpke_kid, hpkeSk: Buffer.from(keyFile.hpke_sk, 'base64url') };
-  const appOrigin = `http://127.0.0.1:${app.address().port}`;
-  const context = await browser.newContext();
-  t.after(() => context.close());
-  const key = randomApiKey('sk-stub-');
   const minted = [];
   await context.route(relay.url + '/v1/grants', async (route) => {
     const req = route.request();
@@ -201,6 +201,20 @@ test('browser half with the grant endpoints stubbed: the page seals the key for 
       headers: { 'access-control-allow-origin': appOrigin },
       body: [0, 1, 2, 3].map(chunk).join('') + 'data: [DONE]\n\n' });
   });
+  return { minted, proofs };
+}
+
+// The same flow with the relay's two grant endpoints answered inside the
+// browser (Playwright routes), so the browser half (popup hand-shake, the
+// consent page, the seal it makes, the proofs) is checked even where the
+// relay has no POST /v1/grants: the stand-in opens the page's seal with the
+// relay's own HPKE key (@hpke/core) and checks each proof with Node's crypto.
+test('browser half with the grant endpoints stubbed: the page seals the key for /v1/grants, the app signs proofs', async (t) => {
+  const appOrigin = `http://127.0.0.1:${app.address().port}`;
+  const context = await browser.newContext();
+  t.after(() => context.close());
+  const key = randomApiKey('sk-stub-');
+  const { minted, proofs } = await stubGrantEndpoints(context, appOrigin);
   const page = await context.newPage();
   await page.goto(appOrigin + '/app.html');
   await approveGrant(page, key, appOrigin, () => assert.equal(minted.length, 0, 'nothing minted before "Approve"'));
@@ -217,4 +231,68 @@ test('browser half with the grant endpoints stubbed: the page seals the key for 
   assert.ok(!JSON.stringify(appRequests).includes(key));
   const dom = await page.evaluate(() => document.documentElement.outerHTML + JSON.stringify({ ...localStorage }));
   assert.ok(!dom.includes(key));
+});
+
+test('redirect mode (stubbed endpoints): to the consent page and back; the grant arrives in the fragment, never at the app\'s server', async (t) => {
+  const appOrigin = `http://127.0.0.1:${app.address().port}`;
+  const context = await browser.newContext();
+  t.after(() => context.close());
+  const key = randomApiKey('sk-redirect-');
+  const { minted, proofs } = await stubGrantEndpoints(context, appOrigin);
+  const page = await context.newPage();
+  await page.goto(appOrigin + '/app.html?mode=redirect');
+  await page.click('#grant');
+  await page.waitForURL(`${relay.url}/v1/grant`, { timeout: 15_000 });
+  await page.waitForSelector('#request:not([hidden])');
+  assert.equal(await page.textContent('#asker'), appOrigin, 'the origin of return_to is shown');
+  assert.equal(new URL(page.url()).hash, '', 'the request is taken out of the address bar');
+  await page.getByRole('textbox', { name: 'Your API key' }).fill(key);
+  await page.getByRole('button', { name: 'Approve' }).click();
+  await page.waitForURL((u) => u.origin === appOrigin, { timeout: 15_000 });
+  await page.waitForFunction(() => window.__done, null, { timeout: 30_000 });
+  const done = await page.evaluate(() => window.__done);
+  assert.equal(done.error, undefined, JSON.stringify(done));
+  assert.equal(done.text, 'tok0 tok1 tok2 tok3 ');
+  assert.equal(page.url(), appOrigin + '/app.html?mode=redirect', 'the grant is taken out of the address bar');
+  assert.equal(minted.length, 1);
+  assert.equal(minted[0].payload.key, key);
+  assert.ok(proofs[0].ok);
+  assert.ok(!JSON.stringify(appRequests).includes('stub-grant'), 'a fragment is never sent to a server');
+  assert.ok(!JSON.stringify(appRequests).includes(key));
+  const idb = await page.evaluate(async () => {
+    const db = await new Promise((ok) => {
+      const r = indexedDB.open('byok-relay-grant', 1);
+      r.onsuccess = () => ok(r.result);
+    });
+    const n = await new Promise((ok) => {
+      const r = db.transaction('pending').objectStore('pending').count();
+      r.onsuccess = () => ok(r.result);
+    });
+    db.close();
+    return n;
+  });
+  assert.equal(idb, 0, 'the parked key pair is gone once used');
+});
+
+test('an app that pins a signing key: the consent page refuses an unsigned key list and mints nothing', async (t) => {
+  const appOrigin = `http://127.0.0.1:${app.address().port}`;
+  const context = await browser.newContext();
+  t.after(() => context.close());
+  const { minted } = await stubGrantEndpoints(context, appOrigin);
+  const page = await context.newPage();
+  // This relay serves no signed list, so any pinned key must be refused.
+  await page.goto(`${appOrigin}/app.html?signingKey=${Buffer.alloc(32, 7).toString('base64url')}`);
+  const popupOpened = page.waitForEvent('popup');
+  await page.click('#grant');
+  const popup = await popupOpened;
+  await popup.waitForSelector('#request:not([hidden])', { timeout: 15_000 });
+  await popup.getByRole('textbox', { name: 'Your API key' }).fill(randomApiKey('sk-pinned-'));
+  await popup.getByRole('button', { name: 'Approve' }).click();
+  const alert = popup.getByRole('alert');
+  await alert.waitFor({ state: 'visible', timeout: 15_000 });
+  assert.equal(await alert.getAttribute('data-code'), 'key_list_unsigned');
+  assert.equal(minted.length, 0, 'no seal was made');
+  await popup.close();
+  await page.waitForFunction(() => window.__done, null, { timeout: 15_000 });
+  assert.match((await page.evaluate(() => window.__done)).error, /grant_cancelled/);
 });
