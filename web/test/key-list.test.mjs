@@ -42,7 +42,9 @@ async function startListSwapProxy(relayUrl) {
   const state = { list: null, sealed: 0 };
   const server = http.createServer((req, res) => {
     if (req.url.endsWith('/v1/keys') && state.list) {
-      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(state.list);
+      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store',
+                           ...(req.headers.origin ? { 'access-control-allow-origin': req.headers.origin } : {}) })
+        .end(state.list);
       return;
     }
     if ((req.headers.authorization ?? '').startsWith('Sealed ')) {
@@ -273,4 +275,63 @@ test('docs/protocol.md §2.1 worked example: every value checks, and the relay l
     assert.equal(await (await fetch(r.url + '/v1/keys')).text(), example('signed-key-config') + '\n');
     await r.stop();
   }
+});
+
+test('in Chromium: a pinned page verifies the list with WebCrypto Ed25519 and seals with HPKE, no libsodium; a swapped list is refused', async (t) => {
+  const { launchChromium, serveWebScript } = await import('./lib/browser.mjs');
+  const app = http.createServer((req, res) => {
+    const path = new URL(req.url, 'http://x').pathname;
+    if (path === '/app.html') {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' })
+        .end('<!doctype html><meta charset="utf-8"><title>app</title><link rel="icon" href="data:,"><p>app</p>');
+      return;
+    }
+    serveWebScript(path, res);
+  });
+  await new Promise((ok) => app.listen(0, '127.0.0.1', ok));
+  t.after(() => new Promise((ok) => {
+    app.closeAllConnections();
+    app.close(ok);
+  }));
+  const appOrigin = `http://127.0.0.1:${app.address().port}`;
+  const r = await startRelay({ key_files: [keyFile], key_list_file: listFile, allow_origins: [appOrigin],
+                               providers: mockProviders(mock) }, { dir });
+  t.after(() => r.stop());
+  const proxy = await startListSwapProxy(r.url);
+  const otherDir = tempDir('byok-keylist-other-');
+  proxy.state.list = readFileSync(await signKeys(otherDir, await signingKey(otherDir), [await makeKeyFile(otherDir)]),
+    'utf8');
+  const browser = await launchChromium();
+  t.after(() => browser.close());
+  const page = await browser.newPage();
+  const requested = [];
+  page.on('request', (q) => requested.push(q.url()));
+  await page.goto(appOrigin + '/app.html');
+  await mock.reset();
+  const key = randomApiKey('sk-chromium-pinned-');
+  const result = await page.evaluate(async ({ relayUrl, proxyUrl, key, pin }) => {
+    const { sealedFetch } = await import('/web/byok-relay.js');
+    const send = (base) => sealedFetch(base, () => key, { signingKey: pin })(base + '/openai/v1/chat/completions', {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    const out = {};
+    const res = await send(relayUrl);
+    out.direct = { status: res.status };
+    await res.text();
+    try {
+      await send(proxyUrl);
+      out.swapped = 'sent';
+    } catch (e) {
+      out.swapped = e.code;
+    }
+    return out;
+  }, { relayUrl: r.url, proxyUrl: proxy.url, key, pin: signing.pk });
+  assert.equal(result.direct.status, 200);
+  assert.equal(result.swapped, 'key_list_bad_signature');
+  const seen = await mock.requests();
+  assert.equal(seen.length, 1);
+  assert.equal(seen[0].headers.authorization, `Bearer ${key}`);
+  assert.deepEqual(requested.filter((u) => /libsodium/.test(u)), [], 'WebCrypto only: no libsodium file');
+  assert.equal(proxy.state.sealed, 0);
 });
