@@ -190,6 +190,9 @@ asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> upstream_con
     auto* const p = static_cast<char*>(into.data());
     std::size_t total = 0;
     if (wait_first && SSL_has_pending(ssl_) == 0) {
+        // Nothing is buffered and the answer (or its next event) has not
+        // arrived: give the record buffers back while waiting, as below.
+        (void)SSL_free_buffers(ssl_);
         // Asio re-arms the descriptor for a wait (epoll_ctl), so an answer
         // that arrived before the wait was queued still wakes it.
         if (const auto ec = co_await wait_for(SSL_ERROR_WANT_READ)) {
@@ -213,6 +216,14 @@ asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> upstream_con
             break;  // deliver what arrived; the next call reports the failure (for a fatal one, as SSL_ERROR_SYSCALL)
         }
         if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            if (e == SSL_ERROR_WANT_READ) {
+                // SSL_MODE_RELEASE_BUFFERS does not give back the read buffer
+                // OpenSSL 3.0 set up for a read that found nothing: a slow
+                // stream would hold 16 KiB between two events. Freed here, it
+                // is set up again when the next record arrives (measured with
+                // 1,000 held slow streams: 53 -> 49 KiB of RSS per stream).
+                (void)SSL_free_buffers(ssl_);
+            }
             if (const auto ec = co_await wait_for(e)) {
                 co_return std::tuple{deadline.settle(ec), std::size_t{0}};
             }
