@@ -157,3 +157,39 @@ test('requestGrant ignores answers from another origin; a denial and a closed wi
     (e) => e.code === 'grant_popup_blocked');
   await assert.rejects(requestGrant(origin, { provider: 'openai', paths: [], window: blocked }), TypeError);
 });
+
+test('refresh() asks again and replaces the grant; a proof refused for its time is signed once more on the relay\'s clock', async () => {
+  const tokens = [];
+  let answered = 0;
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      const claims = JSON.parse(Buffer.from(req.headers['byok-proof'].split('.')[1], 'base64url'));
+      tokens.push({ authorization: req.headers.authorization, iat: claims.iat });
+      const relayNow = Date.now() + 300_000;  // the relay's clock is 5 minutes ahead
+      if (Math.abs(claims.iat - relayNow / 1000) > 60) {
+        res.writeHead(401, { 'content-type': 'application/json', date: new Date(relayNow).toUTCString() })
+          .end(JSON.stringify({ error: { type: 'relay_error', code: 'bad_proof', message: 'iat' } }));
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  servers.push(server);
+  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+  const origin = `http://127.0.0.1:${server.address().port}`;
+  const win = fakeWindow(origin, () => ({ type: 'byok-grant', grant: `g${++answered}`, exp: 2e9 + answered }));
+  const g = await requestGrant(origin, { provider: 'openai', paths: ['/v1/models'], window: win });
+  let res = await g.fetch(origin + '/openai/v1/models');
+  assert.equal(res.status, 200);
+  assert.deepEqual(tokens.map((x) => x.authorization), ['Grant g1', 'Grant g1']);
+  assert.ok(tokens[1].iat - tokens[0].iat >= 290, 'the second proof is on the relay\'s clock');
+  res = await g.fetch(origin + '/openai/v1/models');
+  assert.equal(tokens.length, 3, 'the offset is kept: one call, no retry');
+  assert.equal(g.exp, 2e9 + 1);
+  assert.equal(await g.refresh(), g);
+  assert.equal(win.opened.length, 2, 'the consent page opened again');
+  assert.equal(g.exp, 2e9 + 2);
+  await g.fetch(origin + '/openai/v1/models');
+  assert.equal(tokens.at(-1).authorization, 'Grant g2');
+});
