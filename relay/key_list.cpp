@@ -64,6 +64,19 @@ std::string make_signed_key_list(const crypto::keyring& keys, const crypto::sign
            "\",\"sig\":\"" + crypto::base64url_encode(sig) + "\"}}\n";
 }
 
+std::string key_list_expiry_note(const signed_key_list& list, std::int64_t now) {
+    if (list.exp() <= now) {
+        return "error: key_list_file: the signed list expired at " + date_text(list.exp()) +
+               "; clients that pin the signing key refuse it and send nothing: sign a new one (byok-relay "
+               "sign-keys) and reload (SIGHUP)";
+    }
+    if (list.exp() - now < key_list_warn_s) {
+        return "warning: key_list_file: the signed list expires at " + date_text(list.exp()) +
+               "; sign a new one (byok-relay sign-keys) and reload (SIGHUP) before then";
+    }
+    return "";
+}
+
 std::shared_ptr<const signed_key_list> signed_key_list::load(const std::string& path, const crypto::keyring& keys,
                                                              std::int64_t now, std::vector<std::string>& warnings) {
     std::ifstream in(path, std::ios::binary);

@@ -35,6 +35,12 @@ inline constexpr std::int64_t key_list_warn_s = 7 * 24 * 3600;
 [[nodiscard]] std::string make_signed_key_list(const crypto::keyring& keys, const crypto::signing_key& signer,
                                                std::int64_t now, std::int64_t exp);
 
+class signed_key_list;
+
+// What the relay logs about a running list's expiry (checked hourly): a
+// warning within key_list_warn_s of it, an error line once past it; "" else.
+[[nodiscard]] std::string key_list_expiry_note(const signed_key_list& list, std::int64_t now);
+
 class signed_key_list {
 public:
     // Reads and checks the list file against the loaded `keys` at `now`.

@@ -291,6 +291,24 @@ int server::run() {
     };
     arm_hup();
 
+    // A signed key list can expire while the relay runs: say so in the log, hourly.
+    asio::steady_timer list_watch(control_);
+    std::function<void()> arm_list_watch = [&] {
+        list_watch.expires_after(std::chrono::hours(1));
+        list_watch.async_wait([&](const boost::system::error_code& ec) {
+            if (ec) {
+                return;
+            }
+            if (const auto list = state_->key_list.load()) {
+                if (const auto note = key_list_expiry_note(*list, std::time(nullptr)); !note.empty()) {
+                    log_line(note);
+                }
+            }
+            arm_list_watch();
+        });
+    };
+    arm_list_watch();
+
     std::function<void()> check_drained = [&] {
         watch.expires_after(std::chrono::milliseconds(50));
         watch.async_wait([&](const boost::system::error_code& ec) {
@@ -317,6 +335,7 @@ int server::run() {
                     w->ioc.stop();
                 }
                 hup.cancel();
+                list_watch.cancel();
                 stop_signals.cancel();
                 if (metrics_acceptor) {
                     boost::system::error_code ignored;
