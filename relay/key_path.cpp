@@ -8,6 +8,7 @@
 #include <boost/beast/core/error.hpp>
 
 #include "crypto/secret.hpp"
+#include "relay/grants.hpp"
 #include "relay/http_util.hpp"
 
 namespace byok::relay {
@@ -97,23 +98,75 @@ crypto::sha256_digest sealed_headers_digest(const beast::http::fields& headers) 
     return crypto::headers_sha256(all);
 }
 
+// The one point where a proof's jti is claimed as used (a shared replay
+// store, when there is one, claims the same id here too).
+std::optional<error_code> claim_proof(const key_path_env& env, const crypto::opened_grant& g, std::int64_t now) {
+    if (const auto e = env.grants.claim_proof(g, now)) {
+        return from_grant_error(*e);
+    }
+    return std::nullopt;
+}
+
+// The key from a grant: the grant and its proof (crypto), the grant's scope
+// (relay/grants.cpp), then the proof's jti recorded once every check passed.
+std::optional<crypto::opened_key> open_grant(const key_path_env& env, const sealed_request& rq,
+                                             std::string_view authorization, std::int64_t now, sent_request& out) {
+    out.grant = true;
+    const auto [proof, proofs] = proof_header(*rq.headers);
+    const crypto::grant_request_facts facts{authorization, proof, proofs, rq.method, rq.sealed_path, rq.body_sha256};
+    auto opened = env.grants.open(env.keys, facts, now);
+    if (!opened) {
+        out.error = from_grant_error(opened.error());
+        out.seal_refused = out.error != error_code::overloaded;
+        return std::nullopt;
+    }
+    if (const auto e = check_grant_scope(opened.grant(), {rq.headers, env.prov.name, rq.provider_path, rq.body})) {
+        out.error = *e;
+        out.seal_refused = true;
+        return std::nullopt;
+    }
+    if (const auto e = claim_proof(env, opened.grant(), now)) {
+        out.error = *e;
+        out.seal_refused = out.error != error_code::overloaded;
+        return std::nullopt;
+    }
+    return std::move(opened).take().take_key();
+}
+
+// The key from a seal.
+std::optional<crypto::opened_key> open_seal(crypto::seal_checker& checker, const crypto::keyring& keys,
+                                            const sealed_request& rq, std::string_view authorization,
+                                            std::int64_t now, bool& seal_refused, error_code& error) {
+    const crypto::sha256_digest headers_digest = sealed_headers_digest(*rq.headers);
+    const crypto::request_facts facts{rq.method, rq.sealed_path, rq.body_sha256, authorization, &headers_digest};
+    auto checked = checker.check(keys, facts, now);
+    if (!checked) {
+        error = from_seal_error(checked.error());
+        seal_refused = error != error_code::overloaded;
+        return std::nullopt;
+    }
+    return std::move(checked).take_key();
+}
+
 }  // namespace
 
 asio::awaitable<sent_request> open_and_send(const key_path_env& env, const sealed_request& rq,
                                             std::int64_t now_unix) {
     sent_request out;
 
-    // 1. Open and check. The key exists from here to the end of this function.
+    // 1. Open and check a seal, or a grant with its proof. The key exists
+    //    from here to the end of this function.
     const std::string_view authorization = (*rq.headers)[beast::http::field::authorization];
-    const crypto::sha256_digest headers_digest = sealed_headers_digest(*rq.headers);
-    const crypto::request_facts facts{rq.method, rq.sealed_path, rq.body_sha256, authorization, &headers_digest};
-    auto checked = env.checker.check(env.keys, facts, now_unix);
-    if (!checked) {
-        out.error = from_seal_error(checked.error());
-        out.seal_refused = out.error != error_code::overloaded;
+    std::optional<crypto::opened_key> opened =
+        crypto::is_grant_authorization(authorization)
+            ? open_grant(env, rq, authorization, now_unix, out)
+            : open_seal(env.checker, env.keys, rq, authorization, now_unix, out.seal_refused, out.error);
+    if (!opened) {
         co_return out;
     }
-    const crypto::opened_key key = std::move(checked).take_key();
+    out.key_opened = true;
+    const crypto::opened_key key = std::move(*opened);
+    opened.reset();
 
     // 2. A slot, then a verified connection, before the key is put anywhere.
     out.slot = in_flight_slot::try_take(env.in_flight, env.max_in_flight);
@@ -164,6 +217,32 @@ asio::awaitable<sent_request> open_and_send(const key_path_env& env, const seale
     }
     out.ok = true;
     co_return out;
+}  // `key` is wiped here
+
+minted_grant mint_grant(crypto::seal_checker& checker, const crypto::keyring& keys, const config& cfg,
+                        const sealed_request& rq, std::int64_t now_unix) {
+    minted_grant out;
+    auto scope = parse_grant_request(cfg, rq.body, now_unix);
+    if (const auto* e = std::get_if<error_code>(&scope)) {
+        out.error = *e;
+        return out;
+    }
+    const crypto::relay_key* signer = keys.grant_signer(now_unix);
+    if (signer == nullptr) {
+        out.error = error_code::unknown_route;  // this relay's key files hold no grant key: no grants here
+        return out;
+    }
+    const std::string_view authorization = (*rq.headers)[beast::http::field::authorization];
+    const auto key = open_seal(checker, keys, rq, authorization, now_unix, out.seal_refused, out.error);
+    if (!key) {
+        return out;
+    }
+    auto& s = std::get<crypto::grant_scope>(scope);
+    s.exp = std::min(s.exp, signer->exp());  // a grant dies with its key
+    out.body = grant_response_body(crypto::make_grant_token(*signer, s, key->value()), s);
+    crypto::wipe_stack_below();  // what sealing the token left on this thread's stack
+    out.ok = true;
+    return out;
 }  // `key` is wiped here
 
 }  // namespace byok::relay

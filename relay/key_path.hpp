@@ -1,12 +1,16 @@
 #pragma once
 // The user's key, from seal to wire, in one place (relay/key_path.cpp):
-// open and check the seal, take an in-flight slot, get a verified upstream
+// open and check the seal (or the grant and its proof), take an in-flight slot, get a verified upstream
 // connection, build the request head in locked secret memory sized once,
 // write it, wipe it, and wipe the stack the writing used. Nothing else in
 // the relay ever sees the key. docs/security.md walks through this file.
 //
 // Called on the client connection's worker thread; the pool belongs to that
 // thread.
+//
+// The other way a key passes through the relay, minting a grant
+// (POST /v1/grants), is here too: the key arrives in a seal and leaves in a
+// grant token, never anywhere else.
 
 #include <atomic>
 #include <cstdint>
@@ -16,6 +20,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/beast/http/fields.hpp>
 
+#include "crypto/grant.hpp"
 #include "crypto/keyring.hpp"
 #include "crypto/seal.hpp"
 #include "relay/admission.hpp"
@@ -30,6 +35,7 @@ struct sealed_request {
     std::string_view method;
     std::string_view sealed_path;   // public prefix + target: what the seal names
     std::string_view upstream_target;
+    std::string_view provider_path;  // the target after the provider prefix, without the query (grant scope)
     const boost::beast::http::fields* headers = nullptr;  // forwarded by the allowlist
     std::string_view body;
     const crypto::sha256_digest* body_sha256 = nullptr;
@@ -37,6 +43,7 @@ struct sealed_request {
 
 struct key_path_env {
     crypto::seal_checker& checker;
+    crypto::grant_checker& grants;
     const crypto::keyring& keys;
     std::atomic<std::int64_t>& in_flight;
     std::size_t max_in_flight;
@@ -50,13 +57,28 @@ struct key_path_env {
 struct sent_request {
     bool ok = false;
     error_code error = error_code::internal_error;  // when !ok
-    bool seal_refused = false;                       // the error came from the seal check
+    bool seal_refused = false;                       // the error came from the seal (or grant) check
+    bool grant = false;                              // the key was to come from a grant
+    bool key_opened = false;                         // every check passed (a later error is upstream's or load)
     std::unique_ptr<upstream_conn> conn;
     in_flight_slot slot = in_flight_slot::none();
 };
 
-// Opens the seal for `rq` and, if it checks, sends the one request it allows.
+// Opens the seal (or, for "Authorization: Grant", the grant and its
+// proof) for `rq` and, if it checks, sends the one request it allows.
 [[nodiscard]] boost::asio::awaitable<sent_request> open_and_send(const key_path_env& env, const sealed_request& rq,
                                                                  std::int64_t now_unix);
+
+// POST /v1/grants: the scope in the body is checked against the config
+// first (nothing is opened for a request the relay would refuse anyway),
+// then the seal, and the key goes straight into a grant token.
+struct minted_grant {
+    bool ok = false;
+    error_code error = error_code::internal_error;  // when !ok
+    bool seal_refused = false;                       // the error came from the seal check
+    std::string body;                                // the 201 answer's JSON
+};
+[[nodiscard]] minted_grant mint_grant(crypto::seal_checker& checker, const crypto::keyring& keys, const config& cfg,
+                                      const sealed_request& rq, std::int64_t now_unix);
 
 }  // namespace byok::relay
