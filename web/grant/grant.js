@@ -107,7 +107,11 @@ function show(request, origin, deliver) {
       $('done').hidden = false;
       deliver({ type: 'byok-grant', grant, exp, scope });
     } catch (e) {
-      showError(e instanceof RelayClientError ? e.message : 'Could not reach the relay.', e.code);
+      // Not a relay answer: the relay unreachable, or (the only other case) a browser without
+      // X25519 in WebCrypto, for which this page has no sealed-box fallback (no libsodium here).
+      showError(e instanceof RelayClientError ? e.message
+        : `Could not seal the key or reach the relay (${e.name}). This page needs a browser with X25519 in WebCrypto (Chrome 133+, Firefox 130+, Safari 17+).`,
+      e.code);
     } finally {
       $('approve').disabled = false;
     }
