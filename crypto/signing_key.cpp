@@ -45,7 +45,8 @@ void signing_key::write_new_file(const std::string& path) const {
                       sodium_base64_VARIANT_URLSAFE_NO_PADDING);
     auto text = secret_bytes::allocate(max_signing_file_bytes);
     const int n = std::snprintf(reinterpret_cast<char*>(text.data()), text.size(),
-                                "{\"v\":1,\"alg\":\"%.*s\",\"use\":\"%.*s\",\"pk\":\"%s\",\"sk\":\"%s\",\"created\":%lld}\n",
+                                "{\"v\":1,\"alg\":\"%.*s\",\"use\":\"%.*s\",\"pk\":\"%s\",\"sk\":\"%s\","
+                                "\"created\":%lld}\n",
                                 static_cast<int>(signing_alg.size()), signing_alg.data(),
                                 static_cast<int>(signing_use.size()), signing_use.data(), pk_b64.c_str(),
                                 reinterpret_cast<const char*>(seed_b64.data()), static_cast<long long>(created_));

@@ -70,7 +70,16 @@ long long parse_duration(const std::string& text) {
         return -1;
     }
     const std::string unit = end;
-    const long long mul = unit == "d" ? 86400 : unit == "h" ? 3600 : unit == "m" ? 60 : (unit == "s" || unit.empty()) ? 1 : 0;
+    long long mul = 0;
+    if (unit == "d") {
+        mul = 86400;
+    } else if (unit == "h") {
+        mul = 3600;
+    } else if (unit == "m") {
+        mul = 60;
+    } else if (unit == "s" || unit.empty()) {
+        mul = 1;
+    }
     return mul == 0 || n > 3650LL * 86400 / mul ? -1 : n * mul;
 }
 

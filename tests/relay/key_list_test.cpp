@@ -90,5 +90,6 @@ TEST_CASE("key list: refused when altered, for other keys, expired, or unsigned;
     const auto list = signed_key_list::check(both_text, *keys, now, warnings);
     CHECK(key_list_expiry_note(*list, now - 30 * 86400).empty());
     CHECK(key_list_expiry_note(*list, now).rfind("warning: key_list_file: the signed list expires at", 0) == 0);
-    CHECK(key_list_expiry_note(*list, now + 3 * 86400).rfind("error: key_list_file: the signed list expired at", 0) == 0);
+    CHECK(key_list_expiry_note(*list, now + 3 * 86400).rfind("error: key_list_file: the signed list expired at", 0) ==
+          0);
 }
