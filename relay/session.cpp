@@ -490,7 +490,8 @@ asio::awaitable<void> session::relay_answer(request_parser& parser, request_ctx&
         buffer_.shrink_to_fit();  // a stream may be long: hold no client read buffer meanwhile
     }
 
-    // On the heap: two 4 KiB buffers that only a relayed answer needs.
+    // On the heap, not in this frame: only a relayed answer needs it (its
+    // two 4 KiB pieces it allocates itself, only while bytes pass).
     const auto pump = std::make_unique<answer_pump>(sock_, deadline_, *sent.conn, cfg_, rq.cors, rq.keep_alive,
                                                     rq.version);
     const pump_result res = co_await pump->run();
