@@ -464,7 +464,9 @@ endpoint parse_endpoint(std::string_view text, std::string_view field) {
 
 std::vector<provider> default_providers() {
     std::vector<provider> out;
-    for (const auto& [name, j] : default_providers_json().items()) {
+    // Named: items() of a temporary would dangle (a range-for keeps only the proxy alive before C++23).
+    const json all = default_providers_json();
+    for (const auto& [name, j] : all.items()) {
         out.push_back(parse_provider(name, j, ""));
     }
     return out;

@@ -330,3 +330,26 @@ test('/metrics counts grant outcomes by outcome, and grants minted', async () =>
   assert.ok(Number(text.match(/^byok_grants_minted_total (\d+)$/m)?.[1]) >= 10);
   assert.match(text, /byok_requests_total\{provider="openai",route="grant",status="200"\}/);
 });
+
+test('byok-loadgen --grant: one minted grant, every request with its own proof, zero errors', async (t) => {
+  const { existsSync } = await import('node:fs');
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const loadgenBin = process.env.BYOK_LOADGEN_BIN ?? `${h.buildDir}/bench/byok-loadgen`;
+  if (!existsSync(loadgenBin)) {
+    t.skip(`byok-loadgen not built at ${loadgenBin}`);
+    return;
+  }
+  await mock.reset();
+  const { stdout } = await promisify(execFile)(loadgenBin, ['--url', relay.url, '--json', '--grant',
+    '--grant-origin', ORIGIN, '--connections', '2', '--duration', '1', '--preseal', '2000', '--quiet'],
+  { timeout: 60000 });
+  const r = JSON.parse(stdout);
+  assert.equal(r.errors, 0, JSON.stringify(r.errors_by_code ?? r));
+  assert.ok(r.requests > 0);
+  const seen = await mock.requests();
+  assert.ok(seen.length >= r.requests);
+  const keys = new Set(seen.map((s) => s.headers.authorization));
+  assert.equal(keys.size, 1, 'every request carried the one granted key');
+  assert.match([...keys][0], /^Bearer sk-bench-/);
+});
