@@ -9,6 +9,10 @@
 //   HPKE row   = the same two for a seal to the key's HPKE kid (RFC 9180 base
 //                mode): the check path, and relay_key::open_hpke alone (X25519,
 //                the HKDF key schedule, AES-128-GCM), next to the bare open
+//   grant row  = a request with a scoped key grant (docs/protocol.md §13):
+//                SHA-256 of the body + grant_checker::open + claim_proof (one
+//                grant, a fresh proof each), next to its crypto floor: the
+//                grant's XChaCha20-Poly1305 open plus one ES256 verification
 //
 // Every checked seal is fresh (a batch sealed beforehand; each round uses a
 // new checker), so the replay cache never answers early. Times are thread
@@ -33,6 +37,7 @@
 #include <nlohmann/json.hpp>
 
 #include "crypto/encoding.hpp"
+#include "crypto/grant.hpp"
 #include "crypto/json_lite.hpp"
 #include "crypto/keyring.hpp"
 #include "crypto/replay_cache.hpp"
@@ -176,6 +181,32 @@ int main(int argc, char** argv) {
         hpke_sealed[i].resize(*base64url_decode(b64, hpke_sealed[i]));
     });
 
+    // One grant for this key, and a fresh proof (its own jti) for each request.
+    const es256_key app = es256_key::generate();
+    grant_scope scope;
+    scope.provider = "openai";
+    scope.paths = {"/v1/chat/completions"};
+    scope.models = {"gpt-4o-mini"};
+    scope.origin = "https://app.example";
+    scope.iat = now;
+    scope.exp = now + 1800;
+    scope.cnf = app.point();
+    const std::string grant_auth = "Grant " + make_grant_token(rk, scope, api_key);
+    std::vector<unsigned char> grant_sealed(4200);
+    grant_sealed.resize(*base64url_decode(std::string_view(grant_auth).substr(grant_auth.find('.') + 1), grant_sealed));
+    std::vector<std::string> proofs(batch);
+    std::vector<std::string> signing_inputs(batch);
+    std::vector<std::array<unsigned char, 64>> signatures(batch);
+    const double proof_ns = time_ns_per_op(batch, [&](std::size_t i) {
+        std::array<unsigned char, 16> jti{};
+        randombytes_buf(jti.data(), jti.size());
+        proofs[i] = make_proof(app, "POST", path, now, base64url_encode(jti), sha256(body));
+        signing_inputs[i] = proofs[i].substr(0, proofs[i].rfind('.'));
+        (void)base64url_decode(std::string_view(proofs[i]).substr(proofs[i].rfind('.') + 1), signatures[i]);
+    });
+    std::vector<double> grant_check_ns, grant_aead_ns, es256_ns, grant_ratio;
+    std::vector<unsigned char> grant_plain(grant_sealed.size() - 40);
+
     std::vector<double> hpke_check_ns, hpke_open_ns, hpke_open_ratio;
     std::vector<double> check_ns, open_ns, sha_ns, b64_ns, replay_ns, parse_ns, alloc_ns, ossl_sha_ns, table_b64_ns;
     std::size_t failures = 0;
@@ -211,6 +242,28 @@ int main(int argc, char** argv) {
                 ++failures;
             }
         }));
+        // The grant path, in the same round, and its crypto floor.
+        replay_cache grant_replay(1u << 20);
+        grant_checker granted(seal_policy{}, grant_replay);
+        grant_check_ns.push_back(time_ns_per_op(batch, [&](std::size_t i) {
+            const auto digest = sha256(body);
+            const grant_request_facts facts{grant_auth, proofs[i], 1, "POST", path, &digest};
+            const auto g = granted.open(*keys, facts, now);
+            if (!g || granted.claim_proof(g.grant(), now)) {
+                ++failures;
+            }
+        }));
+        grant_aead_ns.push_back(time_ns_per_op(batch, [&](std::size_t) {
+            if (!rk.open_grant(grant_sealed, grant_plain)) {
+                ++failures;
+            }
+        }));
+        es256_ns.push_back(time_ns_per_op(batch, [&](std::size_t i) {
+            if (!es256_verify(app.point(), signing_inputs[i], signatures[i])) {
+                ++failures;
+            }
+        }));
+        grant_ratio.push_back(grant_check_ns.back() / (grant_aead_ns.back() + es256_ns.back()));
         // The parts of the overhead, one at a time.
         sha_ns.push_back(time_ns_per_op(batch, [&](std::size_t) {
             const auto d = sha256(body);
@@ -291,6 +344,13 @@ int main(int argc, char** argv) {
               {"open_ratio_vs_sealed_box", median(hpke_open_ratio)},
               {"check_ratio_vs_sealed_box", hpke_check / check},
               {"client_seal_ns", hpke_seal_ns}}},
+            {"grant",
+             {{"check_path_ns", median(grant_check_ns)},
+              {"aead_open_ns", median(grant_aead_ns)},
+              {"es256_verify_ns", median(es256_ns)},
+              {"check_ratio_vs_floor", median(grant_ratio)},
+              {"check_ratio_vs_sealed_box", median(grant_check_ns) / check},
+              {"client_proof_ns", proof_ns}}},
             {"failures", failures},
         };
         std::printf("%s\n", j.dump(2).c_str());
@@ -313,6 +373,12 @@ int main(int argc, char** argv) {
                     "                                                             the per-round ratios)\n",
                     hpke_open, median(hpke_open_ratio));
         std::printf("    client side: make_payload + HPKE seal + base64url %.0f ns/op\n", hpke_seal_ns);
+        std::printf("  grant (scoped key grant + ES256 proof, one grant, a fresh proof each):\n");
+        std::printf("    check path (sha256 + grant_checker::open + claim_proof) %9.0f ns/op  (%.3f x the sealed box's)\n",
+                    median(grant_check_ns), median(grant_check_ns) / check);
+        std::printf("    floor: XChaCha20-Poly1305 open %.0f ns + ES256 verify %.0f ns; check path / floor %.3f\n",
+                    median(grant_aead_ns), median(es256_ns), median(grant_ratio));
+        std::printf("    client side: make_proof (ES256 sign) %.0f ns/op\n", proof_ns);
         if (failures > 0) {
             std::printf("  FAILURES: %zu\n", failures);
         }

@@ -1,5 +1,6 @@
 #include "bench/key_fetch.hpp"
 
+#include <ctime>
 #include <stdexcept>
 
 #include <boost/asio/connect.hpp>
@@ -20,6 +21,7 @@
 
 #include "crypto/encoding.hpp"
 #include "crypto/keyring.hpp"
+#include "crypto/seal.hpp"
 
 namespace byok::bench {
 namespace {
@@ -29,17 +31,53 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 
 template <class Stream>
-http::response<http::string_body> get(Stream& s, const parsed_url& u, const std::string& target) {
-    http::request<http::string_body> req(http::verb::get, target, 11);
+http::response<http::string_body> send(Stream& s, const parsed_url& u, http::request<http::string_body>& req) {
     req.set(http::field::host, u.host_header());
     req.set(http::field::user_agent, "byok-loadgen");
     req.set(http::field::connection, "close");
+    req.prepare_payload();
     http::write(s, req);
     beast::flat_buffer buf;
     http::response_parser<http::string_body> p;
     p.body_limit(1 << 20);
     http::read(s, buf, p);
     return p.release();
+}
+
+// One request on a connection of its own (https: verified), the answer read whole.
+http::response<http::string_body> exchange(const parsed_url& u, const std::string& address, const std::string& ca_file,
+                                           http::request<http::string_body> req) {
+    asio::io_context ioc;
+    const asio::ip::tcp::endpoint ep(asio::ip::make_address(address), u.port);
+    const std::string what = std::string(req.method_string()) + " " + std::string(req.target());
+    try {
+        if (u.tls) {
+            asio::ssl::context ctx(asio::ssl::context::tls_client);
+            ctx.set_verify_mode(asio::ssl::verify_peer);
+            if (ca_file.empty()) {
+                ctx.set_default_verify_paths();
+            } else {
+                ctx.load_verify_file(ca_file);
+            }
+            asio::ssl::stream<beast::tcp_stream> s(ioc, ctx);
+            beast::get_lowest_layer(s).expires_after(std::chrono::seconds(10));
+            beast::get_lowest_layer(s).connect(ep);
+            boost::system::error_code aec;
+            (void)asio::ip::make_address(u.host, aec);
+            if (aec) {
+                SSL_set_tlsext_host_name(s.native_handle(), u.host.c_str());
+            }
+            s.set_verify_callback(asio::ssl::host_name_verification(u.host));
+            s.handshake(asio::ssl::stream_base::client);
+            return send(s, u, req);
+        }
+        beast::tcp_stream s(ioc);
+        s.expires_after(std::chrono::seconds(10));
+        s.connect(ep);
+        return send(s, u, req);
+    } catch (const boost::system::system_error& e) {
+        throw std::runtime_error(what + " failed: " + e.code().message());
+    }
 }
 
 }  // namespace
@@ -131,39 +169,8 @@ std::string resolve_address(const parsed_url& u, bool allow_remote) {
 
 key_config fetch_key_config(const parsed_url& u, const std::string& address, const std::string& ca_file,
                             crypto::seal_alg alg) {
-    asio::io_context ioc;
-    const asio::ip::tcp::endpoint ep(asio::ip::make_address(address), u.port);
     const std::string target = u.path.empty() ? "/" : u.path;
-    http::response<http::string_body> res;
-    try {
-        if (u.tls) {
-            asio::ssl::context ctx(asio::ssl::context::tls_client);
-            ctx.set_verify_mode(asio::ssl::verify_peer);
-            if (ca_file.empty()) {
-                ctx.set_default_verify_paths();
-            } else {
-                ctx.load_verify_file(ca_file);
-            }
-            asio::ssl::stream<beast::tcp_stream> s(ioc, ctx);
-            beast::get_lowest_layer(s).expires_after(std::chrono::seconds(10));
-            beast::get_lowest_layer(s).connect(ep);
-            boost::system::error_code aec;
-            (void)asio::ip::make_address(u.host, aec);
-            if (aec) {
-                SSL_set_tlsext_host_name(s.native_handle(), u.host.c_str());
-            }
-            s.set_verify_callback(asio::ssl::host_name_verification(u.host));
-            s.handshake(asio::ssl::stream_base::client);
-            res = get(s, u, target);
-        } else {
-            beast::tcp_stream s(ioc);
-            s.expires_after(std::chrono::seconds(10));
-            s.connect(ep);
-            res = get(s, u, target);
-        }
-    } catch (const boost::system::system_error& e) {
-        throw std::runtime_error("GET " + target + " failed: " + e.code().message());
-    }
+    const auto res = exchange(u, address, ca_file, http::request<http::string_body>(http::verb::get, target, 11));
     if (res.result_int() != 200) {
         throw std::runtime_error("GET " + target + " answered " + std::to_string(res.result_int()));
     }
@@ -199,6 +206,30 @@ key_config fetch_key_config(const parsed_url& u, const std::string& address, con
         throw std::runtime_error("GET " + target + ": the key's pk is not 32 bytes of base64url");
     }
     return k;
+}
+
+std::string mint_grant(const parsed_url& relay, const std::string& address, const std::string& ca_file,
+                       const key_config& kc, const std::string& api_key, const grant_request& g) {
+    if (kc.alg != crypto::seal_alg::sealed_box) {
+        throw std::runtime_error("minting a grant needs the relay's sealed-box key");
+    }
+    const nlohmann::json body_json = {{"provider", g.provider}, {"paths", {g.provider_path}}, {"ttl_s", g.ttl_s},
+                                      {"origin", g.origin}, {"cnf", {{"jwk", nlohmann::json::parse(g.app->public_jwk())}}}};
+    const std::string body = body_json.dump();
+    const std::string target = relay.path + "/v1/grants";
+    const auto payload = crypto::make_payload(api_key, static_cast<std::int64_t>(std::time(nullptr)), "POST", target,
+                                              crypto::sha256(body));
+    http::request<http::string_body> req(http::verb::post, target, 11);
+    req.set(http::field::content_type, "application/json");
+    req.set(http::field::authorization, crypto::seal_header(kc.kid, kc.pk, payload.span()));
+    req.body() = body;
+    const auto res = exchange(relay, address, ca_file, std::move(req));
+    const auto j = nlohmann::json::parse(res.body(), nullptr, false);
+    if (res.result_int() != 201 || j.is_discarded() || !j.contains("grant") || !j["grant"].is_string()) {
+        throw std::runtime_error("POST " + target + " answered " + std::to_string(res.result_int()) + ": " +
+                                 res.body().substr(0, 200));
+    }
+    return j["grant"].get<std::string>();
 }
 
 }  // namespace byok::bench

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 
+#include "crypto/grant.hpp"
 #include "crypto/keyring.hpp"
 
 namespace byok::bench {
@@ -33,5 +34,19 @@ struct key_config {
 // GET <url>; the answer's first key of algorithm `alg`. Throws std::runtime_error.
 [[nodiscard]] key_config fetch_key_config(const parsed_url& u, const std::string& address, const std::string& ca_file,
                                           crypto::seal_alg alg = crypto::seal_alg::sealed_box);
+
+// What the load generator asks a grant for (docs/protocol.md §13).
+struct grant_request {
+    std::string provider;       // the first segment of --path
+    std::string provider_path;  // the rest of --path, without the query
+    std::string origin;         // must be in the relay's allow_origins
+    std::int64_t ttl_s = 1800;
+    const crypto::es256_key* app = nullptr;
+};
+
+// POST <relay>/v1/grants, sealed (sealed box, `kc`) with `api_key`: the
+// grant token. Throws std::runtime_error naming the answer.
+[[nodiscard]] std::string mint_grant(const parsed_url& relay, const std::string& address, const std::string& ca_file,
+                                     const key_config& kc, const std::string& api_key, const grant_request& g);
 
 }  // namespace byok::bench

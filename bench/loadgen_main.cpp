@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -36,6 +37,10 @@ constexpr const char* usage_text =
     "  --seal-path P      path the seal binds (default: the URL's prefix + --path)\n"
     "  --keys-url URL     where to GET the key configuration (default: URL/v1/keys)\n"
     "  --seal ALG         sealed-box (default) or hpke: which of the relay's keys to seal to\n"
+    "  --grant            mint one scoped key grant (POST /v1/grants, sealed) before the run and send\n"
+    "                     every request with it and a fresh ES256 Byok-Proof instead of a seal\n"
+    "  --grant-origin O   the grant's origin, which must be in the relay's allow_origins\n"
+    "                     (default http://localhost)\n"
     "  --ca FILE          CA bundle for https:// URLs\n"
     "  --connections N    concurrent connections (default 16)\n"
     "  --duration S       measured seconds (default 10)\n"
@@ -143,6 +148,8 @@ int main(int argc, char** argv) {
     bool progress = false;
     std::string hist_out;
     byok::crypto::seal_alg seal_alg = byok::crypto::seal_alg::sealed_box;
+    bool grant = false;
+    std::string grant_origin = "http://localhost";
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         const bool v = i + 1 < argc;
@@ -158,6 +165,10 @@ int main(int argc, char** argv) {
                                            std::string_view(argv[i + 1]) == "sealed-box")) {
             seal_alg = std::string_view(argv[++i]) == "hpke" ? byok::crypto::seal_alg::hpke
                                                               : byok::crypto::seal_alg::sealed_box;
+        } else if (a == "--grant") {
+            grant = true;
+        } else if (a == "--grant-origin" && v) {
+            grant_origin = argv[++i];
         } else if (a == "--keys-url" && v) {
             keys_url = argv[++i];
         } else if (a == "--ca" && v) {
@@ -263,6 +274,24 @@ int main(int argc, char** argv) {
                 key += hex[b & 15];
             }
             t.api_keys.push_back(std::move(key));
+        }
+        if (grant) {
+            // One grant, for the first key, for exactly this provider and path.
+            if (seal_alg != byok::crypto::seal_alg::sealed_box) {
+                return bad("--grant mints with the relay's sealed-box key; leave out --seal hpke");
+            }
+            const auto slash = path.find('/', 1);
+            if (slash == std::string::npos) {
+                return bad("--grant needs --path /<provider>/<path>");
+            }
+            auto app = std::make_shared<const byok::crypto::es256_key>(byok::crypto::es256_key::generate());
+            grant_request g;
+            g.provider = path.substr(1, slash - 1);
+            g.provider_path = path.substr(slash, path.find('?') - slash);
+            g.origin = grant_origin;
+            g.app = app.get();
+            t.grant = mint_grant(u, address, ca_file, kc, t.api_keys.front(), g);
+            t.proof_key = std::move(app);
         }
 
         // Sealed before the run: at most 30 s worth, so every iat is still

@@ -145,7 +145,14 @@ std::string request_pool::build(std::uint64_t n) const {
     const auto digest = crypto::sha256(body);
     const auto iat = static_cast<std::int64_t>(std::time(nullptr));
     std::string auth;
-    if (t_.alg == crypto::seal_alg::hpke) {
+    std::string proof;
+    if (!t_.grant.empty()) {
+        // One grant for the run; each request its own proof (a new jti).
+        std::array<unsigned char, 16> jti{};
+        randombytes_buf(jti.data(), jti.size());
+        auth = "Grant " + t_.grant;
+        proof = crypto::make_proof(*t_.proof_key, t_.method, t_.seal_path, iat, crypto::base64url_encode(jti), digest);
+    } else if (t_.alg == crypto::seal_alg::hpke) {
         // An HPKE seal must bind the forwarded headers: here only the Content-Type below.
         static constexpr std::array<crypto::header_field, 1> sent{{{"content-type", "application/json"}}};
         const auto headers_digest = crypto::headers_sha256(sent);
@@ -166,6 +173,9 @@ std::string request_pool::build(std::uint64_t n) const {
     w.append("\r\nUser-Agent: byok-loadgen\r\nContent-Type: application/json\r\nAccept: ");
     w.append(t_.stream ? "text/event-stream" : "application/json");
     w.append("\r\nAuthorization: ").append(auth);
+    if (!proof.empty()) {
+        w.append("\r\nByok-Proof: ").append(proof);
+    }
     w.append("\r\nContent-Length: ").append(std::to_string(body.size())).append("\r\n\r\n").append(body);
     return w;
 }

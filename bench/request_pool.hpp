@@ -29,6 +29,7 @@
 #include <string_view>
 #include <vector>
 
+#include "crypto/grant.hpp"
 #include "crypto/keyring.hpp"
 
 namespace byok::bench {
@@ -44,6 +45,10 @@ struct request_template {
     crypto::public_key pk{};
     crypto::seal_alg alg = crypto::seal_alg::sealed_box;  // hpke: RFC 9180 seals, headers_sha256 bound
     std::vector<std::string> api_keys;  // rotated through, one per request
+    // With a grant (docs/protocol.md §13): "Authorization: Grant <grant>" and
+    // a fresh Byok-Proof signed by `proof_key` instead of a seal.
+    std::string grant;
+    std::shared_ptr<const crypto::es256_key> proof_key;
 };
 
 class request_pool {

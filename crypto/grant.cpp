@@ -74,7 +74,6 @@ pkey_ptr pkey_from_point(const p256_point& pt) {
 //   str = u16 length (big-endian) then the bytes
 
 constexpr unsigned char plaintext_format = 1;
-constexpr std::size_t fixed_part = 1 + 8 + 8 + 64;
 constexpr std::size_t token_overhead =
     crypto_aead_xchacha20poly1305_ietf_NPUBBYTES + crypto_aead_xchacha20poly1305_ietf_ABYTES;
 constexpr std::size_t max_token_bytes = grant_buckets.back() + token_overhead;

@@ -2,53 +2,25 @@
 
 #include <algorithm>
 #include <array>
-#include <cerrno>
 #include <cstring>
 #include <string>
-
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <sodium.h>
 
 #include "crypto/encoding.hpp"
 #include "crypto/json_lite.hpp"
+#include "crypto/key_file.hpp"
 
 namespace byok::crypto {
 namespace {
 
 constexpr std::size_t max_key_file_bytes = 4096;
 
-std::string errno_text(int err) { return std::strerror(err); }
-
-class fd_guard {
-public:
-    explicit fd_guard(int fd) noexcept : fd_(fd) {}
-    fd_guard(const fd_guard&) = delete;
-    fd_guard& operator=(const fd_guard&) = delete;
-    ~fd_guard() {
-        if (fd_ >= 0) {
-            ::close(fd_);
-        }
-    }
-    [[nodiscard]] int get() const noexcept { return fd_; }
-
-private:
-    int fd_;
-};
-
 // base64url of a secret key, on the stack, wiped by the caller's guard.
 using sk_text = std::array<char, sodium_base64_ENCODED_LEN(32, sodium_base64_VARIANT_URLSAFE_NO_PADDING)>;
 
 void encode_secret(std::span<const unsigned char> sk, sk_text& out) noexcept {
     sodium_bin2base64(out.data(), out.size(), sk.data(), sk.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-}
-
-std::string mode_text(mode_t mode) {
-    char buf[8];
-    std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(mode & 07777));
-    return buf;
 }
 
 }  // namespace
@@ -114,18 +86,6 @@ relay_key relay_key::generate(std::int64_t now, std::int64_t lifetime_s) {
 }
 
 void relay_key::write_new_file(const std::string& path) const {
-    // O_EXCL: never replace a key that may still be in use; 0600 regardless of umask.
-    const int raw = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (raw < 0) {
-        if (errno == EEXIST) {
-            throw key_error("key file '" + path + "' already exists; refusing to overwrite it");
-        }
-        throw key_error("cannot create key file '" + path + "': " + errno_text(errno));
-    }
-    fd_guard fd(raw);
-    if (::fchmod(fd.get(), 0600) != 0) {
-        throw key_error("cannot set mode 0600 on '" + path + "': " + errno_text(errno));
-    }
     // The file text holds the secret key, so it is built in secret memory.
     const std::string pk_b64 = base64url_encode(pk_);
     sk_text sk_b64{};
@@ -160,65 +120,12 @@ void relay_key::write_new_file(const std::string& path) const {
     if (n <= 0 || static_cast<std::size_t>(n) >= text.size()) {
         throw key_error("key file text does not fit");
     }
-    // O_EXCL means this process created the file: if it cannot be completed,
-    // remove it, so that a half-written key never blocks the next keygen or
-    // gets loaded.
-    try {
-        std::size_t done = 0;
-        while (done < static_cast<std::size_t>(n)) {
-            const ssize_t w = ::write(fd.get(), text.data() + done, static_cast<std::size_t>(n) - done);
-            if (w < 0) {
-                if (errno == EINTR) {
-                    continue;
-                }
-                throw key_error("cannot write key file '" + path + "': " + errno_text(errno));
-            }
-            done += static_cast<std::size_t>(w);
-        }
-        if (::fsync(fd.get()) != 0) {
-            throw key_error("cannot sync key file '" + path + "': " + errno_text(errno));
-        }
-    } catch (...) {
-        ::unlink(path.c_str());
-        throw;
-    }
+    write_new_secret_file(path, text.span().first(static_cast<std::size_t>(n)));
 }
 
 relay_key relay_key::load_file(const std::string& path) {
     ensure_sodium();
-    // O_NONBLOCK: opening a FIFO must not hang start-up; it is refused as not a regular file below.
-    const int raw = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-    if (raw < 0) {
-        throw key_error("cannot open key file '" + path + "': " + errno_text(errno));
-    }
-    fd_guard fd(raw);
-    struct stat st {};
-    if (::fstat(fd.get(), &st) != 0) {
-        throw key_error("cannot stat key file '" + path + "': " + errno_text(errno));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        throw key_error("key file '" + path + "' is not a regular file");
-    }
-    if ((st.st_mode & 077) != 0) {
-        throw key_error("key file '" + path + "' has mode " + mode_text(st.st_mode) +
-                        ": group or others can access it; run chmod 600 on it (the relay refuses a private key "
-                        "others can read)");
-    }
-    if (st.st_size <= 0 || static_cast<std::size_t>(st.st_size) > max_key_file_bytes) {
-        throw key_error("key file '" + path + "' has an unexpected size");
-    }
-    auto text = secret_bytes::allocate(static_cast<std::size_t>(st.st_size));
-    std::size_t done = 0;
-    while (done < text.size()) {
-        const ssize_t r = ::read(fd.get(), text.data() + done, text.size() - done);
-        if (r < 0 && errno == EINTR) {
-            continue;
-        }
-        if (r <= 0) {
-            throw key_error("cannot read key file '" + path + "'");
-        }
-        done += static_cast<std::size_t>(r);
-    }
+    auto text = read_secret_file(path, max_key_file_bytes);
 
     auto sk = secret_bytes::allocate(crypto_box_SECRETKEYBYTES);
     auto hpke_sk = secret_bytes::allocate(hpke::n_sk);

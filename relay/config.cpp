@@ -398,7 +398,8 @@ const std::vector<std::string> known_fields = {
     "metrics_listen", "header_timeout_s", "body_timeout_s", "idle_timeout_s", "write_timeout_s",
     "upstream_connect_timeout_s", "upstream_timeout_s", "sse_keepalive_s", "shutdown_grace_s",
     "max_in_flight", "replay_cache_entries", "max_connections_per_ip", "rate_limit", "providers",
-    "max_pending_body_bytes", "min_body_bytes_per_s", "body_rate_window_s", "grant_max_ttl_s", "replay_store"};
+    "max_pending_body_bytes", "min_body_bytes_per_s", "body_rate_window_s", "grant_max_ttl_s", "replay_store",
+    "key_list_file"};
 
 // "replay_store": {"redis": "redis[s]://host[:port][/db]", "timeout_ms": 50,
 // "on_error": "refuse" | "local", "ca_file": "...", "password_file": "..."}.
@@ -676,7 +677,9 @@ endpoint parse_endpoint(std::string_view text, std::string_view field) {
 
 std::vector<provider> default_providers() {
     std::vector<provider> out;
-    for (const auto& [name, j] : default_providers_json().items()) {
+    // Named: items() of a temporary would dangle (a range-for keeps only the proxy alive before C++23).
+    const json all = default_providers_json();
+    for (const auto& [name, j] : all.items()) {
         out.push_back(parse_provider(name, j, ""));
     }
     return out;
@@ -713,6 +716,12 @@ std::shared_ptr<const config> parse_config(std::string_view json_text, const std
         }
         if (c->key_files.empty()) {
             fail("key_files", "must list at least one key file (create one with: byok-relay keygen --out FILE)");
+        }
+        if (j.contains("key_list_file") && !j["key_list_file"].is_null()) {
+            if (!j["key_list_file"].is_string()) {
+                fail("key_list_file", "must be the path of a list written by byok-relay sign-keys");
+            }
+            c->key_list_file = resolve_path(j["key_list_file"].get<std::string>(), base_dir);
         }
         c->seal_max_age_s = get_int(j, "seal_max_age_s", 60, 1, 3600);
         c->seal_max_future_s = get_int(j, "seal_max_future_s", 30, 0, 3600);

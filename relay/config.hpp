@@ -107,6 +107,7 @@ struct config {
     endpoint listen{"127.0.0.1", 8080};
     unsigned threads = 1;
     std::vector<std::string> key_files;
+    std::optional<std::string> key_list_file;  // the signed key list served at /v1/keys (relay/key_list.hpp)
     std::int64_t seal_max_age_s = 60;
     std::int64_t seal_max_future_s = 30;
     std::int64_t grant_max_ttl_s = 1800;  // the longest a scoped key grant may live (POST /v1/grants)

@@ -154,12 +154,16 @@ std::variant<error_code, crypto::grant_scope> parse_grant_request(const config& 
 }
 
 std::string grant_response_body(std::string_view token, const crypto::grant_scope& s) {
-    json scope = {{"provider", s.provider}, {"paths", s.paths}, {"origin", s.origin}, {"iat", s.iat},
-                  {"cnf", {{"jkt", crypto::jwk_thumbprint(s.cnf)}}}};
+    // In the order docs/protocol.md shows.
+    using ordered = nlohmann::ordered_json;
+    ordered scope = {{"provider", s.provider}, {"paths", s.paths}};
     if (!s.models.empty()) {
         scope["models"] = s.models;
     }
-    const json out = {{"grant", std::string(token)}, {"exp", s.exp}, {"scope", std::move(scope)}};
+    scope["origin"] = s.origin;
+    scope["iat"] = s.iat;
+    scope["cnf"] = {{"jkt", crypto::jwk_thumbprint(s.cnf)}};
+    const ordered out = {{"grant", std::string(token)}, {"exp", s.exp}, {"scope", std::move(scope)}};
     return out.dump();
 }
 

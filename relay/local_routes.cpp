@@ -2,6 +2,8 @@
 
 #include <cctype>
 
+#include "relay/grant_page.hpp"
+
 namespace byok::relay {
 
 namespace http = boost::beast::http;
@@ -64,7 +66,8 @@ local_response answer_locally(const local_request& rq, const crypto::keyring& ke
     local_response r;
     switch (rt.kind) {
     case route_kind::keys:
-        r = json(200, keys.key_config_json(now_unix), "Cache-Control: public, max-age=300\r\n");
+        r = json(200, rq.signed_key_list != nullptr ? *rq.signed_key_list : keys.key_config_json(now_unix),
+                 "Cache-Control: public, max-age=300\r\n");
         break;
     case route_kind::healthz:
         if (rq.draining) {
@@ -88,6 +91,16 @@ local_response answer_locally(const local_request& rq, const crypto::keyring& ke
         r.content_type = f->content_type;
         r.shared_body = f->content;
         r.extra_headers = web_headers;
+        break;
+    }
+    case route_kind::grant_page: {
+        const grant_page_file* f = find_grant_page_file(rt.web_path);
+        if (f == nullptr) {
+            return error_response(error_code::unknown_route);
+        }
+        r.content_type = f->content_type;
+        r.shared_body = f->content;
+        r.extra_headers = grant_page_headers;
         break;
     }
     case route_kind::sealed:

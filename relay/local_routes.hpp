@@ -5,6 +5,7 @@
 // passed in; tested without a server (tests/relay/local_routes_test.cpp).
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include <boost/beast/http/fields.hpp>
@@ -23,6 +24,7 @@ struct local_request {
     const boost::beast::http::fields* headers = nullptr;
     cors_decision cors;
     bool draining = false;
+    const std::string* signed_key_list = nullptr;  // served verbatim at /v1/keys when set (relay/key_list.hpp)
 };
 
 // The answer to a request that is not a sealed request to a provider (a

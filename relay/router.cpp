@@ -159,6 +159,11 @@ route classify(const config& cfg, std::string_view target) noexcept {
         r.kind = route_kind::grants;  // minting a scoped key grant: a sealed POST (relay/grants.hpp)
         return r;
     }
+    if (path == "/v1/grant" || path.substr(0, 10) == "/v1/grant/") {
+        r.kind = route_kind::grant_page;  // the consent page (relay/grant_page.hpp)
+        r.web_path = path.substr(9);
+        return r;
+    }
     if (path == "/healthz") {
         r.kind = route_kind::healthz;
         return r;

@@ -15,14 +15,14 @@
 
 namespace byok::relay {
 
-enum class route_kind { keys, healthz, web, root, sealed, grants, unknown };
+enum class route_kind { keys, healthz, web, root, sealed, grants, grant_page, unknown };
 
 struct route {
     route_kind kind = route_kind::unknown;
     const provider* prov = nullptr;
     std::string_view rest;      // sealed: target after "/<provider>", query included
     std::string_view rest_path; // sealed: the same without the query
-    std::string_view web_path;  // web: path after "/web/"
+    std::string_view web_path;  // web: path after "/web/"; grant_page: path after "/v1/grant"
     std::size_t body_limit = 0; // sealed: the most body bytes this path takes (max_body_bytes or body_limits)
 };
 

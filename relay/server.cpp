@@ -175,7 +175,16 @@ std::string endpoint_text(const tcp::endpoint& ep) {
 
 server::server(std::shared_ptr<const config> cfg, std::string config_path) : config_path_(std::move(config_path)) {
     auto keys = crypto::keyring::load(cfg->key_files);
+    std::shared_ptr<const signed_key_list> list;
+    if (cfg->key_list_file) {
+        std::vector<std::string> warnings;
+        list = signed_key_list::load(*cfg->key_list_file, *keys, std::time(nullptr), warnings);
+        for (const auto& w : warnings) {
+            log_line("warning: " + w);
+        }
+    }
     state_ = std::make_shared<shared_state>(cfg, std::move(keys));
+    state_->key_list.store(std::move(list));
     for (unsigned i = 0; i < cfg->threads; ++i) {
         workers_.push_back(std::make_unique<worker>(*state_));
     }
@@ -210,9 +219,12 @@ void server::reload_keys() {
     // the list is read again from the file. Only key_files takes effect
     // without a restart; a config that no longer parses changes nothing.
     std::vector<std::string> files = state_->cfg->key_files;
+    std::optional<std::string> list_file = state_->cfg->key_list_file;
     if (!config_path_.empty()) {
         try {
-            files = load_config(config_path_)->key_files;
+            const auto fresh = load_config(config_path_);
+            files = fresh->key_files;
+            list_file = fresh->key_list_file;
         } catch (const std::exception& e) {
             log_line(std::string("key reload failed, keeping the current keys: ") + e.what());
             return;
@@ -227,10 +239,20 @@ void server::reload_keys() {
     }
     try {
         auto keys = crypto::keyring::load(files);
+        // The signed list must match the new keys, or neither is taken.
+        std::shared_ptr<const signed_key_list> list;
+        if (list_file) {
+            std::vector<std::string> warnings;
+            list = signed_key_list::load(*list_file, *keys, std::time(nullptr), warnings);
+            for (const auto& w : warnings) {
+                log_line("warning: " + w);
+            }
+        }
         std::string kids;
         for (const auto& k : keys->keys()) {
             kids += (kids.empty() ? "" : ", ") + k.kid();
         }
+        state_->key_list.store(std::move(list));
         state_->keys.store(std::move(keys));
         log_line("keys reloaded: " + kids + " (other settings change only on restart)");
     } catch (const std::exception& e) {
@@ -277,6 +299,24 @@ int server::run() {
     };
     arm_hup();
 
+    // A signed key list can expire while the relay runs: say so in the log, hourly.
+    asio::steady_timer list_watch(control_);
+    std::function<void()> arm_list_watch = [&] {
+        list_watch.expires_after(std::chrono::hours(1));
+        list_watch.async_wait([&](const boost::system::error_code& ec) {
+            if (ec) {
+                return;
+            }
+            if (const auto list = state_->key_list.load()) {
+                if (const auto note = key_list_expiry_note(*list, std::time(nullptr)); !note.empty()) {
+                    log_line(note);
+                }
+            }
+            arm_list_watch();
+        });
+    };
+    arm_list_watch();
+
     std::function<void()> check_drained = [&] {
         watch.expires_after(std::chrono::milliseconds(50));
         watch.async_wait([&](const boost::system::error_code& ec) {
@@ -303,6 +343,7 @@ int server::run() {
                     w->ioc.stop();
                 }
                 hup.cancel();
+                list_watch.cancel();
                 stop_signals.cancel();
                 if (metrics_acceptor) {
                     boost::system::error_code ignored;

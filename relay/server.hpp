@@ -26,6 +26,7 @@
 #include "relay/address_table.hpp"
 #include "relay/admission.hpp"
 #include "relay/config.hpp"
+#include "relay/key_list.hpp"
 #include "relay/metrics.hpp"
 #include "relay/replay_store.hpp"
 #include "relay/upstream.hpp"
@@ -44,6 +45,7 @@ struct shared_state {
 
     std::shared_ptr<const config> cfg;
     std::atomic<std::shared_ptr<const crypto::keyring>> keys;
+    std::atomic<std::shared_ptr<const signed_key_list>> key_list;  // null without key_list_file
     crypto::seal_checker checker;
     crypto::grant_checker grants;  // shares checker's replay cache
     metrics stats;

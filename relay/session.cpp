@@ -291,7 +291,8 @@ asio::awaitable<bool> session::serve_one() {
             rq.route = metric_route::keys;
         } else if (r.kind == route_kind::healthz) {
             rq.route = metric_route::healthz;
-        } else if (r.kind == route_kind::web || r.kind == route_kind::root) {
+        } else if (r.kind == route_kind::web || r.kind == route_kind::root ||
+                   r.kind == route_kind::grant_page) {
             rq.route = metric_route::web;
         }
         if (r.kind == route_kind::sealed && verb != http::verb::options) {
@@ -308,7 +309,9 @@ asio::awaitable<bool> session::serve_one() {
             }
             const auto keys = s_.keys.load();
             const auto files = s_.web.load();
-            const local_request lr{verb, &r, &req.base(), rq.cors, s_.draining.load()};
+            const auto list = s_.key_list.load();
+            local_request lr{verb, &r, &req.base(), rq.cors, s_.draining.load()};
+            lr.signed_key_list = list ? &list->text() : nullptr;
             co_await respond(rq, answer_locally(lr, *keys, files.get(), unix_now()));
         }
     }

@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${1:-60}
 BUILD_DIR=${FUZZ_BUILD_DIR:-build-fuzz}
-ALL_TARGETS="fuzz_seal fuzz_json_lite fuzz_base64url fuzz_config fuzz_key_file fuzz_http_request"
+ALL_TARGETS="fuzz_seal fuzz_json_lite fuzz_base64url fuzz_config fuzz_key_file fuzz_http_request fuzz_grant"
 TARGETS=${FUZZ_TARGETS:-$ALL_TARGETS}
 
 if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then

@@ -52,6 +52,16 @@ export const RELAY_ERROR_CODES = Object.freeze({
   moderation_unavailable: 502,
   overloaded: 503,
   internal_error: 500,
+  // Grants (issue 12).
+  missing_proof: 401,
+  bad_proof: 401,
+  proof_replayed: 401,
+  bad_grant: 401,
+  grant_expired: 401,
+  origin_mismatch: 403,
+  model_not_allowed: 403,
+  path_not_allowed: 403,
+  grant_too_long: 400,
 });
 
 let sodiumPromise = null;
@@ -423,6 +433,79 @@ export function parseKeyConfig(sodium, json, nowS, algs = [ALG]) {
   throw new RelayClientError('key_config', `the relay offers no ${algs.join(' or ')} key`);
 }
 
+// ---- The signed key list (docs/protocol.md §2.1): with a pinned signing key,
+// only keys the operator signed offline are sealed to, so a party that can
+// answer GET /v1/keys itself (a TLS-terminating proxy or CDN) cannot slip in
+// its own key.
+
+const KEY_LIST_TYP = 'byok-relay key list';
+
+/** The 32 bytes of a pinned Ed25519 public key given as base64url (as `byok-relay keygen --signing` prints it). */
+export function parseSigningKey(text) {
+  const pk = fromBase64url(text);
+  if (!pk || pk.length !== 32) {
+    throw new TypeError('byok-relay: signingKey must be the base64url Ed25519 public key that '
+      + '`byok-relay keygen --signing` printed (43 characters)');
+  }
+  return pk;
+}
+
+/** Ed25519 verify with WebCrypto, or libsodium where the engine has no Ed25519 (loaded only then). */
+async function ed25519Verify(subtle, pk, sig, data, sodiumOption) {
+  if (subtle) {
+    let key = null;
+    try {
+      key = await subtle.importKey('raw', pk, { name: 'Ed25519' }, false, ['verify']);
+    } catch {
+      key = null;  // no Ed25519 in this engine's WebCrypto: the fallback below
+    }
+    if (key) {
+      return subtle.verify({ name: 'Ed25519' }, key, sig, data);
+    }
+  }
+  const sodium = await loadSodium(sodiumOption);
+  return sodium.crypto_sign_verify_detached(sig, data, pk);
+}
+
+/**
+ * Checks a GET /v1/keys answer against the pinned signing key `pk` (32
+ * bytes) and returns the signed list inside it ({typ, v, iat, exp, keys});
+ * only its keys may be sealed to. Throws RelayClientError:
+ * key_list_unsigned, key_list_bad_signature (not signed by the pinned key,
+ * or altered), key_list_expired (by `nowS`, this machine's clock).
+ */
+export async function verifyKeyList(json, pk, nowS, { subtle = globalThis.crypto?.subtle, sodium } = {}) {
+  const s = json && json.signed;
+  if (!s || typeof s !== 'object') {
+    throw new RelayClientError('key_list_unsigned',
+      'the relay key list is not signed, but a signing key is pinned: refusing to seal to it');
+  }
+  const list = fromBase64url(s.list);
+  const sig = fromBase64url(s.sig);
+  if (s.alg !== 'ed25519' || !list || !sig || sig.length !== 64) {
+    throw new RelayClientError('key_list_bad_signature', 'the relay key list\'s signature is malformed');
+  }
+  if (!(await ed25519Verify(subtle, pk, sig, list, sodium))) {
+    throw new RelayClientError('key_list_bad_signature',
+      'the relay key list is not signed by the pinned signing key: refusing to seal to it');
+  }
+  let inner;
+  try {
+    inner = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(list));
+  } catch (e) {
+    throw new RelayClientError('key_list_bad_signature', 'the signed key list is not JSON', { cause: e });
+  }
+  if (!inner || inner.typ !== KEY_LIST_TYP || inner.v !== 1 || !Number.isSafeInteger(inner.exp) ||
+      !Array.isArray(inner.keys)) {
+    throw new RelayClientError('key_list_bad_signature', 'the signed document is not a byok-relay key list v1');
+  }
+  if (inner.exp <= nowS) {
+    throw new RelayClientError('key_list_expired', `the relay's signed key list expired at ${
+      new Date(inner.exp * 1000).toISOString()}: refusing to seal to it`);
+  }
+  return inner;
+}
+
 /** A failure on the client side (no response to hand back), never carrying the key. */
 export class RelayClientError extends Error {
   constructor(code, message, options) {
@@ -461,6 +544,12 @@ export async function relayErrorCode(res) {
  *   fetch    the fetch to send with (default: globalThis.fetch)
  *   now      () => milliseconds since the epoch (default: Date.now); for tests
  *   keysUrl  where the key config lives (default: relayUrl + '/v1/keys')
+ *   signingKey  the relay operator's key-list signing key (base64url Ed25519
+ *            public key from `byok-relay keygen --signing`), shipped in the
+ *            app's own code: then only a list signed by it, not expired, is
+ *            sealed to; anything else fails with RelayClientError
+ *            key_list_unsigned / key_list_bad_signature / key_list_expired
+ *            before any seal is made (docs/protocol.md §2.1)
  *
  * Retries, each at most once per request and always with the same body bytes:
  * `unknown_kid` (fetch the key config again, reseal) and `seal_expired`
@@ -489,6 +578,7 @@ export function sealedFetch(relayUrl, getKey, options = {}) {
   const subtle = 'subtle' in options ? options.subtle ?? null : globalThis.crypto?.subtle;
   const now = options.now ?? Date.now;
   const keysUrl = options.keysUrl ?? baseHref + '/v1/keys';
+  const pinned = options.signingKey == null ? null : parseSigningKey(options.signingKey);
 
   let clockOffsetMs = 0;          // relay clock minus ours, learnt from a Date header
   let keyCache = null;            // { entry, expiresAt, generation }
@@ -518,6 +608,10 @@ export function sealedFetch(relayUrl, getKey, options = {}) {
           json = await res.json();
         } catch (e) {
           throw new RelayClientError('key_config', 'the relay key config is not JSON', { cause: e });
+        }
+        if (pinned) {
+          // This machine's clock, not one corrected by a Date header the list's server could forge.
+          json = await verifyKeyList(json, pinned, Math.floor(now() / 1000), { subtle, sodium: options.sodium });
         }
         const entry = parseKeyConfig(null, json, relayNowS(), algs);
         const ttl = cacheSeconds(res.headers.get('cache-control'));
@@ -652,4 +746,284 @@ export function createKeyStore({ storage = 'memory', name = 'byok-relay.key' } =
       return { storage, key: memory === null ? null : '<redacted>' };
     },
   };
+}
+
+// ---- Grants (docs/protocol.md "Grants", issue 12): the user pastes the key
+// into the relay's own consent page, never into the app; the app gets a grant
+// bound to a non-extractable ECDSA P-256 key pair of its own, and signs a
+// fresh proof of possession (Byok-Proof) for every call.
+
+const GRANT_WINDOW = 'byok-relay-grant';
+
+/** Compact JWS (ES256) of `claims`, signed with `privateKey` (WebCrypto ECDSA P-256). */
+async function es256Jws(subtle, privateKey, header, claims) {
+  const input = `${base64url(null, enc8(JSON.stringify(header)))}.${base64url(null, enc8(JSON.stringify(claims)))}`;
+  // WebCrypto's ECDSA signature is r || s, 64 bytes: exactly JWS's ES256 form (RFC 7518 §3.4).
+  const sig = new Uint8Array(await subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, privateKey, enc8(input)));
+  return `${input}.${base64url(null, sig)}`;
+}
+
+/**
+ * The Byok-Proof header value for one request: a compact JWS with header
+ * {"typ":"byok-proof+jwt","alg":"ES256"} and claims
+ * {htm, htu (path as sent, query and public prefix included), iat, jti (128
+ * random bits), body_sha256}.
+ */
+export async function makeProof(subtle, privateKey, { method, path, iat, bodySha256: digest }) {
+  const jti = base64url(null, globalThis.crypto.getRandomValues(new Uint8Array(16)));
+  return es256Jws(subtle, privateKey, { typ: 'byok-proof+jwt', alg: 'ES256' },
+    { htm: method, htu: path, iat, jti, body_sha256: digest });
+}
+
+/** A fresh non-extractable ES256 key pair and its public JWK (only the RFC 7638 members). */
+export async function grantKeyPair(subtle = globalThis.crypto?.subtle) {
+  const pair = await subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify']);
+  const full = await subtle.exportKey('jwk', pair.publicKey);  // a public key is always exportable
+  return { pair, jwk: { crv: 'P-256', kty: 'EC', x: full.x, y: full.y } };
+}
+
+function grantRequestMessage({ provider, paths, models, ttl_s: ttl, signingKey }, jwk) {
+  const m = { type: 'byok-grant-request', v: 1, provider, paths, ttl_s: ttl, jwk };
+  if (models !== undefined) {
+    m.models = models;
+  }
+  if (signingKey != null) {
+    m.signingKey = signingKey;
+  }
+  return m;
+}
+
+function checkGrantScope({ provider, paths, models, ttl_s: ttl }) {
+  if (typeof provider !== 'string' || !/^[A-Za-z0-9_-]+$/.test(provider)) {
+    throw new TypeError('byok-relay: requestGrant needs a provider name such as "openai"');
+  }
+  if (!Array.isArray(paths) || paths.length === 0 || !paths.every((p) => typeof p === 'string' && p.startsWith('/'))) {
+    throw new TypeError('byok-relay: requestGrant needs paths, e.g. ["/v1/chat/completions"]');
+  }
+  if (models !== undefined && (!Array.isArray(models) || !models.every((m) => typeof m === 'string'))) {
+    throw new TypeError('byok-relay: models must be a list of model names (or left out for any)');
+  }
+  if (!Number.isSafeInteger(ttl) || ttl <= 0) {
+    throw new TypeError('byok-relay: ttl_s must be a whole number of seconds');
+  }
+}
+
+// Opens the consent page in a popup and waits for its answer: the grant, a
+// refusal, or the window closing.
+function grantByPopup(win, pageUrl, relayOrigin, message) {
+  return new Promise((resolve, reject) => {
+    const popup = win.open(pageUrl, GRANT_WINDOW, 'popup,width=520,height=720');
+    if (!popup) {
+      reject(new RelayClientError('grant_popup_blocked',
+        'the browser blocked the consent window: call requestGrant from a click handler'));
+      return;
+    }
+    let settled = false;
+    const finish = (fn, v) => {
+      if (!settled) {
+        settled = true;
+        win.removeEventListener('message', onMessage);
+        clearInterval(poll);
+        fn(v);
+      }
+    };
+    const onMessage = (ev) => {
+      // Only the consent window, only from the relay's exact origin.
+      if (ev.source !== popup || ev.origin !== relayOrigin || !ev.data || typeof ev.data !== 'object') {
+        return;
+      }
+      if (ev.data.type === 'byok-grant-ready') {
+        popup.postMessage(message, relayOrigin);
+      } else if (ev.data.type === 'byok-grant') {
+        finish(resolve, ev.data);
+      } else if (ev.data.type === 'byok-grant-denied') {
+        finish(reject, new RelayClientError('grant_denied', 'the user did not approve the grant'));
+      }
+    };
+    win.addEventListener('message', onMessage);
+    const poll = setInterval(() => {
+      if (popup.closed) {
+        finish(reject, new RelayClientError('grant_cancelled', 'the consent window was closed without approving'));
+      }
+    }, 300);
+  });
+}
+
+function checkGrantAnswer(a) {
+  if (!a || typeof a.grant !== 'string' || !/^[A-Za-z0-9._~-]+$/.test(a.grant) || !Number.isSafeInteger(a.exp)) {
+    throw new RelayClientError('bad_grant_answer', 'the consent page answered something that is not a grant');
+  }
+  return { token: a.grant, exp: a.exp, scope: a.scope ?? null };
+}
+
+// The object requestGrant returns, over a key pair and a way to (re)obtain a grant.
+function grantHandle(base, keyPair, first, obtain, options) {
+  const baseHref = stripSlash(base.href);
+  const basePath = stripSlash(base.pathname);
+  const subtle = options.subtle ?? globalThis.crypto.subtle;
+  const send = options.fetch ?? ((...a) => globalThis.fetch(...a));
+  const now = options.now ?? Date.now;
+  let current = first;  // { token, exp, scope }: in memory only
+  let clockOffsetMs = 0;
+
+  async function grantFetch(input, init) {
+    const r = await resolveRequest(input, init, baseHref);
+    const u = new URL(r.url);
+    if (u.origin !== base.origin || !(basePath === '' || u.pathname === basePath ||
+                                      u.pathname.startsWith(basePath + '/'))) {
+      throw new RelayClientError('foreign_url', 'refusing to send a grant outside the relay URL');
+    }
+    const path = requestTarget(r.url);
+    const digest = await bodySha256(null, r.body);
+    const attempt = async () => {
+      const headers = new Headers(r.headers);
+      headers.set('authorization', `Grant ${current.token}`);
+      headers.set('byok-proof', await makeProof(subtle, keyPair.privateKey, {
+        method: r.method, path, iat: Math.floor((now() + clockOffsetMs) / 1000), bodySha256: digest,
+      }));
+      return send(r.url, { ...r.passOn, method: r.method, headers, body: r.body, signal: r.signal });
+    };
+    let res = await attempt();
+    // A proof refused for its time: take the relay's clock from Date, sign once more.
+    if (res.status === 401 && (await relayErrorCode(res)) === 'bad_proof') {
+      const date = Date.parse(res.headers.get('date') ?? '');
+      if (!Number.isNaN(date) && Math.abs(date - now() - clockOffsetMs) > 5000) {
+        await res.body?.cancel();
+        clockOffsetMs = date - now();
+        res = await attempt();
+      }
+    }
+    return res;
+  }
+
+  return {
+    fetch: grantFetch,
+    get exp() {
+      return current.exp;
+    },
+    get scope() {
+      return current.scope;
+    },
+    /** Asks the user again (the consent page opens again; call it from a click handler). */
+    async refresh() {
+      current = checkGrantAnswer(await obtain());
+      return this;
+    },
+    toJSON() {
+      return { exp: current.exp, scope: current.scope, grant: '<redacted>' };
+    },
+  };
+}
+
+/**
+ * Asks the user, on the relay's own consent page, for a grant to use their
+ * key for `provider`/`paths`/`models` during `ttl_s` seconds, without the key
+ * ever reaching this page. Resolves to { fetch, exp, scope, refresh() }:
+ * `fetch` works as sealedFetch's (the openai client's `fetch`, streaming
+ * included), sending `Authorization: Grant <token>` and a fresh
+ * `Byok-Proof` signed with a non-extractable key made here. The grant is kept
+ * in memory only.
+ *
+ * options:
+ *   provider, paths, models (optional: any), ttl_s (default 1800)
+ *   signingKey  the relay's pinned key-list signing key, passed on to the
+ *            consent page, which then seals only to a signed list
+ *   mode     'popup' (default; call from a click handler) or 'redirect'
+ *            (the page navigates away; call completeGrant() when it loads again)
+ *   returnTo for 'redirect': where to come back (default: this page's address)
+ *   fetch, now, subtle, window  for tests
+ * Errors: RelayClientError grant_popup_blocked, grant_denied,
+ * grant_cancelled, bad_grant_answer.
+ */
+export async function requestGrant(relayUrl, options = {}) {
+  const base = new URL(String(relayUrl));
+  if (base.search || base.hash) {
+    throw new TypeError('byok-relay: relayUrl must not have a query or fragment');
+  }
+  const scope = { ttl_s: 1800, ...options };
+  checkGrantScope(scope);
+  if (scope.signingKey != null) {
+    parseSigningKey(scope.signingKey);
+  }
+  const win = options.window ?? globalThis;
+  const pageUrl = stripSlash(base.href) + '/v1/grant';
+  const { pair, jwk } = await grantKeyPair(options.subtle);
+  const message = grantRequestMessage(scope, jwk);
+  if (options.mode === 'redirect') {
+    const returnTo = new URL(options.returnTo ?? win.location.href);
+    returnTo.hash = '';
+    await storePendingKey(returnTo.href, pair);
+    const request = { ...message, return_to: returnTo.href };
+    win.location.assign(`${pageUrl}#request=${base64url(null, enc8(JSON.stringify(request)))}`);
+    return new Promise(() => {});  // the page is going away
+  }
+  const obtain = () => grantByPopup(win, pageUrl, base.origin, message);
+  return grantHandle(base, pair, checkGrantAnswer(await obtain()), obtain, options);
+}
+
+// The redirect mode keeps the non-extractable key pair in IndexedDB (a
+// CryptoKey survives structured cloning without becoming extractable) for the
+// one navigation to the consent page and back; completeGrant deletes it.
+const PENDING_DB = 'byok-relay-grant';
+
+function pendingStore(mode, fn) {
+  return new Promise((resolve, reject) => {
+    const open = indexedDB.open(PENDING_DB, 1);
+    open.onupgradeneeded = () => open.result.createObjectStore('pending');
+    open.onerror = () => reject(open.error);
+    open.onsuccess = () => {
+      const db = open.result;
+      const tx = db.transaction('pending', mode);
+      const req = fn(tx.objectStore('pending'));
+      tx.oncomplete = () => {
+        db.close();
+        resolve(req.result);
+      };
+      tx.onerror = () => {
+        db.close();
+        reject(tx.error);
+      };
+    };
+  });
+}
+
+function storePendingKey(returnTo, pair) {
+  return pendingStore('readwrite', (s) => s.put(pair, returnTo));
+}
+
+/**
+ * For requestGrant's 'redirect' mode: on the page the consent page came back
+ * to, takes the grant out of the address's fragment (and removes it from the
+ * address bar and history), and returns the same object as requestGrant, or
+ * null when this load is not a return from the consent page.
+ */
+export async function completeGrant(relayUrl, options = {}) {
+  const base = new URL(String(relayUrl));
+  const win = options.window ?? globalThis;
+  const here = new URL(win.location.href);
+  const hash = here.hash;
+  if (!hash.startsWith('#byok_grant')) {
+    return null;
+  }
+  here.hash = '';
+  win.history.replaceState(null, '', here.href);
+  const pair = await pendingStore('readonly', (s) => s.get(here.href));
+  await pendingStore('readwrite', (s) => s.delete(here.href));
+  if (hash === '#byok_grant_denied') {
+    throw new RelayClientError('grant_denied', 'the user did not approve the grant');
+  }
+  if (!pair || !hash.startsWith('#byok_grant=')) {
+    throw new RelayClientError('bad_grant_answer', 'no grant request of this page is pending');
+  }
+  const text = fromBase64url(hash.slice('#byok_grant='.length));
+  let answer = null;
+  try {
+    answer = text && JSON.parse(new TextDecoder().decode(text));
+  } catch {
+    answer = null;
+  }
+  const obtain = () => {
+    throw new RelayClientError('grant_refresh_redirect', 'call requestGrant with mode "redirect" again to refresh');
+  };
+  return grantHandle(base, pair, checkGrantAnswer(answer), obtain, options);
 }

@@ -18,47 +18,11 @@
 
 #include "crypto/hpke.hpp"
 #include "tests/crypto/test_support.hpp"
+#include "tests/doc_examples.hpp"
 
 using namespace byok;
 using namespace byok::test;
 
-namespace {
-
-// label -> block content, without the final newline.
-std::map<std::string, std::string> example_blocks() {
-    const std::string path = std::string(BYOK_SOURCE_DIR) + "/docs/protocol.md";
-    std::ifstream in(path);
-    REQUIRE_MESSAGE(in.good(), "cannot read " << path);
-    std::map<std::string, std::string> out;
-    std::string line;
-    std::string label;
-    std::string content;
-    bool inside = false;
-    while (std::getline(in, line)) {
-        if (!inside && line.rfind("```", 0) == 0) {
-            inside = true;
-            const auto at = line.find(" example:");
-            label = at == std::string::npos ? "" : line.substr(at + 9);
-            content.clear();
-        } else if (inside && line == "```") {
-            inside = false;
-            if (!label.empty()) {
-                REQUIRE_MESSAGE(!out.contains(label), "two blocks labelled example:" << label);
-                if (!content.empty()) {
-                    content.pop_back();
-                }
-                out[label] = content;
-            }
-        } else if (inside) {
-            content += line;
-            content += '\n';
-        }
-    }
-    REQUIRE_FALSE(inside);
-    return out;
-}
-
-}  // namespace
 
 TEST_CASE("docs/protocol.md worked example: sk -> pk -> kid, the box opens to the payload, the relay accepts it") {
     auto ex = example_blocks();

@@ -122,4 +122,35 @@ http = {
 }
 for name, text in http.items():
     write('fuzz_http_request', name, text)
+
+# ---- fuzz_grant: "<mode>\n<grant>\n<proof>\n<method>\n<path>\n<body>"
+def grant_plain(key='sk-fuzz-0123456789abcdef', paths=('/v1/chat/completions',), models=('m',), exp=NOW + 1800,
+                provider='openai', origin='http://app.test'):
+    def s(t):
+        b = t.encode()
+        return len(b).to_bytes(2, 'big') + b
+    out = b'\x01' + (NOW - 10).to_bytes(8, 'big') + exp.to_bytes(8, 'big', signed=True) + bytes(64)
+    out += s(provider) + s(origin) + bytes([len(paths)]) + b''.join(s(x) for x in paths)
+    out += bytes([len(models)]) + b''.join(s(x) for x in models) + s(key)
+    return out.hex()
+
+
+def claims(body=body, htu=P, htm='POST', iat=NOW, jti='cmFuZG9tLWp0aS0xMjM0NTY'):
+    return json.dumps({'htm': htm, 'htu': htu, 'iat': iat, 'jti': jti,
+                       'body_sha256': b64url(hashlib.sha256(body.encode()).digest())}, separators=(',', ':'))
+
+grant_seeds = {
+    'ok': ('P', grant_plain(), claims()),
+    'any_model': ('P', grant_plain(models=()), claims()),
+    'many_paths': ('P', grant_plain(paths=('/v1/chat/completions', '/v1/embeddings', '/v1/audio')), claims()),
+    'expired': ('P', grant_plain(exp=NOW - 1), claims()),
+    'bad_padding': ('P', grant_plain() + '01', claims()),
+    'key_control': ('P', grant_plain(key='sk-\x01x'), claims()),
+    'claims_missing': ('P', grant_plain(), claims()[:-1].rsplit(',', 1)[0] + '}'),
+    'other_path': ('P', grant_plain(), claims(htu='/openai/v1/embeddings')),
+    'token_text': ('T', 'AAAAAAAAAAAA.' + b64url(bytes(1064)), 'eyJ0eXAiOiJieW9rLXByb29mK2p3dCIsImFsZyI6IkVTMjU2In0.e30.' + b64url(bytes(64))),
+    'no_proof': ('T', 'x.y', ''),
+}
+for name, (mode, g, pr) in grant_seeds.items():
+    write('fuzz_grant', name, f'{mode}\n{g}\n{pr}\nPOST\n{P}\n{body}')
 print('corpus written under', os.path.join(HERE, 'corpus'))

@@ -7,12 +7,11 @@ import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { writeFileSync } from 'node:fs';
-import { createHash, webcrypto } from 'node:crypto';
 import * as h from './lib/harness.mjs';
+import * as gc from './lib/grants.mjs';
 
 after(h.stopAll);
 
-const subtle = webcrypto.subtle;
 const CHAT = '/openai/v1/chat/completions';
 const ORIGIN = 'http://app.test';
 const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
@@ -30,39 +29,10 @@ before(async () => {
   });
 });
 
-// ---- the client side, as a browser app would do it --------------------------------------
+// ---- the client side (tests/integration/lib/grants.mjs) -------------------------------------
 
-async function appKey() {
-  const pair = await subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify']);
-  const jwk = await subtle.exportKey('jwk', pair.publicKey);
-  return { privateKey: pair.privateKey, jwk: { kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y } };
-}
-
-function thumbprint(jwk) {
-  const canonical = JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y });
-  return createHash('sha256').update(canonical).digest('base64url');
-}
-
-function randomJti(bytes = 16) {
-  return Buffer.from(webcrypto.getRandomValues(new Uint8Array(bytes))).toString('base64url');
-}
-
-// A compact JWS: WebCrypto's ECDSA signature is already r || s, as ES256 wants.
-async function proof(privateKey, { htm = 'POST', htu = CHAT, body = '', iat, jti = randomJti(), header } = {}) {
-  const enc = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-  const input = `${enc(header ?? { typ: 'byok-proof+jwt', alg: 'ES256' })}.${enc({
-    htm, htu, iat: iat ?? Math.floor(Date.now() / 1000), jti, body_sha256: h.bodySha256(body),
-  })}`;
-  const sig = await subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, privateKey, Buffer.from(input));
-  return `${input}.${Buffer.from(sig).toString('base64url')}`;
-}
-
-function mintBody(jwk, over = {}) {
-  return JSON.stringify({
-    provider: 'openai', paths: ['/v1/chat/completions'], models: ['gpt-4o-mini'], ttl_s: 1800, origin: ORIGIN,
-    cnf: { jwk }, ...over,
-  });
-}
+const proof = (privateKey, opts = {}) => gc.proof(privateKey, { htu: CHAT, ...opts });
+const { appKey, thumbprint, randomJti, mintBody } = gc;
 
 async function mint(apiKey, body, target = relay) {
   return h.sealedRequest(target.url, { apiKey, path: '/v1/grants', body });
@@ -359,4 +329,27 @@ test('/metrics counts grant outcomes by outcome, and grants minted', async () =>
   }
   assert.ok(Number(text.match(/^byok_grants_minted_total (\d+)$/m)?.[1]) >= 10);
   assert.match(text, /byok_requests_total\{provider="openai",route="grant",status="200"\}/);
+});
+
+test('byok-loadgen --grant: one minted grant, every request with its own proof, zero errors', async (t) => {
+  const { existsSync } = await import('node:fs');
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const loadgenBin = process.env.BYOK_LOADGEN_BIN ?? `${h.buildDir}/bench/byok-loadgen`;
+  if (!existsSync(loadgenBin)) {
+    t.skip(`byok-loadgen not built at ${loadgenBin}`);
+    return;
+  }
+  await mock.reset();
+  const { stdout } = await promisify(execFile)(loadgenBin, ['--url', relay.url, '--json', '--grant',
+    '--grant-origin', ORIGIN, '--connections', '2', '--duration', '1', '--preseal', '2000', '--quiet'],
+  { timeout: 60000 });
+  const r = JSON.parse(stdout);
+  assert.equal(r.errors, 0, JSON.stringify(r.errors_by_code ?? r));
+  assert.ok(r.requests > 0);
+  const seen = await mock.requests();
+  assert.ok(seen.length >= r.requests);
+  const keys = new Set(seen.map((s) => s.headers.authorization));
+  assert.equal(keys.size, 1, 'every request carried the one granted key');
+  assert.match([...keys][0], /^Bearer sk-bench-/);
 });

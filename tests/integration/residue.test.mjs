@@ -12,6 +12,10 @@
 // failures (error status, reset mid-stream, silence until the relay's
 // upstream timeout, silence until the client gives up).
 //
+// Keys that arrive by grant (docs/protocol.md §13) have a test of their own
+// at the end: minted from a seal, then used, answered and refused after the
+// grant was opened, on an idle relay scanned after every request.
+//
 // Memory is read through /proc/PID/mem (scripts/residue-scan.mjs); the test
 // runs as root with CAP_SYS_PTRACE, which is what it takes to read a process
 // that set PR_SET_DUMPABLE 0. A scan that cannot read the relay fails.
@@ -23,6 +27,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 
 import * as h from './lib/harness.mjs';
+import * as gc from './lib/grants.mjs';
 
 const scanner = await import(join(h.sourceDir, 'scripts', 'residue-scan.mjs'));
 
@@ -394,5 +399,72 @@ test('one request at a time on an idle relay: nothing of the key on the worker\'
   console.log(`idle relay: 20 requests one at a time (8 refused after the open, 8 answered, 4 unsealed), ` +
     `${hits.length} key hit(s) over 20 scans`);
   assert.equal(hits.length, 0, `key residue:\n${hits.map(scanner.formatHit).join('\n')}`);
+  await quiet.stop();
+});
+
+// A key that arrives by grant passes through the relay twice: in the mint
+// (opened from a seal, sealed again into the grant token) and in every use
+// (opened from the grant). One relay thread, one request at a time, and the
+// memory read after each: minted, answered (JSON, SSE), refused after the
+// grant was opened (another model, path or origin; a proof signed by another
+// key), and a grant whose proof was replayed. The log holds no grant, proof
+// or key.
+test('keys that arrived by grant: nothing of them in the relay\'s memory or log after mint and use', async () => {
+  const quiet = await h.startRelay({ providers: h.mockProviders(mock), threads: 1 });
+  const kc = await h.fetchKeys(quiet.url);
+  const used = [];
+  const grants = [];
+  const proofs = [];
+  const hits = [];
+  const scan = async () => {
+    await h.sleep(100);
+    hits.push(...scanner.scanProcess(quiet.pid, used).hits);
+  };
+  const kinds = ['ok_json', 'ok_stream', 'model', 'path', 'origin', 'resigned', 'replayed'];
+  for (let i = 0; i < 14; ++i) {
+    const kind = kinds[i % kinds.length];
+    const key = newKey();
+    used.push(key);
+    const app = await gc.appKey();
+    const mintText = gc.mintBody(app.jwk);
+    const m = await fetch(new URL('/v1/grants', quiet.url), {
+      method: 'POST', body: mintText,
+      headers: { 'content-type': 'application/json',
+        authorization: await sealPayload(payloadText({ key, method: 'POST', path: '/v1/grants', body: mintText }), kc) },
+    });
+    assert.equal(m.status, 201, 'minted');
+    const { grant } = await m.json();
+    grants.push(grant);
+    await scan();
+
+    const body = kind === 'ok_stream' ? newBody({ model: 'gpt-4o-mini', stream: true, mock: { events: 3 } })
+      : newBody({ model: kind === 'model' ? 'gpt-4o' : 'gpt-4o-mini' });
+    const path = kind === 'path' ? '/openai/v1/embeddings' : CHAT;
+    const signer = kind === 'resigned' ? (await gc.appKey()).privateKey : app.privateKey;
+    const p = await gc.proof(signer, { htu: path, body });
+    proofs.push(p);
+    const sendOnce = () => fetch(new URL(path, quiet.url), {
+      method: 'POST', body,
+      headers: { 'content-type': 'application/json', authorization: `Grant ${grant}`, 'byok-proof': p,
+        origin: kind === 'origin' ? 'http://evil.test' : 'http://app.test' },
+    });
+    let r = await sendOnce();
+    if (kind === 'replayed') {
+      assert.equal(r.status, 200);
+      await r.text();
+      r = await sendOnce();
+    }
+    const expected = { ok_json: 200, ok_stream: 200, model: 403, path: 403, origin: 403, resigned: 401, replayed: 401 };
+    assert.equal(r.status, expected[kind], kind);
+    await r.text();
+    await scan();
+  }
+  console.log(`grant residue: 14 keys minted into grants and used (6 answered, 10 refused after the grant was ` +
+    `opened or replayed), ${hits.length} key hit(s) over 28 scans`);
+  assert.equal(hits.length, 0, `key residue:\n${hits.map(scanner.formatHit).join('\n')}`);
+  const log = quiet.stderr();
+  for (const t of grants) assert.ok(!log.includes(t.slice(t.indexOf('.') + 1, t.indexOf('.') + 41)), 'no grant in the log');
+  for (const p of proofs) assert.ok(!log.includes(p.slice(0, 40)), 'no proof in the log');
+  for (const k of used) assert.ok(!log.includes(k), 'no key in the log');
   await quiet.stop();
 });

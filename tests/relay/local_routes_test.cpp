@@ -12,6 +12,12 @@ std::shared_ptr<const config> cfg_with_origin() {
     return parse_config(R"({"key_files":["k.json"],"allow_origins":["https://app.example"]})", "/tmp");
 }
 
+std::shared_ptr<const byok::crypto::keyring> one_key() {
+    std::vector<byok::crypto::relay_key> v;
+    v.push_back(byok::crypto::relay_key::generate(1'700'000'000));
+    return byok::crypto::keyring::from_keys(std::move(v));
+}
+
 }  // namespace
 
 TEST_CASE("decide_cors: an allowed origin is echoed; others and bad values are not") {
@@ -51,11 +57,7 @@ TEST_CASE("answer_locally: preflight, unknown route, methods") {
     f.set(http::field::access_control_request_headers, "authorization, x-stainless-os");
     const route unknown{};
     local_request rq{http::verb::options, &unknown, &f, decide_cors(*cfg, f), false};
-    auto keys = byok::crypto::keyring::from_keys([] {
-        std::vector<byok::crypto::relay_key> v;
-        v.push_back(byok::crypto::relay_key::generate(1'700'000'000));
-        return v;
-    }());
+    auto keys = one_key();
     auto r = answer_locally(rq, *keys, nullptr, 1'700'000'000);
     CHECK(r.status == 204);
     CHECK(r.extra_headers.find("Access-Control-Allow-Headers: authorization, x-stainless-os\r\n") != std::string::npos);
@@ -82,6 +84,34 @@ TEST_CASE("answer_locally: preflight, unknown route, methods") {
     r = answer_locally(rq, *keys, nullptr, 1'700'000'000);
     CHECK(r.status == 503);
     CHECK(r.close);
+}
+
+TEST_CASE("the consent page: embedded, never framed, no inline script; its three files, nothing else") {
+    const auto keys = one_key();
+    http::fields f;
+    route page;
+    page.kind = route_kind::grant_page;
+    local_request rq{http::verb::get, &page, &f, {}, false};
+    for (const std::string_view rel : {"", "/grant.js", "/grant.css", "/byok-relay.js"}) {
+        page.web_path = rel;
+        const auto r = answer_locally(rq, *keys, nullptr, 1'700'000'000);
+        CHECK_MESSAGE(r.status == 200, rel);
+        REQUIRE(r.shared_body);
+        CHECK(!r.shared_body->empty());
+        CHECK(r.extra_headers.find("frame-ancestors 'none'") != std::string::npos);
+        CHECK(r.extra_headers.find("script-src 'self';") != std::string::npos);
+        CHECK(r.extra_headers.find("X-Frame-Options: DENY\r\n") != std::string::npos);
+        CHECK(r.extra_headers.find("unsafe-inline") == std::string::npos);
+    }
+    page.web_path = "";
+    const auto html = answer_locally(rq, *keys, nullptr, 1'700'000'000);
+    CHECK(html.content_type == "text/html; charset=utf-8");
+    CHECK(html.shared_body->find("<script type=\"module\" src=\"grant/grant.js\"></script>") != std::string::npos);
+    CHECK(html.shared_body->find("<script>") == std::string::npos);  // no inline script
+    page.web_path = "/../main.cpp";
+    CHECK(answer_locally(rq, *keys, nullptr, 1'700'000'000).error == "unknown_route");
+    page.web_path = "/";
+    CHECK(answer_locally(rq, *keys, nullptr, 1'700'000'000).error == "unknown_route");
 }
 
 TEST_CASE("error_response: every overloaded answer says when to retry; others add nothing") {

@@ -37,6 +37,11 @@ TEST_CASE("classify: fixed routes, web, sealed provider paths") {
     CHECK(web.kind == route_kind::web);
     CHECK(web.web_path == "demo/index.html");
     CHECK(classify(*cfg, "/web/../etc/passwd").kind == route_kind::unknown);
+    const auto page = classify(*cfg, "/v1/grant?x=1");
+    CHECK(page.kind == route_kind::grant_page);
+    CHECK(page.web_path.empty());
+    CHECK(classify(*cfg, "/v1/grant/grant.js").web_path == "/grant.js");
+    CHECK(classify(*cfg, "/v1/grantx").kind != route_kind::grant_page);
 
     const auto r = classify(*cfg, "/openai/v1/chat/completions?stream=true");
     REQUIRE(r.kind == route_kind::sealed);

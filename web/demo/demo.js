@@ -50,6 +50,15 @@ const RELAY_HINTS = {
   moderation_unavailable: 'The moderation check could not be made, so the prompt was not sent. Try again later.',
   overloaded: 'The relay is busy: try again shortly.',
   internal_error: 'The relay failed to handle this request.',
+  missing_proof: 'A grant was sent without its Byok-Proof header.',
+  bad_proof: 'The grant\'s proof of possession did not match this request (or the device clock is far off).',
+  proof_replayed: 'This proof was already used once; every request needs a new one.',
+  bad_grant: 'The relay could not open the grant (rotated grant key, or a damaged token): ask for a new grant.',
+  grant_expired: 'The grant has expired: ask the user for a new one.',
+  origin_mismatch: 'The grant was given to another site.',
+  model_not_allowed: 'The grant does not cover this model.',
+  path_not_allowed: 'The grant does not cover this endpoint.',
+  grant_too_long: 'The grant asked for a longer lifetime than this relay allows.',
 };
 
 const $ = (id) => document.getElementById(id);

@@ -5,16 +5,15 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { mkdirSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { join, normalize } from 'node:path';
-import { chromium } from 'playwright-core';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 import {
   startMock, startRelay, mockProviders, randomApiKey, sourceDir, stopAll, tempDir,
 } from '../../tests/integration/lib/harness.mjs';
 import { startPrefixProxy } from './lib/prefix-proxy.mjs';
 import { stageWebRoot } from '../demo/stage.mjs';
+import { launchChromium, serveWebScript } from './lib/browser.mjs';
 import { RELAY_ERROR_CODES } from '../byok-relay.js';
 
 const outDir = join(sourceDir, 'tests', 'out');
@@ -36,11 +35,7 @@ before(async () => {
       demo: { base_url: mock.url, auth: 'bearer', ca_file: mock.caFile, paths: ['/v1/chat/completions'] },
     }),
   });
-  browser = await chromium.launch({
-    executablePath: process.env.BYOK_CHROMIUM ?? '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--disable-quic'],
-  });
+  browser = await launchChromium();
 });
 after(async () => {
   await browser?.close();
@@ -154,6 +149,7 @@ test('the demo streams an answer in several steps; nothing stored holds the key'
 test('with X25519 in WebCrypto the page seals with HPKE and never fetches libsodium; without it, the sealed box', async (t) => {
   const kids = await (await fetch(relay.url + '/v1/keys')).json();
   const kidOf = (alg) => kids.keys.find((k) => k.alg === alg)?.kid;
+  const bytes = {};
   for (const x25519 of [true, false]) {
     const context = await browser.newContext();
     t.after(() => context.close());
@@ -170,7 +166,8 @@ test('with X25519 in WebCrypto the page seals with HPKE and never fetches libsod
     }
     const page = await context.newPage();
     const requests = [];
-    page.on('request', (r) => requests.push({ url: r.url(), authorization: r.headers().authorization }));
+    page.on('request', (r) => requests.push({ url: r.url(), authorization: r.headers().authorization, r,
+                                               clear: JSON.stringify([r.url(), r.headers(), r.postData()]) }));
     await page.goto(relay.url + '/');
     await page.waitForFunction(() => document.getElementById('model').value !== '');
     await mock.reset();
@@ -193,8 +190,38 @@ test('with X25519 in WebCrypto the page seals with HPKE and never fetches libsod
     }
     const seen = await mock.requests();
     assert.equal(seen.at(-1)?.headers.authorization, `Bearer ${key}`, 'the provider got exactly the key');
+    assert.ok(!requests.some((q) => q.clear.includes(key)), 'no request from the page carried the key in clear');
+    bytes[x25519 ? 'hpke' : 'sealed_box'] = await bytesBeforeFirstSeal(requests);
   }
+  // The figures in web/README.md ("What a browser downloads before its first request").
+  writeFileSync(join(outDir, 'browser-bytes.json'), JSON.stringify(bytes, null, 2) + '\n');
+  t.diagnostic(JSON.stringify(bytes));
+  assert.equal(bytes.hpke.libsodium.files, 0);
+  assert.ok(bytes.sealed_box.libsodium.body > 100_000, 'the fallback downloads libsodium.js');
 });
+
+// Chromium's own count (Playwright request.sizes(): bytes of response
+// headers and body as received; the relay sends no content coding) of
+// everything the page loaded before its first sealed request, by part.
+async function bytesBeforeFirstSeal(requests) {
+  const first = requests.findIndex((q) => q.authorization?.startsWith('Sealed '));
+  const parts = {};
+  for (const { url, r } of requests.slice(0, first)) {
+    const path = new URL(url).pathname;
+    const part = /libsodium/.test(path) ? 'libsodium' : /\/byok-relay\.js$/.test(path) ? 'byok_relay_js'
+      : path === '/v1/keys' ? 'v1_keys' : /node_modules\/openai\//.test(path) ? 'openai_client' : 'demo_page';
+    const sz = await r.sizes();
+    parts[part] ??= { files: 0, body: 0, headers: 0 };
+    parts[part].files += 1;
+    parts[part].body += sz.responseBodySize;
+    parts[part].headers += sz.responseHeadersSize;
+  }
+  parts.libsodium ??= { files: 0, body: 0, headers: 0 };
+  const sum = (keys) => keys.reduce((n, k) => n + (parts[k] ? parts[k].body + parts[k].headers : 0), 0);
+  parts.library_total = sum(['byok_relay_js', 'v1_keys', 'libsodium']);
+  parts.all_total = sum(Object.keys(parts).filter((k) => !k.endsWith('_total')));
+  return parts;
+}
 
 test('"remember for this tab" is the only way the key reaches storage, and only sessionStorage', async (t) => {
   const { context, page } = await openDemo(t);
@@ -261,7 +288,6 @@ test('the Anthropic path: Messages API streamed through sealedFetch and the page
 // openai client against the relay: needs the relay's CORS answers (preflight
 // allowing the openai client's headers, Date exposed for the clock retry).
 test('cross-origin app: openai client through sealedFetch, clock 5 min off, CORS from the relay', async (t) => {
-  const webDir = join(sourceDir, 'web');
   const app = http.createServer(async (req, res) => {
     const path = new URL(req.url, 'http://x').pathname;
     if (path === '/app.html') {
@@ -273,18 +299,7 @@ test('cross-origin app: openai client through sealedFetch, clock 5 min off, CORS
   "openai":"/web/node_modules/openai/index.mjs"}}</script><p>app</p>`);
       return;
     }
-    const file = normalize(join(webDir, path.replace(/^\/web\//, '')));
-    if (!path.startsWith('/web/') || !file.startsWith(webDir + '/') || !/\.m?js$/.test(file)) {
-      res.writeHead(404).end();
-      return;
-    }
-    try {
-      const data = await readFile(file);
-      res.writeHead(200, { 'content-type': 'text/javascript' });
-      res.end(data);
-    } catch {
-      res.writeHead(404).end();
-    }
+    await serveWebScript(path, res);
   });
   await new Promise((ok) => app.listen(0, '127.0.0.1', ok));
   t.after(() => new Promise((ok) => {

@@ -1,0 +1,41 @@
+// The app's side of a scoped key grant (docs/protocol.md §13), as a browser
+// app does it, with Node's WebCrypto: an ECDSA P-256 key pair whose private
+// half is not extractable, the mint request's body, and ES256 proofs.
+import { createHash, webcrypto } from 'node:crypto';
+
+const subtle = webcrypto.subtle;
+
+export async function appKey() {
+  const pair = await subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify']);
+  const jwk = await subtle.exportKey('jwk', pair.publicKey);
+  return { privateKey: pair.privateKey, jwk: { kty: jwk.kty, crv: jwk.crv, x: jwk.x, y: jwk.y } };
+}
+
+// RFC 7638: the required members, sorted, no white space.
+export function thumbprint(jwk) {
+  const canonical = JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y });
+  return createHash('sha256').update(canonical).digest('base64url');
+}
+
+export function randomJti(bytes = 16) {
+  return Buffer.from(webcrypto.getRandomValues(new Uint8Array(bytes))).toString('base64url');
+}
+
+// A compact JWS: WebCrypto's ECDSA signature is already r || s, as ES256 wants.
+export async function proof(privateKey, { htm = 'POST', htu, body = '', iat, jti = randomJti(), header } = {}) {
+  const enc = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const input = `${enc(header ?? { typ: 'byok-proof+jwt', alg: 'ES256' })}.${enc({
+    htm, htu, iat: iat ?? Math.floor(Date.now() / 1000), jti,
+    body_sha256: createHash('sha256').update(body).digest('base64url'),
+  })}`;
+  const sig = await subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, privateKey, Buffer.from(input));
+  return `${input}.${Buffer.from(sig).toString('base64url')}`;
+}
+
+// The JSON body of POST /v1/grants.
+export function mintBody(jwk, over = {}) {
+  return JSON.stringify({
+    provider: 'openai', paths: ['/v1/chat/completions'], models: ['gpt-4o-mini'], ttl_s: 1800,
+    origin: 'http://app.test', cnf: { jwk }, ...over,
+  });
+}
