@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { writeFileSync } from 'node:fs';
 import * as h from './lib/harness.mjs';
-import * as gc from './lib/grants.mjs';
+import * as gc from './lib/grant_client.mjs';
 
 after(h.stopAll);
 
@@ -29,10 +29,11 @@ before(async () => {
   });
 });
 
-// ---- the client side (tests/integration/lib/grants.mjs) -------------------------------------
+// ---- the client side (tests/integration/lib/grant_client.mjs) --------------------------------
 
 const proof = (privateKey, opts = {}) => gc.proof(privateKey, { htu: CHAT, ...opts });
-const { appKey, thumbprint, randomJti, mintBody } = gc;
+const { appKey, thumbprint, randomJti } = gc;
+const mintBody = (jwk, over = {}) => gc.mintBody(jwk, { origin: ORIGIN, ...over });
 
 async function mint(apiKey, body, target = relay) {
   return h.sealedRequest(target.url, { apiKey, path: '/v1/grants', body });

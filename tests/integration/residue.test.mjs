@@ -27,7 +27,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 
 import * as h from './lib/harness.mjs';
-import * as gc from './lib/grants.mjs';
+import * as gc from './lib/grant_client.mjs';
 
 const scanner = await import(join(h.sourceDir, 'scripts', 'residue-scan.mjs'));
 
@@ -426,7 +426,7 @@ test('keys that arrived by grant: nothing of them in the relay\'s memory or log 
     const key = newKey();
     used.push(key);
     const app = await gc.appKey();
-    const mintText = gc.mintBody(app.jwk);
+    const mintText = gc.mintBody(app.jwk, { origin: 'http://app.test' });
     const m = await fetch(new URL('/v1/grants', quiet.url), {
       method: 'POST', body: mintText,
       headers: { 'content-type': 'application/json',
