@@ -129,7 +129,8 @@ std::string resolve_address(const parsed_url& u, bool allow_remote) {
     return addr.to_string();
 }
 
-key_config fetch_key_config(const parsed_url& u, const std::string& address, const std::string& ca_file) {
+key_config fetch_key_config(const parsed_url& u, const std::string& address, const std::string& ca_file,
+                            crypto::seal_alg alg) {
     asio::io_context ioc;
     const asio::ip::tcp::endpoint ep(asio::ip::make_address(address), u.port);
     const std::string target = u.path.empty() ? "/" : u.path;
@@ -170,20 +171,27 @@ key_config fetch_key_config(const parsed_url& u, const std::string& address, con
     if (j.is_discarded() || !j.contains("keys") || !j["keys"].is_array()) {
         throw std::runtime_error("GET " + target + " did not answer a key configuration ({\"keys\":[{kid,pk}]})");
     }
-    // The first sealed-box key: a relay may list other kinds (HPKE) after it,
-    // and byok-loadgen seals with crypto_box_seal only.
+    // The first key of the algorithm asked for (an entry without "alg" is a
+    // sealed-box key, as relays before HPKE listed them).
+    const std::string_view want = alg == crypto::seal_alg::hpke ? crypto::hpke_alg : crypto::sealed_box_alg;
     const nlohmann::json* chosen = nullptr;
     for (const auto& e : j["keys"]) {
-        if (e.is_object() && e.contains("kid") && e["kid"].is_string() && e.contains("pk") && e["pk"].is_string() &&
-            (!e.contains("alg") || e["alg"] == crypto::sealed_box_alg)) {
+        if (!e.is_object() || !e.contains("kid") || !e["kid"].is_string() || !e.contains("pk") || !e["pk"].is_string()) {
+            continue;
+        }
+        const bool has_alg = e.contains("alg") && e["alg"].is_string();
+        const std::string_view e_alg = has_alg ? std::string_view(e["alg"].get_ref<const std::string&>())
+                                               : crypto::sealed_box_alg;
+        if (e_alg == want) {
             chosen = &e;
             break;
         }
     }
     if (chosen == nullptr) {
-        throw std::runtime_error("GET " + target + " listed no sealed-box key ({\"keys\":[{kid,pk,alg}]})");
+        throw std::runtime_error("GET " + target + " listed no " + std::string(want) + " key ({\"keys\":[{kid,pk,alg}]})");
     }
     key_config k;
+    k.alg = alg;
     k.kid = (*chosen)["kid"].get<std::string>();
     const auto pk_text = (*chosen)["pk"].get<std::string>();
     const auto n = crypto::base64url_decode(pk_text, k.pk);

@@ -27,9 +27,11 @@ struct parsed_url {
 struct key_config {
     std::string kid;
     crypto::public_key pk{};
+    crypto::seal_alg alg = crypto::seal_alg::sealed_box;
 };
 
-// GET <url>; the first key of the answer. Throws std::runtime_error.
-[[nodiscard]] key_config fetch_key_config(const parsed_url& u, const std::string& address, const std::string& ca_file);
+// GET <url>; the answer's first key of algorithm `alg`. Throws std::runtime_error.
+[[nodiscard]] key_config fetch_key_config(const parsed_url& u, const std::string& address, const std::string& ca_file,
+                                          crypto::seal_alg alg = crypto::seal_alg::sealed_box);
 
 }  // namespace byok::bench

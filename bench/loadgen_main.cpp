@@ -10,6 +10,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -34,6 +35,7 @@ constexpr const char* usage_text =
     "  --path P           request path (default /openai/v1/chat/completions)\n"
     "  --seal-path P      path the seal binds (default: the URL's prefix + --path)\n"
     "  --keys-url URL     where to GET the key configuration (default: URL/v1/keys)\n"
+    "  --seal ALG         sealed-box (default) or hpke: which of the relay's keys to seal to\n"
     "  --ca FILE          CA bundle for https:// URLs\n"
     "  --connections N    concurrent connections (default 16)\n"
     "  --duration S       measured seconds (default 10)\n"
@@ -140,6 +142,7 @@ int main(int argc, char** argv) {
     bool quiet = false;
     bool progress = false;
     std::string hist_out;
+    byok::crypto::seal_alg seal_alg = byok::crypto::seal_alg::sealed_box;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         const bool v = i + 1 < argc;
@@ -151,6 +154,10 @@ int main(int argc, char** argv) {
             path = argv[++i];
         } else if (a == "--seal-path" && v) {
             seal_path = argv[++i];
+        } else if (a == "--seal" && v && (std::string_view(argv[i + 1]) == "hpke" ||
+                                           std::string_view(argv[i + 1]) == "sealed-box")) {
+            seal_alg = std::string_view(argv[++i]) == "hpke" ? byok::crypto::seal_alg::hpke
+                                                              : byok::crypto::seal_alg::sealed_box;
         } else if (a == "--keys-url" && v) {
             keys_url = argv[++i];
         } else if (a == "--ca" && v) {
@@ -227,7 +234,7 @@ int main(int argc, char** argv) {
         const std::string address = resolve_address(u, allow_remote);
         const parsed_url ku = parse_url(keys_url.empty() ? url + "/v1/keys" : keys_url);
         const std::string keys_address = resolve_address(ku, allow_remote);
-        const key_config kc = fetch_key_config(ku, keys_address, ca_file);
+        const key_config kc = fetch_key_config(ku, keys_address, ca_file, seal_alg);
 
         request_template t;
         t.target = u.path + path;
@@ -236,6 +243,7 @@ int main(int argc, char** argv) {
         t.stream = o.stream;
         t.kid = kc.kid;
         t.pk = kc.pk;
+        t.alg = kc.alg;
         if (body_file.empty()) {
             t.body = std::string(default_body);
         } else {

@@ -76,6 +76,7 @@ nlohmann::json make_report(const run_description& d, const run_result& r, const 
         j["hist_out"] = d.hist_out;
     }
     j["seal"] = {
+        {"alg", pool.alg() == crypto::seal_alg::hpke ? crypto::hpke_alg : crypto::sealed_box_alg},
         {"presealed", pool.presealed()},
         {"background", pool.background_seals()},
         {"inline", pool.inline_seals()},
@@ -128,9 +129,9 @@ void print_table(std::FILE* out, const nlohmann::json& j) {
     }
     const auto& s = j.at("seal");
     std::fprintf(out,
-                 "  sealing (not timed): %.1f us CPU per request, %llu presealed in %.2f s, %llu sealed in the "
+                 "  sealing (not timed, %s): %.1f us CPU per request, %llu presealed in %.2f s, %llu sealed in the "
                  "background, %llu sealed inline\n",
-                 s.at("us_per_request").get<double>(), s.at("presealed").get<unsigned long long>(),
+                 s.at("alg").get<std::string>().c_str(), s.at("us_per_request").get<double>(), s.at("presealed").get<unsigned long long>(),
                  s.at("fill_s").get<double>(), s.at("background").get<unsigned long long>(),
                  s.at("inline").get<unsigned long long>());
     std::fprintf(out, "  connects %llu, late sends %llu, unfinished at end %llu (%llu with head received)\n",

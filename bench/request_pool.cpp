@@ -1,5 +1,6 @@
 #include "bench/request_pool.hpp"
 
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -142,9 +143,22 @@ std::string request_pool::build(std::uint64_t n) const {
 
     const std::string& key = t_.api_keys[n % t_.api_keys.size()];
     const auto digest = crypto::sha256(body);
-    const auto payload = crypto::make_payload(key, static_cast<std::int64_t>(std::time(nullptr)), t_.method,
-                                              t_.seal_path, digest);
-    const std::string auth = crypto::seal_header(t_.kid, t_.pk, payload.span());
+    const auto iat = static_cast<std::int64_t>(std::time(nullptr));
+    std::string auth;
+    if (t_.alg == crypto::seal_alg::hpke) {
+        // An HPKE seal must bind the forwarded headers: here only the Content-Type below.
+        static constexpr std::array<crypto::header_field, 1> sent{{{"content-type", "application/json"}}};
+        const auto headers_digest = crypto::headers_sha256(sent);
+        const auto payload = crypto::make_payload(key, iat, t_.method, t_.seal_path, digest, &headers_digest);
+        auto header = crypto::hpke_seal_header(t_.kid, t_.pk, payload.span());
+        if (!header) {
+            throw std::runtime_error("the relay's HPKE public key is a low-order point");
+        }
+        auth = std::move(*header);
+    } else {
+        const auto payload = crypto::make_payload(key, iat, t_.method, t_.seal_path, digest);
+        auth = crypto::seal_header(t_.kid, t_.pk, payload.span());
+    }
 
     std::string w;
     w.reserve(256 + t_.target.size() + auth.size() + body.size());

@@ -42,6 +42,7 @@ struct request_template {
     bool stream = false;       // adds "stream":true unless the body has a "stream" member
     std::string kid;
     crypto::public_key pk{};
+    crypto::seal_alg alg = crypto::seal_alg::sealed_box;  // hpke: RFC 9180 seals, headers_sha256 bound
     std::vector<std::string> api_keys;  // rotated through, one per request
 };
 
@@ -62,10 +63,11 @@ public:
     [[nodiscard]] std::size_t presealed() const noexcept { return prefilled_; }
     [[nodiscard]] std::uint64_t background_seals() const noexcept { return background_.load(); }
     [[nodiscard]] std::uint64_t inline_seals() const noexcept { return inline_.load(); }
-    // CPU time per sealed request (payload, SHA-256 of the body, crypto_box_seal, base64url).
+    // CPU time per sealed request (payload, SHA-256 of the body, the seal, base64url).
     [[nodiscard]] double seal_us_per_request() const noexcept;
     [[nodiscard]] double fill_seconds() const noexcept { return fill_s_; }
     [[nodiscard]] std::size_t body_bytes() const noexcept { return body_bytes_; }
+    [[nodiscard]] crypto::seal_alg alg() const noexcept { return t_.alg; }
 
 private:
     [[nodiscard]] std::string build(std::uint64_t n) const;

@@ -66,6 +66,14 @@ std::string derive_hpke_kid(const public_key& pk) {
     return base64url_encode(std::span(digest.data(), 9));
 }
 
+std::string derive_grant_kid(std::span<const unsigned char> grant_key) {
+    sha256_stream h;
+    h.update("byok-relay grant kid ");
+    h.update(grant_key);
+    const auto digest = h.finish();
+    return base64url_encode(std::span(digest.data(), 9));
+}
+
 void relay_key::attach_hpke(hpke::private_key k) {
     hpke_kid_ = derive_hpke_kid(k.pk());
     hpke_context_ = hpke::schedule_context::base(std::string(hpke_info_prefix) + hpke_kid_);
@@ -99,6 +107,9 @@ relay_key relay_key::generate(std::int64_t now, std::int64_t lifetime_s) {
     crypto_box_keypair(pk.data(), sk.data());
     auto key = from_secret(std::move(sk), now, now + lifetime_s);
     key.attach_hpke(hpke::private_key::generate());
+    key.grant_sk_ = secret_bytes::allocate(crypto_aead_xchacha20poly1305_ietf_KEYBYTES);
+    crypto_aead_xchacha20poly1305_ietf_keygen(key.grant_sk_.data());
+    key.grant_kid_ = derive_grant_kid(key.grant_sk_.span());
     return key;
 }
 
@@ -125,16 +136,26 @@ void relay_key::write_new_file(const std::string& path) const {
     if (hpke_) {
         encode_secret(hpke_->secret(), hpke_sk_b64);
     }
+    // The grant half, when this key has one: two more members.
+    std::array<char, 128> grant_part{};
+    if (has_grant()) {
+        sk_text grant_sk_b64{};
+        encode_secret(grant_sk_.span(), grant_sk_b64);
+        std::snprintf(grant_part.data(), grant_part.size(), "\"grant_kid\":\"%s\",\"grant_sk\":\"%s\",",
+                      grant_kid_.c_str(), grant_sk_b64.data());
+        sodium_memzero(grant_sk_b64.data(), grant_sk_b64.size());
+    }
     auto text = secret_bytes::allocate(max_key_file_bytes);
     const int n = std::snprintf(reinterpret_cast<char*>(text.data()), text.size(),
-                                "{\"v\":1,\"alg\":\"%.*s\",\"kid\":\"%s\",\"pk\":\"%s\",\"sk\":\"%s\",%s%s%s%s%s%s%s"
+                                "{\"v\":1,\"alg\":\"%.*s\",\"kid\":\"%s\",\"pk\":\"%s\",\"sk\":\"%s\",%s%s%s%s%s%s%s%s"
                                 "\"created\":%lld,\"exp\":%lld}\n",
                                 static_cast<int>(sealed_box_alg.size()), sealed_box_alg.data(), kid_.c_str(),
                                 pk_b64.c_str(), sk_b64.data(), hpke_ ? "\"hpke_kid\":\"" : "", hpke_kid_.c_str(),
                                 hpke_ ? "\",\"hpke_pk\":\"" : "", hpke_pk_b64.c_str(), hpke_ ? "\",\"hpke_sk\":\"" : "",
-                                hpke_sk_b64.data(), hpke_ ? "\"," : "", static_cast<long long>(created_),
-                                static_cast<long long>(exp_));
+                                hpke_sk_b64.data(), hpke_ ? "\"," : "", grant_part.data(),
+                                static_cast<long long>(created_), static_cast<long long>(exp_));
     sodium_memzero(sk_b64.data(), sk_b64.size());
+    sodium_memzero(grant_part.data(), grant_part.size());
     sodium_memzero(hpke_sk_b64.data(), hpke_sk_b64.size());
     if (n <= 0 || static_cast<std::size_t>(n) >= text.size()) {
         throw key_error("key file text does not fit");
@@ -201,6 +222,9 @@ relay_key relay_key::load_file(const std::string& path) {
 
     auto sk = secret_bytes::allocate(crypto_box_SECRETKEYBYTES);
     auto hpke_sk = secret_bytes::allocate(hpke::n_sk);
+    auto grant_sk = secret_bytes::allocate(crypto_aead_xchacha20poly1305_ietf_KEYBYTES);
+    std::string file_grant_kid;
+    bool ok_grant_sk = false;
     public_key file_pk{};
     public_key file_hpke_pk{};
     std::string file_hpke_kid;
@@ -257,6 +281,12 @@ relay_key relay_key::load_file(const std::string& path) {
         if (name == "hpke_sk") {
             return key_bytes(512, hpke_sk.span(), ok_hpke_sk);
         }
+        if (name == "grant_kid") {
+            return once(1024) && v.type == kind::string && (file_grant_kid = v.str, true);
+        }
+        if (name == "grant_sk") {
+            return key_bytes(2048, grant_sk.span(), ok_grant_sk);
+        }
         if (name == "created") {
             return once(32) && v.type == kind::integer && (created = v.num, true);
         }
@@ -306,6 +336,18 @@ relay_key relay_key::load_file(const std::string& path) {
             throw key_error("key file '" + path + "': \"hpke_kid\" does not match the key");
         }
     }
+    // The grant half: absent in files written before grants; if present,
+    // grant_sk is required and grant_kid must match it.
+    if ((seen & (1024 | 2048)) != 0) {
+        if (!ok_grant_sk) {
+            throw key_error("key file '" + path + "': missing or malformed \"grant_sk\"");
+        }
+        key.grant_kid_ = derive_grant_kid(grant_sk.span());
+        key.grant_sk_ = std::move(grant_sk);
+        if ((seen & 1024) != 0 && file_grant_kid != key.grant_kid_) {
+            throw key_error("key file '" + path + "': \"grant_kid\" does not match the key");
+        }
+    }
     return key;
 }
 
@@ -330,13 +372,59 @@ bool relay_key::open_hpke(std::span<const unsigned char> sealed, std::span<unsig
     }
 }
 
+namespace {
+
+// The additional data of a grant token: grant_ad_prefix, then the kid.
+std::string grant_ad(const std::string& kid) { return std::string(grant_ad_prefix) + kid; }
+
+}  // namespace
+
+std::vector<unsigned char> relay_key::seal_grant(std::span<const unsigned char> plaintext,
+                                                 std::span<const unsigned char, 24> nonce) const {
+    if (!has_grant()) {
+        throw key_error("this key has no grant half");
+    }
+    static_assert(crypto_aead_xchacha20poly1305_ietf_NPUBBYTES == 24);
+    const std::string ad = grant_ad(grant_kid_);
+    std::vector<unsigned char> out(nonce.size() + plaintext.size() + crypto_aead_xchacha20poly1305_ietf_ABYTES);
+    std::copy(nonce.begin(), nonce.end(), out.begin());
+    unsigned long long ct_len = 0;
+    crypto_aead_xchacha20poly1305_ietf_encrypt(out.data() + nonce.size(), &ct_len, plaintext.data(), plaintext.size(),
+                                               reinterpret_cast<const unsigned char*>(ad.data()), ad.size(), nullptr,
+                                               nonce.data(), grant_sk_.data());
+    return out;
+}
+
+bool relay_key::open_grant(std::span<const unsigned char> sealed, std::span<unsigned char> out) const noexcept {
+    constexpr std::size_t overhead =
+        crypto_aead_xchacha20poly1305_ietf_NPUBBYTES + crypto_aead_xchacha20poly1305_ietf_ABYTES;
+    if (!has_grant() || sealed.size() < overhead || out.size() != sealed.size() - overhead) {
+        return false;
+    }
+    // The additional data on the stack: no allocation on the request path.
+    std::array<unsigned char, grant_ad_prefix.size() + 64> ad{};
+    if (grant_kid_.size() > ad.size() - grant_ad_prefix.size()) {
+        return false;
+    }
+    std::copy(grant_ad_prefix.begin(), grant_ad_prefix.end(), ad.begin());
+    std::copy(grant_kid_.begin(), grant_kid_.end(), ad.begin() + grant_ad_prefix.size());
+    unsigned long long n = 0;
+    const auto nonce = sealed.first(crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
+    const auto ct = sealed.subspan(nonce.size());
+    return crypto_aead_xchacha20poly1305_ietf_decrypt(out.data(), &n, nullptr, ct.data(), ct.size(), ad.data(),
+                                                      grant_ad_prefix.size() + grant_kid_.size(), nonce.data(),
+                                                      grant_sk_.data()) == 0 &&
+           n == out.size();
+}
+
 std::shared_ptr<const keyring> keyring::load(const std::vector<std::string>& paths) {
     std::vector<relay_key> keys;
     keys.reserve(paths.size());
     for (std::size_t i = 0; i < paths.size(); ++i) {
         keys.push_back(relay_key::load_file(paths[i]));
         for (std::size_t j = 0; j < i; ++j) {
-            if (keys[j].kid() == keys[i].kid() || (keys[i].has_hpke() && keys[j].hpke_kid() == keys[i].hpke_kid())) {
+            if (keys[j].kid() == keys[i].kid() || (keys[i].has_hpke() && keys[j].hpke_kid() == keys[i].hpke_kid()) ||
+                (keys[i].has_grant() && keys[j].grant_kid() == keys[i].grant_kid())) {
                 throw key_error("key files '" + paths[j] + "' and '" + paths[i] + "' hold the same key (kid " +
                                 keys[i].kid() + ")");
             }
@@ -355,6 +443,9 @@ std::shared_ptr<const keyring> keyring::from_keys(std::vector<relay_key> keys) {
         kids.push_back(k.kid());
         if (k.has_hpke()) {
             kids.push_back(k.hpke_kid());
+        }
+        if (k.has_grant()) {
+            kids.push_back(k.grant_kid());
         }
     }
     for (std::size_t i = 0; i < kids.size(); ++i) {
@@ -386,6 +477,24 @@ keyring::found keyring::lookup(std::string_view kid) const noexcept {
         }
     }
     return {};
+}
+
+const relay_key* keyring::find_grant(std::string_view kid) const noexcept {
+    for (const auto& k : keys_) {
+        if (k.has_grant() && k.grant_kid() == kid) {
+            return &k;
+        }
+    }
+    return nullptr;
+}
+
+const relay_key* keyring::grant_signer(std::int64_t now) const noexcept {
+    for (const auto& k : keys_) {
+        if (k.has_grant() && !k.expired(now)) {
+            return &k;
+        }
+    }
+    return nullptr;
 }
 
 std::string keyring::key_config_json(std::int64_t now) const {

@@ -17,6 +17,9 @@
 //    "created":<unix s>,"exp":<unix s>}
 // The three hpke_ fields are optional (all absent in older files; a relay
 // from before HPKE ignores them and loads the file as it always did).
+// So are "grant_kid" and "grant_sk": the symmetric key that seals scoped key
+// grants (crypto/grant.hpp); a file without them loads, and its key makes
+// no grants and opens none.
 
 #include <array>
 #include <cstdint>
@@ -38,6 +41,9 @@ inline constexpr std::string_view hpke_alg = "hpke-x25519-sha256-aes128gcm";
 // HPKE's info for a seal to the HPKE key `kid`: these bytes, then the kid.
 inline constexpr std::string_view hpke_info_prefix = "byok-relay v1 ";
 
+// Additional data of a grant token under the grant key `kid`: these bytes, then the kid.
+inline constexpr std::string_view grant_ad_prefix = "byok-relay grant v1 ";
+
 // Which algorithm a kid names.
 enum class seal_alg { sealed_box, hpke };
 inline constexpr std::int64_t default_key_lifetime_s = 90 * 24 * 3600;
@@ -56,6 +62,9 @@ public:
 // The kid of an HPKE key: the same scheme over the suite id and the key,
 // base64url(first 9 bytes of SHA-256(hpke::suite_id || pk)).
 [[nodiscard]] std::string derive_hpke_kid(const public_key& pk);
+// The kid of a grant key (a secret): the same scheme over a fixed label and
+// the key, base64url(first 9 bytes of SHA-256("byok-relay grant kid " || key)).
+[[nodiscard]] std::string derive_grant_kid(std::span<const unsigned char> grant_key);
 
 class relay_key {
 public:
@@ -94,6 +103,18 @@ public:
     // HPKE half. Thread-safe. Throws only std::bad_alloc.
     [[nodiscard]] bool open_hpke(std::span<const unsigned char> sealed, std::span<unsigned char> out) const;
 
+    // The grant half (32-byte XChaCha20-Poly1305 key); false for a file
+    // written before grants.
+    [[nodiscard]] bool has_grant() const noexcept { return !grant_sk_.empty(); }
+    [[nodiscard]] const std::string& grant_kid() const noexcept { return grant_kid_; }
+    // nonce (24 bytes) || XChaCha20-Poly1305(plaintext), additional data
+    // grant_ad_prefix + grant_kid(). Throws key_error without a grant half.
+    [[nodiscard]] std::vector<unsigned char> seal_grant(std::span<const unsigned char> plaintext,
+                                                        std::span<const unsigned char, 24> nonce) const;
+    // The reverse, into `out` (sealed.size() - 40 bytes). False if it does
+    // not open or there is no grant half. Thread-safe.
+    [[nodiscard]] bool open_grant(std::span<const unsigned char> sealed, std::span<unsigned char> out) const noexcept;
+
 private:
     relay_key() = default;
     static relay_key from_secret(secret_bytes sk, std::int64_t created, std::int64_t exp);
@@ -107,6 +128,8 @@ private:
     std::optional<hpke::private_key> hpke_;
     std::optional<hpke::schedule_context> hpke_context_;  // info = hpke_info_prefix + hpke_kid_, computed once
     std::string hpke_kid_;
+    secret_bytes grant_sk_;  // empty without a grant half
+    std::string grant_kid_;
 };
 
 class keyring {
@@ -127,6 +150,11 @@ public:
         seal_alg alg = seal_alg::sealed_box;
     };
     [[nodiscard]] found lookup(std::string_view kid) const noexcept;
+    // The key whose grant kid is `kid`, or nullptr. Expired keys too.
+    [[nodiscard]] const relay_key* find_grant(std::string_view kid) const noexcept;
+    // The key new grants are sealed with: the first unexpired key that has a
+    // grant half, or nullptr.
+    [[nodiscard]] const relay_key* grant_signer(std::int64_t now) const noexcept;
     [[nodiscard]] std::span<const relay_key> keys() const noexcept { return keys_; }
 
     // The body of GET /v1/keys: the keys not yet expired, in order, first

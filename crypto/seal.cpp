@@ -26,21 +26,6 @@ std::string header_text(std::string_view kid, std::span<const unsigned char> sea
     return out;
 }
 
-bool kid_char(char c) noexcept {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
-}
-
-// A provider key goes into an HTTP header: visible ASCII only, so a key can
-// never smuggle a CR/LF (header injection) or a space into the upstream request.
-bool valid_key_chars(std::string_view key) noexcept {
-    for (const char c : key) {
-        if (c < 0x21 || c > 0x7e) {
-            return false;
-        }
-    }
-    return true;
-}
-
 // libsodium 1.0.18's crypto_secretbox_open_detached (inside
 // crypto_box_seal_open) decrypts the first 32 bytes of the message in a
 // 64-byte stack buffer that it does not wipe: {"key":" and the first 24
@@ -65,6 +50,19 @@ std::string_view to_string(seal_error e) noexcept {
     return "bad_seal";
 }
 
+bool is_kid_char(char c) noexcept {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+}
+
+bool valid_key_chars(std::string_view key) noexcept {
+    for (const char c : key) {
+        if (c < 0x21 || c > 0x7e) {
+            return false;
+        }
+    }
+    return true;
+}
+
 std::ostream& operator<<(std::ostream& os, const opened_key&) { return os << "<redacted>"; }
 
 seal_checker::seal_checker(seal_policy policy, std::size_t replay_capacity)
@@ -87,7 +85,7 @@ std::optional<seal_error> seal_checker::screen(const keyring& keys, std::string_
     const std::string_view kid = auth.substr(0, dot);
     const std::string_view box_b64 = auth.substr(dot + 1);
     for (const char c : kid) {
-        if (!kid_char(c)) {
+        if (!is_kid_char(c)) {
             return seal_error::bad_seal;
         }
     }

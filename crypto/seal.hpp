@@ -40,6 +40,13 @@ enum class seal_error {
 
 [[nodiscard]] std::string_view to_string(seal_error e) noexcept;
 
+// A kid's characters: base64url's alphabet.
+[[nodiscard]] bool is_kid_char(char c) noexcept;
+// A provider key goes into an HTTP header: visible ASCII only (0x21-0x7E),
+// so a key can never smuggle a CR/LF (header injection) or a space into the
+// upstream request. The same rule for a key in a seal or in a grant.
+[[nodiscard]] bool valid_key_chars(std::string_view key) noexcept;
+
 struct seal_policy {
     std::int64_t max_age_s = 60;     // iat at most this old
     std::int64_t max_future_s = 30;  // iat at most this far ahead of the relay's clock
@@ -95,6 +102,7 @@ public:
 
 private:
     friend class seal_checker;
+    friend class opened_grant;  // a key that arrived in a grant (crypto/grant.hpp)
     opened_key(secret_bytes plaintext, std::string_view value) noexcept
         : plaintext_(std::move(plaintext)), value_(value) {}
     secret_bytes plaintext_;  // owns the bytes value_ points into
@@ -152,6 +160,9 @@ public:
 
     [[nodiscard]] const seal_policy& policy() const noexcept { return policy_; }
     [[nodiscard]] std::size_t replay_entries() const { return replay_.size(); }
+    // The replay cache, shared with the grant checker (crypto/grant.hpp),
+    // which records proofs' jti in it: one cache, one capacity, one window.
+    [[nodiscard]] replay_cache& replay() const noexcept { return replay_; }
 
 private:
     struct screened {

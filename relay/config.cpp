@@ -241,7 +241,7 @@ const std::vector<std::string> known_fields = {
     "metrics_listen", "header_timeout_s", "body_timeout_s", "idle_timeout_s", "write_timeout_s",
     "upstream_connect_timeout_s", "upstream_timeout_s", "sse_keepalive_s", "shutdown_grace_s",
     "max_in_flight", "replay_cache_entries", "max_connections_per_ip", "rate_limit", "providers",
-    "max_pending_body_bytes", "min_body_bytes_per_s", "body_rate_window_s", "replay_store"};
+    "max_pending_body_bytes", "min_body_bytes_per_s", "body_rate_window_s", "grant_max_ttl_s", "replay_store"};
 
 // "replay_store": {"redis": "redis[s]://host[:port][/db]", "timeout_ms": 50,
 // "on_error": "refuse" | "local", "ca_file": "...", "password_file": "..."}.
@@ -503,6 +503,7 @@ std::shared_ptr<const config> parse_config(std::string_view json_text, const std
         }
         c->seal_max_age_s = get_int(j, "seal_max_age_s", 60, 1, 3600);
         c->seal_max_future_s = get_int(j, "seal_max_future_s", 30, 0, 3600);
+        c->grant_max_ttl_s = get_int(j, "grant_max_ttl_s", 1800, 1, 86400);
         c->max_body_bytes = static_cast<std::size_t>(get_int(j, "max_body_bytes", 8 << 20, 0, 1ll << 30));
         c->max_header_bytes = static_cast<std::size_t>(get_int(j, "max_header_bytes", 16 << 10, 1024, 1 << 20));
         c->allow_origins = get_strings(j, "allow_origins");

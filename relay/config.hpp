@@ -87,6 +87,7 @@ struct config {
     std::vector<std::string> key_files;
     std::int64_t seal_max_age_s = 60;
     std::int64_t seal_max_future_s = 30;
+    std::int64_t grant_max_ttl_s = 1800;  // the longest a scoped key grant may live (POST /v1/grants)
     std::size_t max_body_bytes = 8u << 20;
     std::size_t max_header_bytes = 16u << 10;
     std::vector<std::string> allow_origins;  // exact origins, or "*"

@@ -6,7 +6,7 @@ namespace byok::relay {
 namespace {
 
 // Indexed by error_code; the order must follow the enum.
-constexpr std::array<error_info, 18> table{{
+constexpr std::array<error_info, 27> table{{
     {401, "missing_seal", "This relay needs an 'Authorization: Sealed <kid>.<seal>' header; see GET /v1/keys."},
     {401, "unknown_kid", "The seal is for a key this relay does not hold (it may have rotated); fetch GET /v1/keys and seal again."},
     {401, "bad_seal", "The seal could not be opened or its payload is malformed."},
@@ -25,8 +25,17 @@ constexpr std::array<error_info, 18> table{{
     {504, "upstream_timeout", "The provider did not answer in time."},
     {503, "overloaded", "The relay is at capacity; retry shortly."},
     {500, "internal_error", "The relay failed to handle this request."},
+    {401, "missing_proof", "A request with a grant needs a 'Byok-Proof' header signed with the grant's key."},
+    {401, "bad_proof", "The Byok-Proof is malformed, not signed with the grant's key, stale, or made for a different method, path or body."},
+    {401, "proof_replayed", "This proof has already been used; every request needs a fresh proof."},
+    {401, "bad_grant", "The grant could not be opened (unknown or rotated key, or altered); request a new grant."},
+    {401, "grant_expired", "The grant has expired; request a new grant."},
+    {403, "origin_mismatch", "The grant was made for another origin."},
+    {403, "model_not_allowed", "The grant does not allow this model."},
+    {403, "path_not_allowed", "The grant does not allow this provider or path."},
+    {400, "grant_too_long", "The requested grant lifetime is longer than this relay allows."},
 }};
-static_assert(table.size() == static_cast<std::size_t>(error_code::internal_error) + 1);
+static_assert(table.size() == static_cast<std::size_t>(error_code::grant_too_long) + 1);
 
 }  // namespace
 
@@ -41,6 +50,18 @@ error_code from_seal_error(crypto::seal_error e) noexcept {
     case crypto::seal_error::seal_mismatch: return error_code::seal_mismatch;
     case crypto::seal_error::seal_replayed: return error_code::seal_replayed;
     case crypto::seal_error::replay_cache_full: return error_code::overloaded;
+    }
+    return error_code::internal_error;
+}
+
+error_code from_grant_error(crypto::grant_error e) noexcept {
+    switch (e) {
+    case crypto::grant_error::bad_grant: return error_code::bad_grant;
+    case crypto::grant_error::grant_expired: return error_code::grant_expired;
+    case crypto::grant_error::missing_proof: return error_code::missing_proof;
+    case crypto::grant_error::bad_proof: return error_code::bad_proof;
+    case crypto::grant_error::proof_replayed: return error_code::proof_replayed;
+    case crypto::grant_error::replay_cache_full: return error_code::overloaded;
     }
     return error_code::internal_error;
 }

@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "crypto/grant.hpp"
 #include "crypto/seal.hpp"
 
 namespace byok::relay {
@@ -32,6 +33,16 @@ enum class error_code {
     upstream_timeout,
     overloaded,
     internal_error,
+    // Scoped key grants (docs/protocol.md §13).
+    missing_proof,
+    bad_proof,
+    proof_replayed,
+    bad_grant,
+    grant_expired,
+    origin_mismatch,
+    model_not_allowed,
+    path_not_allowed,
+    grant_too_long,
 };
 
 struct error_info {
@@ -42,6 +53,7 @@ struct error_info {
 
 [[nodiscard]] const error_info& describe(error_code e) noexcept;
 [[nodiscard]] error_code from_seal_error(crypto::seal_error e) noexcept;
+[[nodiscard]] error_code from_grant_error(crypto::grant_error e) noexcept;
 // The JSON body for `e`.
 [[nodiscard]] std::string error_body(error_code e);
 

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <array>
-#include <chrono>
 #include <cstring>
 #include <vector>
 
@@ -10,6 +9,7 @@
 #include <boost/beast/core/error.hpp>
 
 #include "crypto/secret.hpp"
+#include "relay/grants.hpp"
 #include "relay/http_util.hpp"
 
 namespace byok::relay {
@@ -99,24 +99,86 @@ crypto::sha256_digest sealed_headers_digest(const beast::http::fields& headers) 
     return crypto::headers_sha256(all);
 }
 
+// What an accepted seal or proof leaves to claim_once.
+struct claim_ticket {
+    crypto::replay_cache::id id{};
+    std::int64_t forget_at = 0;
+    error_code replayed = error_code::seal_replayed;
+};
+
+// The one point where a proof's jti is claimed as used locally (claim_once
+// then claims the same id in the shared store, when there is one).
+std::optional<error_code> claim_proof(const key_path_env& env, const crypto::opened_grant& g, std::int64_t now) {
+    if (const auto e = env.grants.claim_proof(g, now)) {
+        return from_grant_error(*e);
+    }
+    return std::nullopt;
+}
+
+// The key from a grant: the grant and its proof (crypto), the grant's scope
+// (relay/grants.cpp), then the proof's jti recorded once every check passed.
+std::optional<crypto::opened_key> open_grant(const key_path_env& env, const sealed_request& rq,
+                                             std::string_view authorization, std::int64_t now, sent_request& out,
+                                             claim_ticket& ticket) {
+    out.grant = true;
+    const auto [proof, proofs] = proof_header(*rq.headers);
+    const crypto::grant_request_facts facts{authorization, proof, proofs, rq.method, rq.sealed_path, rq.body_sha256};
+    auto opened = env.grants.open(env.keys, facts, now);
+    if (!opened) {
+        out.error = from_grant_error(opened.error());
+        out.seal_refused = out.error != error_code::overloaded;
+        return std::nullopt;
+    }
+    if (const auto e = check_grant_scope(opened.grant(), {rq.headers, env.prov.name, rq.provider_path, rq.body})) {
+        out.error = *e;
+        out.seal_refused = true;
+        return std::nullopt;
+    }
+    if (const auto e = claim_proof(env, opened.grant(), now)) {
+        out.error = *e;
+        out.seal_refused = out.error != error_code::overloaded;
+        return std::nullopt;
+    }
+    ticket = {opened.grant().proof_id(), opened.grant().proof_forget_at(), error_code::proof_replayed};
+    return std::move(opened).take().take_key();
+}
+
+// The key from a seal.
+std::optional<crypto::opened_key> open_seal(crypto::seal_checker& checker, const crypto::keyring& keys,
+                                            const sealed_request& rq, std::string_view authorization,
+                                            std::int64_t now, bool& seal_refused, error_code& error,
+                                            claim_ticket& ticket) {
+    const crypto::sha256_digest headers_digest = sealed_headers_digest(*rq.headers);
+    const crypto::request_facts facts{rq.method, rq.sealed_path, rq.body_sha256, authorization, &headers_digest};
+    auto checked = checker.check(keys, facts, now);
+    if (!checked) {
+        error = from_seal_error(checked.error());
+        seal_refused = error != error_code::overloaded;
+        return std::nullopt;
+    }
+    ticket = {checked.accepted().id, checked.accepted().forget_at, error_code::seal_replayed};
+    return std::move(checked).take_key();
+}
+
 }  // namespace
 
-asio::awaitable<std::optional<error_code>> claim_once(const key_path_env& env, std::span<const unsigned char> id,
-                                                      std::int64_t forget_at, std::int64_t now_unix) {
-    if (env.store == nullptr) {
+asio::awaitable<std::optional<error_code>> claim_once(replay_store* store, metrics* stats,
+                                                      std::span<const unsigned char> id, std::int64_t forget_at,
+                                                      std::int64_t now_unix, error_code replayed) {
+    if (store == nullptr) {
         co_return std::nullopt;  // the local replay cache (already checked) is all there is
     }
     const auto ttl = std::chrono::milliseconds(std::max<std::int64_t>(forget_at - now_unix, 1) * 1000);
-    switch (co_await env.store->claim(id, ttl)) {
+    switch (co_await store->claim(id, ttl)) {
     case claim_outcome::claimed: co_return std::nullopt;
-    case claim_outcome::replayed: co_return error_code::seal_replayed;
+    case claim_outcome::replayed: co_return replayed;
     case claim_outcome::unavailable: break;
     }
-    if (env.store->config().on_error == replay_store_failure::local) {
-        env.stats->replay_store_served_local.fetch_add(1, std::memory_order_relaxed);
+    if (store->config().on_error == replay_store_failure::local) {
+        stats->replay_store_served_local.fetch_add(1, std::memory_order_relaxed);
         co_return std::nullopt;
     }
-    env.stats->replay_store_refused.fetch_add(1, std::memory_order_relaxed);
+    stats->replay_store_refused.fetch_add(1, std::memory_order_relaxed);
     co_return error_code::overloaded;  // never forwarded unconfirmed
 }
 
@@ -124,26 +186,28 @@ asio::awaitable<sent_request> open_and_send(const key_path_env& env, const seale
                                             std::int64_t now_unix) {
     sent_request out;
 
-    // 1. Open and check. The key exists from here to the end of this function.
+    // 1. Open and check a seal, or a grant with its proof. The key exists
+    //    from here to the end of this function.
     const std::string_view authorization = (*rq.headers)[beast::http::field::authorization];
-    const crypto::sha256_digest headers_digest = sealed_headers_digest(*rq.headers);
-    const crypto::request_facts facts{rq.method, rq.sealed_path, rq.body_sha256, authorization, &headers_digest};
-    auto checked = env.checker.check(env.keys, facts, now_unix);
-    if (!checked) {
-        out.error = from_seal_error(checked.error());
+    claim_ticket ticket;
+    std::optional<crypto::opened_key> opened =
+        crypto::is_grant_authorization(authorization)
+            ? open_grant(env, rq, authorization, now_unix, out, ticket)
+            : open_seal(env.checker, env.keys, rq, authorization, now_unix, out.seal_refused, out.error, ticket);
+    if (!opened) {
+        co_return out;
+    }
+    // 1b. Claimed once across every replica sharing the store, before the
+    // key goes anywhere.
+    if (const auto refused =
+            co_await claim_once(env.store, env.stats, ticket.id, ticket.forget_at, now_unix, ticket.replayed)) {
+        out.error = *refused;
         out.seal_refused = out.error != error_code::overloaded;
         co_return out;
     }
-    const crypto::accepted_seal accepted = checked.accepted();
-    const crypto::opened_key key = std::move(checked).take_key();
-
-    // 1b. Claimed once across every replica sharing the store, before the
-    // key goes anywhere.
-    if (const auto refused = co_await claim_once(env, accepted.id, accepted.forget_at, now_unix)) {
-        out.error = *refused;
-        out.seal_refused = out.error == error_code::seal_replayed;
-        co_return out;
-    }
+    out.key_opened = true;
+    const crypto::opened_key key = std::move(*opened);
+    opened.reset();
 
     // 2. A slot, then a verified connection, before the key is put anywhere.
     out.slot = in_flight_slot::try_take(env.in_flight, env.max_in_flight);
@@ -192,6 +256,39 @@ asio::awaitable<sent_request> open_and_send(const key_path_env& env, const seale
         out.error = wec == beast::error::timeout ? error_code::upstream_timeout : error_code::upstream_unreachable;
         co_return out;
     }
+    out.ok = true;
+    co_return out;
+}  // `key` is wiped here
+
+asio::awaitable<minted_grant> mint_grant(crypto::seal_checker& checker, const crypto::keyring& keys,
+                                         const config& cfg, replay_store* store, metrics* stats,
+                                         const sealed_request& rq, std::int64_t now_unix) {
+    minted_grant out;
+    auto scope = parse_grant_request(cfg, rq.body, now_unix);
+    if (const auto* e = std::get_if<error_code>(&scope)) {
+        out.error = *e;
+        co_return out;
+    }
+    const crypto::relay_key* signer = keys.grant_signer(now_unix);
+    if (signer == nullptr) {
+        out.error = error_code::unknown_route;  // this relay's key files hold no grant key: no grants here
+        co_return out;
+    }
+    const std::string_view authorization = (*rq.headers)[beast::http::field::authorization];
+    claim_ticket ticket;
+    const auto key = open_seal(checker, keys, rq, authorization, now_unix, out.seal_refused, out.error, ticket);
+    if (!key) {
+        co_return out;
+    }
+    if (const auto refused = co_await claim_once(store, stats, ticket.id, ticket.forget_at, now_unix, ticket.replayed)) {
+        out.error = *refused;
+        out.seal_refused = out.error != error_code::overloaded;
+        co_return out;
+    }
+    auto& s = std::get<crypto::grant_scope>(scope);
+    s.exp = std::min(s.exp, signer->exp());  // a grant dies with its key
+    out.body = grant_response_body(crypto::make_grant_token(*signer, s, key->value()), s);
+    crypto::wipe_stack_below();  // what sealing the token left on this thread's stack
     out.ok = true;
     co_return out;
 }  // `key` is wiped here

@@ -30,7 +30,7 @@ local_response preflight(const local_request& rq) {
         }
     }
     r.extra_headers.append("Access-Control-Allow-Headers: ")
-        .append(tokens ? asked : std::string_view("authorization, content-type"))
+        .append(tokens ? asked : std::string_view("authorization, byok-proof, content-type"))
         .append("\r\n");
     return r;
 }
@@ -54,6 +54,9 @@ local_response answer_locally(const local_request& rq, const crypto::keyring& ke
     }
     if (rt.kind == route_kind::unknown || rt.kind == route_kind::sealed) {
         return error_response(error_code::unknown_route);
+    }
+    if (rt.kind == route_kind::grants) {
+        return error_response(error_code::method_not_allowed, "Allow: POST, OPTIONS\r\n");  // POST is the session's
     }
     if (rq.method != http::verb::get && rq.method != http::verb::head) {
         return error_response(error_code::method_not_allowed, "Allow: GET, HEAD\r\n");
@@ -88,6 +91,7 @@ local_response answer_locally(const local_request& rq, const crypto::keyring& ke
         break;
     }
     case route_kind::sealed:
+    case route_kind::grants:
     case route_kind::unknown:
         break;
     }

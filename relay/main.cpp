@@ -26,7 +26,8 @@ constexpr const char* usage_text =
     "\n"
     "serve   runs the relay with the JSON configuration FILE (see docs/operations.md).\n"
     "        SIGTERM/SIGINT drain in-flight requests and exit; SIGHUP reloads the key files.\n"
-    "keygen  writes a new X25519 relay key to FILE (mode 0600; never overwrites),\n"
+    "keygen  writes a new relay key to FILE (X25519 for seals, a grant key; mode 0600;\n"
+    "        never overwrites),\n"
     "        valid for N days (default 90), and prints its kid.\n"
     "--version  prints the version and the git commit the binary was built from\n"
     "        (check a binary against the source: scripts/repro-build.sh COMMIT).\n";
@@ -63,8 +64,9 @@ int keygen(int argc, char** argv) {
     try {
         const auto key = byok::crypto::relay_key::generate(std::time(nullptr), days * 86400L);
         key.write_new_file(out);
-        std::printf("wrote %s (kid %s, hpke kid %s, expires %lld)\n", out.c_str(), key.kid().c_str(),
-                    key.has_hpke() ? key.hpke_kid().c_str() : "-", static_cast<long long>(key.exp()));
+        std::printf("wrote %s (kid %s, hpke kid %s, grant kid %s, expires %lld)\n", out.c_str(), key.kid().c_str(),
+                    key.has_hpke() ? key.hpke_kid().c_str() : "-", key.has_grant() ? key.grant_kid().c_str() : "-",
+                    static_cast<long long>(key.exp()));
         return 0;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "byok-relay keygen: %s\n", e.what());

@@ -33,7 +33,7 @@ void histogram::render(std::string& out, const std::string& name, const std::str
 
 namespace {
 constexpr std::array<const char*, static_cast<std::size_t>(metric_route::count_)> route_names{
-    "sealed", "keys", "healthz", "web", "preflight", "unknown", "invalid"};
+    "sealed", "keys", "healthz", "web", "preflight", "unknown", "invalid", "grant", "grant_mint"};
 }  // namespace
 
 metrics::metrics(std::vector<std::string> provider_names)
@@ -64,6 +64,10 @@ void metrics::seal_rejected(error_code code) noexcept {
 
 void metrics::replay_store_error(store_error e) noexcept {
     store_errors_[static_cast<std::size_t>(e)].fetch_add(1, std::memory_order_relaxed);
+}
+
+void metrics::grant_rejected(error_code code) noexcept {
+    grant_rejections_[static_cast<std::size_t>(code)].fetch_add(1, std::memory_order_relaxed);
 }
 
 void metrics::upstream_ttfb(std::size_t provider_index, double seconds) noexcept {
@@ -102,6 +106,20 @@ std::string metrics::render() const {
                std::to_string(seal_rejections_[static_cast<std::size_t>(code)].load(std::memory_order_relaxed)) +
                "\n";
     }
+    out += "# HELP byok_grant_requests_total Requests that carried a grant, by outcome: accepted (every check "
+           "passed) or the error that refused them. Never by grant.\n";
+    out += "# TYPE byok_grant_requests_total counter\n";
+    out += "byok_grant_requests_total{outcome=\"accepted\"} " +
+           std::to_string(grant_accepted_.load(std::memory_order_relaxed)) + "\n";
+    for (const auto code : {error_code::bad_grant, error_code::grant_expired, error_code::missing_proof,
+                            error_code::bad_proof, error_code::proof_replayed, error_code::origin_mismatch,
+                            error_code::path_not_allowed, error_code::model_not_allowed, error_code::overloaded}) {
+        out += "byok_grant_requests_total{outcome=\"" + std::string(describe(code).code) + "\"} " +
+               std::to_string(grant_rejections_[static_cast<std::size_t>(code)].load(std::memory_order_relaxed)) +
+               "\n";
+    }
+    render_sample(out, "byok_grants_minted_total", "counter", "Grants minted by POST /v1/grants.",
+                  static_cast<std::int64_t>(grants_minted_.load(std::memory_order_relaxed)));
     out += "# HELP byok_upstream_ttfb_seconds Time from sending the request upstream to its response head.\n";
     out += "# TYPE byok_upstream_ttfb_seconds histogram\n";
     for (std::size_t i = 0; i < providers_.size(); ++i) {

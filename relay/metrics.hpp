@@ -32,7 +32,7 @@ void render_sample(std::string& out, std::string_view name, std::string_view typ
                    std::int64_t value);
 
 // The route kinds requests are counted by (a label, never a path).
-enum class metric_route : std::uint8_t { sealed, keys, healthz, web, preflight, unknown, invalid, count_ };
+enum class metric_route : std::uint8_t { sealed, keys, healthz, web, preflight, unknown, invalid, grant, grant_mint, count_ };
 
 class metrics {
 public:
@@ -42,6 +42,11 @@ public:
     static constexpr std::size_t no_provider = static_cast<std::size_t>(-1);
     void request_done(std::size_t provider_index, metric_route route, unsigned status) noexcept;
     void seal_rejected(error_code code) noexcept;
+    // A request that carried a grant: accepted (its key opened), or the
+    // error that refused it before any upstream work.
+    void grant_accepted() noexcept { grant_accepted_.fetch_add(1, std::memory_order_relaxed); }
+    void grant_rejected(error_code code) noexcept;
+    void grant_minted() noexcept { grants_minted_.fetch_add(1, std::memory_order_relaxed); }
     void upstream_ttfb(std::size_t provider_index, double seconds) noexcept;
     void upstream_total(std::size_t provider_index, double seconds) noexcept;
 
@@ -70,6 +75,9 @@ private:
     // Counted without locks: one slot per (provider or none, route, status).
     std::unique_ptr<std::atomic<std::uint64_t>[]> requests_;
     std::array<std::atomic<std::uint64_t>, 32> seal_rejections_{};
+    std::array<std::atomic<std::uint64_t>, 32> grant_rejections_{};
+    std::atomic<std::uint64_t> grant_accepted_{0};
+    std::atomic<std::uint64_t> grants_minted_{0};
     std::vector<std::unique_ptr<histogram>> ttfb_;
     std::vector<std::unique_ptr<histogram>> total_;
     std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(store_error::count_)> store_errors_{};

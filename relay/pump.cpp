@@ -98,6 +98,19 @@ answer_pump::answer_pump(asio::ip::tcp::socket& client, socket_deadline& client_
       writer_wake_(client.get_executor()),
       reader_wake_(client.get_executor()) {}
 
+asio::mutable_buffer answer_pump::piece(std::size_t idx) {
+    if (!bufs_) {
+        bufs_ = std::make_unique_for_overwrite<char[]>(2 * chunk);
+    }
+    return asio::buffer(bufs_.get() + idx * chunk, chunk);
+}
+
+void answer_pump::release_if_idle() noexcept {
+    if (reader_waits_ && !has_pending_) {
+        bufs_.reset();
+    }
+}
+
 asio::awaitable<pump_result> answer_pump::run() {
     co_await (exchange() && watcher());
     result_.reusable = result_.complete && !result_.client_gone && resp_.reusable();
@@ -161,9 +174,10 @@ asio::awaitable<void> answer_pump::exchange() {
         if (framing_.k == answer_framing::kind::close) {
             keep_alive_ = false;
         }
-        // Body bytes that came with the head (or already after it) go into bufs_[0].
-        const std::size_t first = resp_.parse_body(asio::buffer(bufs_[0]), pec);
-        pending_ = std::string_view(bufs_[0].data(), first);
+        // Body bytes that came with the head (or already after it) go into piece 0.
+        const auto into = piece(0);
+        const std::size_t first = resp_.parse_body(into, pec);
+        pending_ = std::string_view(static_cast<const char*>(into.data()), first);
         has_pending_ = first > 0;
     }
     if (ec || result_.client_gone) {
@@ -192,16 +206,20 @@ asio::awaitable<void> answer_pump::exchange() {
 }
 
 asio::awaitable<void> answer_pump::reader() {
-    std::size_t idx = 1;  // bufs_[0] may hold the first piece
+    std::size_t idx = 1;  // piece 0 may hold the first piece
     boost::system::error_code ec;
     while (!resp_.done() && !result_.client_gone) {
-        const auto into = asio::buffer(bufs_[idx]);
-        std::size_t got = resp_.parse_body(into, ec);
+        std::size_t got = resp_.parse_body(piece(idx), ec);
         if (!ec && got == 0 && !resp_.done()) {
-            ec = co_await resp_.fill();  // nothing buffered: wait for the provider
+            // Nothing buffered: wait for the provider, holding no piece once
+            // the writer is done with the last one.
+            reader_waits_ = true;
+            release_if_idle();
+            ec = co_await resp_.fill();
+            reader_waits_ = false;
             if (!ec || (ec == http::error::end_of_stream && resp_.done())) {
                 boost::system::error_code pec;
-                got = resp_.parse_body(into, pec);
+                got = resp_.parse_body(piece(idx), pec);
                 if (pec) {
                     ec = pec;
                 }
@@ -215,7 +233,7 @@ asio::awaitable<void> answer_pump::reader() {
             if (result_.client_gone) {
                 break;
             }
-            pending_ = std::string_view(bufs_[idx].data(), got);
+            pending_ = std::string_view(bufs_.get() + idx * chunk, got);
             has_pending_ = true;
             idx ^= 1;
             wake(writer_wake_);
@@ -241,6 +259,7 @@ asio::awaitable<void> answer_pump::writer() {
         boundary_.feed(first);
         if (has_pending_) {
             has_pending_ = false;
+            release_if_idle();
             wake(reader_wake_);
         }
         if (!ok) {
@@ -259,6 +278,7 @@ asio::awaitable<void> answer_pump::writer() {
             const bool ok = co_await write_client(bufs);
             boundary_.feed(pending_);
             has_pending_ = false;
+            release_if_idle();
             wake(reader_wake_);
             if (!ok) {
                 client_left();

@@ -12,7 +12,8 @@
 //
 // An answer that arrives whole with its head goes out in one write by one
 // coroutine. Otherwise three activities share the connection's thread: the
-// reader (provider -> two small buffers), the writer (buffers -> client) and
+// reader (provider -> two small buffers, held only while bytes pass), the
+// writer (buffers -> client) and
 // the watcher (notices the client leaving and closes the upstream at once).
 //
 // One pump per answer, on the client connection's thread; the sockets it is
@@ -21,6 +22,7 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -110,10 +112,19 @@ private:
     pump_result result_;
     std::chrono::steady_clock::time_point sent_at_ = std::chrono::steady_clock::now();
 
+    // Piece `idx` (0 or 1) of the two the reader fills in turn, allocated
+    // when first needed.
+    [[nodiscard]] boost::asio::mutable_buffer piece(std::size_t idx);
+    // Gives both pieces back when nothing is pending for the client and the
+    // reader waits for the provider: a slow stream holds no buffer between
+    // two events.
+    void release_if_idle() noexcept;
+
     // Reader -> writer hand-off: at most one chunk pending while the reader fills the other buffer.
     boost::asio::steady_timer writer_wake_;
     boost::asio::steady_timer reader_wake_;
-    std::array<std::array<char, chunk>, 2> bufs_;  // not zeroed: only bytes read into them are ever read
+    std::unique_ptr<char[]> bufs_;  // 2 * chunk, not zeroed: only bytes read into them are ever read
+    bool reader_waits_ = false;     // the reader waits for the provider, holding no piece
     std::string_view pending_;
     bool has_pending_ = false;
     bool finished_ = false;  // the reader is done (complete or failed)

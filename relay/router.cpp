@@ -20,10 +20,6 @@ bool is_hex(char c) noexcept {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
-bool starts_with_segment(std::string_view path, std::string_view prefix) noexcept {
-    return path.substr(0, prefix.size()) == prefix && (path.size() == prefix.size() || path[prefix.size()] == '/');
-}
-
 bool is_query_safe(std::string_view q) noexcept {
     for (const char c : q) {
         const auto u = static_cast<unsigned char>(c);
@@ -45,6 +41,10 @@ std::string_view strip_public_prefix(const config& cfg, std::string_view target)
 }
 
 }  // namespace
+
+bool path_under(std::string_view path, std::string_view prefix) noexcept {
+    return path.substr(0, prefix.size()) == prefix && (path.size() == prefix.size() || path[prefix.size()] == '/');
+}
 
 bool is_plain_path(std::string_view path) noexcept {
     if (path.empty() || path.front() != '/') {
@@ -100,6 +100,10 @@ route classify(const config& cfg, std::string_view target) noexcept {
         r.kind = route_kind::keys;
         return r;
     }
+    if (path == "/v1/grants") {
+        r.kind = route_kind::grants;  // minting a scoped key grant: a sealed POST (relay/grants.hpp)
+        return r;
+    }
     if (path == "/healthz") {
         r.kind = route_kind::healthz;
         return r;
@@ -131,7 +135,7 @@ route classify(const config& cfg, std::string_view target) noexcept {
         return r;
     }
     for (const auto& allowed : p->paths) {
-        if (starts_with_segment(rest_path, allowed)) {
+        if (path_under(rest_path, allowed)) {
             r.kind = route_kind::sealed;
             r.prov = p;
             r.rest = target.substr(slash);

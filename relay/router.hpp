@@ -15,7 +15,7 @@
 
 namespace byok::relay {
 
-enum class route_kind { keys, healthz, web, root, sealed, unknown };
+enum class route_kind { keys, healthz, web, root, sealed, grants, unknown };
 
 struct route {
     route_kind kind = route_kind::unknown;
@@ -39,6 +39,10 @@ struct route {
 // no "." or ".." segment (also percent-encoded), no %2F / %5C, no
 // backslash, no empty segment.
 [[nodiscard]] bool is_plain_path(std::string_view path) noexcept;
+
+// True if `path` is `prefix` or lies under it (`prefix` + "/..."): how a
+// provider's allowed paths, and a grant's paths, cover a request's path.
+[[nodiscard]] bool path_under(std::string_view path, std::string_view prefix) noexcept;
 
 // The upstream request-target for a sealed route: base path + rest.
 [[nodiscard]] std::string upstream_target(const provider& p, std::string_view rest);

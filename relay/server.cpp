@@ -43,6 +43,7 @@ shared_state::shared_state(std::shared_ptr<const config> c, std::shared_ptr<cons
       checker(crypto::seal_policy{cfg->seal_max_age_s, cfg->seal_max_future_s, 1024,
                                   static_cast<std::int64_t>(std::time(nullptr)) - 1},
               cfg->replay_cache_entries),
+      grants(checker.policy(), checker.replay()),
       stats(provider_names(*cfg)),
       limiter(cfg->max_connections_per_ip, cfg->per_ip_rate),
       bodies(cfg->max_pending_body_bytes) {

@@ -20,6 +20,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
 
+#include "crypto/grant.hpp"
 #include "crypto/keyring.hpp"
 #include "crypto/seal.hpp"
 #include "relay/address_table.hpp"
@@ -44,6 +45,7 @@ struct shared_state {
     std::shared_ptr<const config> cfg;
     std::atomic<std::shared_ptr<const crypto::keyring>> keys;
     crypto::seal_checker checker;
+    crypto::grant_checker grants;  // shares checker's replay cache
     metrics stats;
     address_table limiter;  // per client address: connection cap and request bucket
     body_budget bodies;  // bytes held in unfinished request bodies

@@ -23,6 +23,7 @@
 #include "relay/admission.hpp"
 #include "relay/deadline.hpp"
 #include "relay/errors.hpp"
+#include "relay/grants.hpp"
 #include "relay/http_util.hpp"
 #include "relay/key_path.hpp"
 #include "relay/local_routes.hpp"
@@ -108,6 +109,14 @@ public:
 private:
     asio::awaitable<bool> serve_one();
     asio::awaitable<void> handle_sealed(request_parser& parser, const route& r, request_ctx& rq);
+    asio::awaitable<void> handle_mint(request_parser& parser, request_ctx& rq);
+    asio::awaitable<void> relay_answer(request_parser& parser, request_ctx& rq, body_budget::lease& lease,
+                                       sent_request& sent);
+    asio::awaitable<bool> admit(request_parser& parser, request_ctx& rq, const crypto::keyring& keys,
+                                body_budget::lease& lease);
+    void count_refusal(const request_ctx& rq, error_code e);
+    // The target as the client sent it to the relay's public URL: what a seal or a proof names.
+    [[nodiscard]] std::string public_target(const request_ctx& rq) const { return sealed_path(cfg_, rq.target); }
     asio::awaitable<void> respond(request_ctx& rq, const local_response& r);
     asio::awaitable<void> respond_error(request_ctx& rq, error_code e, std::string extra_headers = {}) {
         co_await respond(rq, error_response(e, std::move(extra_headers)));
@@ -269,9 +278,12 @@ asio::awaitable<bool> session::serve_one() {
         const route r = classify(cfg_, rq.target);
         const auto verb = req.method();
         if (r.kind == route_kind::sealed) {
-            rq.route = metric_route::sealed;
+            rq.route = crypto::is_grant_authorization(req[http::field::authorization]) ? metric_route::grant
+                                                                                       : metric_route::sealed;
             rq.provider_name = r.prov->name;
             rq.provider_index = s_.provider_index(r.prov);
+        } else if (r.kind == route_kind::grants) {
+            rq.route = metric_route::grant_mint;
         } else if (r.kind == route_kind::keys) {
             rq.route = metric_route::keys;
         } else if (r.kind == route_kind::healthz) {
@@ -281,6 +293,8 @@ asio::awaitable<bool> session::serve_one() {
         }
         if (r.kind == route_kind::sealed && verb != http::verb::options) {
             co_await handle_sealed(parser, r, rq);
+        } else if (r.kind == route_kind::grants && verb == http::verb::post) {
+            co_await handle_mint(parser, rq);
         } else {
             if (verb == http::verb::options) {
                 rq.route = metric_route::preflight;
@@ -320,35 +334,82 @@ asio::awaitable<void> session::handle_sealed(request_parser& parser, const route
         co_await respond_error(rq, error_code::method_not_allowed, "Allow: GET, POST, DELETE\r\n");
         co_return;
     }
-    if (s_.draining.load()) {
-        rq.keep_alive = false;
-        co_await respond_error(rq, error_code::overloaded);
-        co_return;
-    }
 
     // One keyring for the whole request (a reload swaps in a new one).
     const auto keys = s_.keys.load();
-    // The seal's header alone, before a byte of body is read or held: a
-    // request that cannot be accepted costs no body budget and no X25519.
-    if (const auto refused = s_.checker.precheck(*keys, req[http::field::authorization], unix_now())) {
-        const error_code e = from_seal_error(*refused);
-        if (e != error_code::overloaded) {
-            s_.stats.seal_rejected(e);
-        }
-        rq.keep_alive = rq.keep_alive && !body_unread;
-        co_await respond_error(rq, e);
+    body_budget::lease lease = s_.bodies.open();
+    if (!co_await admit(parser, rq, *keys, lease)) {
         co_return;
     }
 
-    // The body: the seal binds its hash, so all of it is needed before
-    // anything goes upstream. It holds a share of the global budget while it
-    // arrives and until it has been forwarded.
-    body_budget::lease lease = s_.bodies.open();
+    const auto digest = crypto::sha256(req.body());
+    const std::string sealed_path = public_target(rq);
+    const std::string target = upstream_target(*r.prov, r.rest);
+    const std::size_t pidx = rq.provider_index;
+    upstream_pool& pool = *w_.pools[pidx];
+    const key_path_env env{s_.checker, s_.grants, *keys, s_.stats.in_flight, cfg_.max_in_flight, pool, *r.prov, cfg_,
+                           w_.replay.get(), &s_.stats};
+    const sealed_request sr{req.method_string(), sealed_path, target, r.rest_path, &req.base(), req.body(), &digest};
+    sent_request sent = co_await open_and_send(env, sr, unix_now());
+    if (sent.grant && sent.key_opened) {
+        s_.stats.grant_accepted();
+    }
+    if (!sent.ok) {
+        if (sent.seal_refused || (sent.grant && !sent.key_opened)) {
+            count_refusal(rq, sent.error);
+        }
+        co_await respond_error(rq, sent.error);
+        co_return;
+    }
+    co_await relay_answer(parser, rq, lease, sent);
+}
+
+void session::count_refusal(const request_ctx& rq, error_code e) {
+    if (rq.route == metric_route::grant) {
+        s_.stats.grant_rejected(e);
+    } else if (e != error_code::overloaded) {
+        s_.stats.seal_rejected(e);
+    }
+}
+
+// Draining: overloaded. The header's checks (a seal's, or a grant's and its proof's), before a
+// byte of body is read or held: a request that cannot be accepted costs no
+// body budget and no X25519 or ECDSA. Then the body: the seal or the proof
+// binds its hash, so all of it is needed before anything goes upstream. It
+// holds a share of the global budget while it arrives and until it has been
+// forwarded. False: answered (or the client left).
+asio::awaitable<bool> session::admit(request_parser& parser, request_ctx& rq, const crypto::keyring& keys,
+                                     body_budget::lease& lease) {
+    auto& req = parser.get();
+    if (s_.draining.load()) {
+        rq.keep_alive = false;
+        co_await respond_error(rq, error_code::overloaded);
+        co_return false;
+    }
+    const bool body_unread = !parser.is_done();
+    const std::string_view authorization = req[http::field::authorization];
+    std::optional<error_code> refused;
+    if (rq.route == metric_route::grant) {
+        const auto [proof, proofs] = proof_header(req.base());
+        const crypto::grant_request_facts facts{authorization, proof, proofs, {}, {}, nullptr};
+        if (const auto e = s_.grants.precheck(keys, facts, unix_now())) {
+            refused = from_grant_error(*e);
+        }
+    } else if (const auto e = s_.checker.precheck(keys, authorization, unix_now())) {
+        refused = from_seal_error(*e);
+    }
+    if (refused) {
+        count_refusal(rq, *refused);
+        rq.keep_alive = rq.keep_alive && !body_unread;
+        co_await respond_error(rq, *refused);
+        co_return false;
+    }
+
     if (body_unread) {
         if (!reserve_announced_body(lease, parser)) {
             rq.keep_alive = false;
             co_await respond_error(rq, error_code::overloaded);
-            co_return;
+            co_return false;
         }
         if (iequals(req[http::field::expect], "100-continue")) {
             const std::array<asio::const_buffer, 1> cont{asio::buffer(std::string_view("HTTP/1.1 100 Continue\r\n\r\n"))};
@@ -376,27 +437,47 @@ asio::awaitable<void> session::handle_sealed(request_parser& parser, const route
                 rq.error = "client_closed";
                 break;
             }
-            co_return;
+            co_return false;
         }
     }
     rq.bytes_in = req.body().size();
+    co_return true;
+}
 
-    const auto digest = crypto::sha256(req.body());
-    const std::string sealed = sealed_path(cfg_, rq.target);
-    const std::string target = upstream_target(*r.prov, r.rest);
-    const std::size_t pidx = rq.provider_index;
-    upstream_pool& pool = *w_.pools[pidx];
-    const key_path_env env{s_.checker, *keys, s_.stats.in_flight, cfg_.max_in_flight, pool, *r.prov, cfg_,
-                           w_.replay.get(), &s_.stats};
-    const sealed_request sr{req.method_string(), sealed, target, &req.base(), req.body(), &digest};
-    sent_request sent = co_await open_and_send(env, sr, unix_now());
-    if (!sent.ok) {
-        if (sent.seal_refused) {
-            s_.stats.seal_rejected(sent.error);
-        }
-        co_await respond_error(rq, sent.error);
+// POST /v1/grants: a sealed request whose answer is a grant, not a provider's.
+asio::awaitable<void> session::handle_mint(request_parser& parser, request_ctx& rq) {
+    auto& req = parser.get();
+    const auto keys = s_.keys.load();
+    body_budget::lease lease = s_.bodies.open();
+    if (!co_await admit(parser, rq, *keys, lease)) {
         co_return;
     }
+    const auto digest = crypto::sha256(req.body());
+    const std::string sealed_path = public_target(rq);
+    const sealed_request sr{req.method_string(), sealed_path, {}, {}, &req.base(), req.body(), &digest};
+    const minted_grant minted =
+        co_await mint_grant(s_.checker, *keys, cfg_, w_.replay.get(), &s_.stats, sr, unix_now());
+    if (!minted.ok) {
+        if (minted.seal_refused) {
+            s_.stats.seal_rejected(minted.error);
+        }
+        co_await respond_error(rq, minted.error);
+        co_return;
+    }
+    s_.stats.grant_minted();
+    local_response answer;
+    answer.status = 201;
+    answer.content_type = "application/json";
+    answer.body = minted.body;
+    answer.extra_headers = "Cache-Control: no-store\r\n";
+    co_await respond(rq, answer);
+}
+
+asio::awaitable<void> session::relay_answer(request_parser& parser, request_ctx& rq, body_budget::lease& lease,
+                                            sent_request& sent) {
+    auto& req = parser.get();
+    const std::size_t pidx = rq.provider_index;
+    upstream_pool& pool = *w_.pools[pidx];
 
     // The request is upstream: its body is no longer needed, nor the room it held.
     req.body().clear();
@@ -406,7 +487,8 @@ asio::awaitable<void> session::handle_sealed(request_parser& parser, const route
         buffer_.shrink_to_fit();  // a stream may be long: hold no client read buffer meanwhile
     }
 
-    // On the heap: two 4 KiB buffers that only a relayed answer needs.
+    // On the heap, not in this frame: only a relayed answer needs it (its
+    // two 4 KiB pieces it allocates itself, only while bytes pass).
     const auto pump = std::make_unique<answer_pump>(sock_, deadline_, *sent.conn, cfg_, rq.cors, rq.keep_alive,
                                                     rq.version);
     const pump_result res = co_await pump->run();

@@ -181,21 +181,29 @@ asio::awaitable<boost::system::error_code> upstream_conn::write(std::span<const 
     co_return deadline.settle({});
 }
 
-asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> upstream_conn::read_some(asio::mutable_buffer into,
-                                                                                             bool wait_first) {
+asio::awaitable<boost::system::error_code> upstream_conn::wait_readable() {
+    if (ssl_ != nullptr) {
+        if (SSL_has_pending(ssl_) == 1) {
+            co_return boost::system::error_code{};
+        }
+        // SSL_MODE_RELEASE_BUFFERS does not give back the read buffer OpenSSL
+        // 3.0 set up for a read that found nothing: a slow stream would hold
+        // 16 KiB between two events. Freed here, it is set up again when the
+        // next record arrives.
+        (void)SSL_free_buffers(ssl_);
+    }
+    // Asio re-arms the descriptor for a wait (epoll_ctl), so bytes that
+    // arrived before the wait was queued still wake it.
+    co_return co_await wait_for(SSL_ERROR_WANT_READ);
+}
+
+asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> upstream_conn::read_some(asio::mutable_buffer into) {
     if (ssl_ == nullptr) {
         auto [ec, n] = co_await sock_.async_read_some(into, asio::as_tuple(asio::use_awaitable));
         co_return std::tuple{deadline.settle(ec), n};
     }
     auto* const p = static_cast<char*>(into.data());
     std::size_t total = 0;
-    if (wait_first && SSL_has_pending(ssl_) == 0) {
-        // Asio re-arms the descriptor for a wait (epoll_ctl), so an answer
-        // that arrived before the wait was queued still wakes it.
-        if (const auto ec = co_await wait_for(SSL_ERROR_WANT_READ)) {
-            co_return std::tuple{deadline.settle(ec), std::size_t{0}};
-        }
-    }
     while (total < into.size()) {
         ERR_clear_error();
         std::size_t n = 0;
@@ -213,6 +221,9 @@ asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> upstream_con
             break;  // deliver what arrived; the next call reports the failure (for a fatal one, as SSL_ERROR_SYSCALL)
         }
         if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            if (e == SSL_ERROR_WANT_READ) {
+                (void)SSL_free_buffers(ssl_);  // as in wait_readable()
+            }
             if (const auto ec = co_await wait_for(e)) {
                 co_return std::tuple{deadline.settle(ec), std::size_t{0}};
             }
@@ -308,13 +319,23 @@ asio::awaitable<boost::system::error_code> upstream_response::fill() {
         co_return http::error::header_limit;
     }
     conn_.deadline.expires_after(timeout_);
-    // Wait for readability before trying when nothing can be there yet: right
-    // after the request was written, and after a read that took less than it
-    // could (it drained the socket; the provider sends its next event later).
-    // A read attempted then would only say EAGAIN: one system call per event
-    // of a paced stream. The wait is safe either way (Asio re-arms the
-    // descriptor, so bytes that arrived meanwhile still wake it).
-    auto [ec, n] = co_await conn_.read_some(b.prepare(room), wait_first_);
+    if (wait_first_ && conn_.is_tls()) {
+        // Nothing can be there yet: right after the request was written, and
+        // after a read that took less than it could (it drained the socket;
+        // the provider sends its next event later). A read attempted now would
+        // only say EAGAIN: one system call per event of a paced stream. So
+        // wait for readability first, holding no buffer meanwhile: between
+        // two events a slow stream keeps neither this buffer nor OpenSSL's.
+        // (What is left unparsed then is at most a few bytes, such as the CRLF
+        // that ends a chunk, which the parser takes with the next chunk's size.)
+        if (b.size() <= small_leftover) {
+            b.shrink_to_fit();
+        }
+        if (const auto wec = co_await conn_.wait_readable()) {
+            co_return conn_.deadline.settle(wec);
+        }
+    }
+    auto [ec, n] = co_await conn_.read_some(b.prepare(room));
     wait_first_ = n < room;
     b.commit(n);
     if (ec == asio::error::eof) {

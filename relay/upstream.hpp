@@ -66,13 +66,17 @@ public:
     // Writes all of `bufs`.
     [[nodiscard]] asio::awaitable<boost::system::error_code> write(std::span<const asio::const_buffer> bufs);
     // Reads at least one byte into `into`: every byte already received (all
-    // buffered TLS records), as much as fits. With `wait_first`, waits for the
-    // socket to be readable before trying (right after a request was written,
-    // when nothing can be there yet: saves a read that would only say EAGAIN).
-    // A clean end (close_notify, or FIN on plain TCP) is asio::error::eof; a
-    // TLS connection cut without close_notify is asio::ssl::error::stream_truncated.
+    // buffered TLS records), as much as fits. A clean end (close_notify, or
+    // FIN on plain TCP) is asio::error::eof; a TLS connection cut without
+    // close_notify is asio::ssl::error::stream_truncated.
     [[nodiscard]] asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> read_some(
-        asio::mutable_buffer into, bool wait_first = false);
+        asio::mutable_buffer into);
+    // Waits, holding no record buffer, until the provider sent something (or
+    // OpenSSL already holds a record). For when nothing can be there yet:
+    // right after a request was written, and between two events of a slow
+    // stream. Saves a read that would only say EAGAIN. Leaves `deadline` as
+    // it is (the caller settles it after the read that follows).
+    [[nodiscard]] asio::awaitable<boost::system::error_code> wait_readable();
     // True if the provider sent nothing since the last exchange: no bytes in
     // OpenSSL's buffers and none (not even a FIN) in the socket.
     [[nodiscard]] bool still_quiet() noexcept;
@@ -108,6 +112,8 @@ public:
     static constexpr std::size_t head_limit = 16 * 1024;
     static constexpr std::size_t max_interim = 8;
     static constexpr std::size_t read_size = 4096;
+    // Unparsed bytes fill() still moves into a buffer of their own before a wait.
+    static constexpr std::size_t small_leftover = 64;
 
     upstream_response(upstream_conn& conn, std::chrono::seconds timeout) noexcept;
 

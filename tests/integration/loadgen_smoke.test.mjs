@@ -66,6 +66,16 @@ test('streaming, 2 s: every stream has its 20 events, first event before last', 
   assert.ok(r.first_event_us.p50 <= r.last_event_us.p50);
 });
 
+test('--seal hpke: RFC 9180 seals to the relay\'s HPKE key, headers bound, every one accepted', async () => {
+  const r = await loadgen(['--connections', '2', '--duration', '2', '--seal', 'hpke', '--keys', '4', '--preseal', '20000',
+    '--seal-threads', '2']);
+  assertSane(r);
+  assert.equal(r.seal.alg, 'hpke-x25519-sha256-aes128gcm');
+  assert.equal(r.responses_by_status['200'], r.completed_total);
+  const def = await loadgen(['--connections', '1', '--duration', '0.5']);
+  assert.equal(def.seal.alg, 'x25519-sealedbox', 'the sealed box stays the default');
+});
+
 test('open loop: the scheduled rate is what was sent', async () => {
   const r = await loadgen(['--connections', '4', '--duration', '2', '--rate', '100']);
   assertSane(r);

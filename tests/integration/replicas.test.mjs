@@ -7,7 +7,7 @@
 // A seal accepted by one replica is refused by the others; one replica
 // SIGKILLed and restarted under load forwards nothing twice; Redis stopped
 // under load: "refuse" answers 503 and forwards nothing unconfirmed, "local"
-// serves and counts; Redis back: the relays reconnect by themselves; a
+// serves and counts; a grant's proof (and its mint seal) is claimed the same way; Redis back: the relays reconnect by themselves; a
 // replica restarted without Redis refuses a seal made before its start.
 // The mock counts every (key, body) pair it receives (pairs_repeated).
 import { test, before, after } from 'node:test';
@@ -16,6 +16,7 @@ import { spawn, execFile } from 'node:child_process';
 import { existsSync, rmSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { randomBytes, webcrypto } from 'node:crypto';
 
 import * as h from './lib/harness.mjs';
 import { nginxBin, freePort, makeCert, startNginx, request, parseMetrics, metricSum } from './nginx/nginx.mjs';
@@ -106,14 +107,14 @@ async function waitConnected(r, timeoutMs = 8000) {
 // ---- requests --------------------------------------------------------------------------------
 
 // A sealed request straight to one replica (not through nginx), with its seal.
-async function direct(r, { authorization, apiKey = h.randomApiKey(), body, iat } = {}) {
+async function direct(r, { authorization, apiKey = h.randomApiKey(), body, iat, path = CHAT } = {}) {
   const text = body ?? JSON.stringify({ model: 'mock-1', messages: [{ role: 'user', content: apiKey }] });
-  const auth = authorization ?? await h.seal({ keyConfig: await h.fetchKeys(r.url), apiKey, path: CHAT, body: text, iat });
-  const res = await fetch(new URL(CHAT, r.url), {
+  const auth = authorization ?? await h.seal({ keyConfig: await h.fetchKeys(r.url), apiKey, path, body: text, iat });
+  const res = await fetch(new URL(path, r.url), {
     method: 'POST', headers: { 'content-type': 'application/json', authorization: auth }, body: text,
   });
   const json = await res.json();
-  return { status: res.status, code: json?.error?.code, authorization: auth, body: text, headers: res.headers };
+  return { status: res.status, code: json?.error?.code, json, authorization: auth, body: text, headers: res.headers };
 }
 
 async function viaNginx(authorization, body) {
@@ -198,6 +199,32 @@ test('a seal accepted by one replica is refused by each of the others, directly 
   const served = new Set(nginx.accessLog().trim().split('\n').slice(-6).map((l) => l.match(/upstream=(\S+)/)[1]));
   assert.ok(served.size >= 2, `round robin sent the copies to ${[...served]}`);
   assert.equal((await mockStats()).pairs_repeated, 0);
+});
+
+test('a grant proof used on one replica is refused by the others (proof_replayed), and so is its mint seal', async () => {
+  const { subtle } = webcrypto;
+  const pair = await subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify']);
+  const { kty, crv, x, y } = await subtle.exportKey('jwk', pair.publicKey);
+  const origin = 'http://app.test';
+  const mintText = JSON.stringify({ provider: 'openai', paths: ['/v1/chat/completions'], models: ['mock-1'],
+    ttl_s: 600, origin, cnf: { jwk: { kty, crv, x, y } } });
+  const mint = await direct(relays[0], { body: mintText, path: '/v1/grants' });
+  assert.equal(mint.status, 201);
+  const again = await direct(relays[1], { authorization: mint.authorization, body: mintText, path: '/v1/grants' });
+  assert.equal(again.code, 'seal_replayed', 'the mint seal is claimed in the store too');
+  const body = JSON.stringify({ model: 'mock-1', messages: [{ role: 'user', content: 'hi' }] });
+  const enc = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const input = `${enc({ typ: 'byok-proof+jwt', alg: 'ES256' })}.${enc({ htm: 'POST', htu: CHAT,
+    iat: Math.floor(Date.now() / 1000), jti: randomBytes(16).toString('base64url'), body_sha256: h.bodySha256(body) })}`;
+  const sig = await subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, pair.privateKey, Buffer.from(input));
+  const headers = { 'content-type': 'application/json', authorization: `Grant ${mint.json.grant}`, origin,
+    'byok-proof': `${input}.${Buffer.from(sig).toString('base64url')}` };
+  const use = (r) => fetch(new URL(CHAT, r.url), { method: 'POST', headers, body }).then(async (res) => ({
+    status: res.status, code: (await res.json())?.error?.code }));
+  assert.equal((await use(relays[0])).status, 200);
+  for (const r of [relays[1], relays[2]]) {
+    assert.deepEqual(await use(r), { status: 401, code: 'proof_replayed' }, `replica ${r.url} took a used proof`);
+  }
 });
 
 test('one replica SIGKILLed and restarted under load: nothing forwarded twice, failures only in flight on it', async () => {

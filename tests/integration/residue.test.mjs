@@ -5,7 +5,8 @@
 //
 // The requests cover every way a key can pass through the relay: answered
 // (JSON, SSE, Anthropic's x-api-key, GET, a body too large to go inline with
-// the head, a key written with JSON \u escapes), refused after the seal was
+// the head, a key written with JSON \u escapes, HPKE seals made by @hpke/core),
+// refused after the seal was
 // opened (payload malformed, seal for another request, expired, replayed),
 // refused before it was opened (not a box, unknown kid), and upstream
 // failures (error status, reset mid-stream, silence until the relay's
@@ -36,7 +37,7 @@ const PLAN = {
   ok_json: 900, ok_stream: 500, ok_anthropic: 200, ok_get: 100, ok_large: 60, ok_escaped: 60,
   bad_box: 100, bad_payload: 200, mismatch: 200, expired: 200, replay: 100, unknown_kid: 100,
   upstream_fail: 200, upstream_reset: 100, hang_abort: 50, hang_timeout: 20,
-  unsealed: 100,
+  unsealed: 100, ok_hpke: 200, ok_hpke_stream: 100, mismatch_hpke: 100,
 };
 
 let mock;
@@ -82,9 +83,9 @@ function payloadText({ key, iat = Math.floor(Date.now() / 1000), method, path, b
   return JSON.stringify({ key, iat, method, path, body_sha256: h.bodySha256(body) });
 }
 
-async function sealPayload(payload, keySet = keyConfig) {
+async function sealPayload(payload, keySet = keyConfig, hpke = false) {
   payloads.push(payload);
-  const auth = await h.seal({ keyConfig: keySet, payload });
+  const auth = hpke ? await h.hpkeSeal({ keyConfig: keySet, payload }) : await h.seal({ keyConfig: keySet, payload });
   seals.push(auth);
   return auth;
 }
@@ -103,7 +104,7 @@ async function one(kind) {
   let path = kind === 'ok_anthropic' ? MESSAGES : kind === 'ok_get' ? MODELS : CHAT;
   let body = '';
   if (method === 'POST') {
-    if (kind === 'ok_stream') body = newBody({ stream: true, mock: { events: 5 } });
+    if (kind === 'ok_stream' || kind === 'ok_hpke_stream') body = newBody({ stream: true, mock: { events: 5 } });
     else if (kind === 'ok_anthropic') body = newBody({ max_tokens: 16, stream: keys.length % 2 === 0 });
     else if (kind === 'ok_large') body = newBody({}, 40 * 1024);
     else if (kind === 'upstream_fail') body = newBody({ mock: { mode: 'fail' } });
@@ -167,6 +168,15 @@ async function one(kind) {
     payload = payloadText({ ...facts, path: keys.length % 2 ? '/openai/v1/embeddings' : path,
       body: keys.length % 2 ? body : body + ' ' });
     break;
+  case 'ok_hpke':
+  case 'ok_hpke_stream':
+    // HPKE (RFC 9180) seals by @hpke/core: the payload must bind the headers.
+    payload = payloadText(facts).replace(/}$/, `,"headers_sha256":"${h.jsonHeadersSha256()}"}`);
+    break;
+  case 'mismatch_hpke':
+    // Opens (the key is in the relay's memory), but binds another content type.
+    payload = payloadText(facts).replace(/}$/, `,"headers_sha256":"${h.bodySha256('content-type:text/plain\n')}"}`);
+    break;
   case 'expired':
     payload = payloadText({ ...facts, iat: Math.floor(Date.now() / 1000) - 3600 });
     break;
@@ -180,7 +190,7 @@ async function one(kind) {
   default:
     payload = payloadText(facts);
   }
-  const authorization = await sealPayload(payload, keySet);
+  const authorization = await sealPayload(payload, keySet, kind.includes('hpke'));
 
   if (kind === 'hang_abort') {
     const ac = new AbortController();
@@ -202,7 +212,7 @@ async function one(kind) {
   } catch {
     return `${r.status}-broken`;
   }
-  if (kind === 'ok_stream') assert.match(text, /tok4/, 'the whole stream arrived');
+  if (kind === 'ok_stream' || kind === 'ok_hpke_stream') assert.match(text, /tok4/, 'the whole stream arrived');
   if (r.status === 200 && kind === 'ok_json') okSeals.push({ authorization, body, path });
   return r.status;
 }
@@ -247,6 +257,7 @@ const EXPECTED = {
   bad_box: [401], bad_payload: [401], mismatch: [401], expired: [401], replay: [401], unknown_kid: [401],
   upstream_fail: [500], upstream_reset: ['200-broken'], hang_abort: ['aborted'], hang_timeout: [504],
   unsealed: [401], mismatch_last: [401], bad_payload_last: [401],
+  ok_hpke: [200], ok_hpke_stream: [200], mismatch_hpke: [401],
 };
 
 test('a few thousand sealed requests of every kind leave no slice of any key in the relay\'s memory', async () => {

@@ -61,7 +61,7 @@ TEST_CASE("answer_locally: preflight, unknown route, methods") {
     CHECK(r.extra_headers.find("Access-Control-Allow-Headers: authorization, x-stainless-os\r\n") != std::string::npos);
     f.set(http::field::access_control_request_headers, "bad\"header");
     r = answer_locally(rq, *keys, nullptr, 1'700'000'000);
-    CHECK(r.extra_headers.find("Access-Control-Allow-Headers: authorization, content-type\r\n") != std::string::npos);
+    CHECK(r.extra_headers.find("Access-Control-Allow-Headers: authorization, byok-proof, content-type\r\n") != std::string::npos);
 
     rq.method = http::verb::get;
     CHECK(answer_locally(rq, *keys, nullptr, 1'700'000'000).error == "unknown_route");

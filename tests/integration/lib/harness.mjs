@@ -224,6 +224,31 @@ export async function seal({ keyConfig, kid, pk, apiKey, method = 'POST', path, 
   return `Sealed ${key.kid}.${s.to_base64(box, s.base64_variants.URLSAFE_NO_PADDING)}`;
 }
 
+// The same payload sealed with HPKE (RFC 9180 base mode) to the relay's HPKE
+// key, by @hpke/core from npm (an implementation nobody on this team wrote):
+// "Sealed <kid>.<base64url(enc || ct)>", info "byok-relay v1 " + kid, aad empty.
+let hpkeSuite = null;
+export async function hpkeSeal({ keyConfig, payload }) {
+  const key = keyConfig.keys.find((k) => k.alg === 'hpke-x25519-sha256-aes128gcm');
+  if (!key) throw new Error('the relay lists no HPKE key');
+  if (!hpkeSuite) {
+    const { CipherSuite, Aes128Gcm, HkdfSha256 } = require('@hpke/core');
+    const { DhkemX25519HkdfSha256 } = require('@hpke/dhkem-x25519');
+    hpkeSuite = new CipherSuite({ kem: new DhkemX25519HkdfSha256(), kdf: new HkdfSha256(), aead: new Aes128Gcm() });
+  }
+  const sender = await hpkeSuite.createSenderContext({
+    recipientPublicKey: await hpkeSuite.kem.deserializePublicKey(Uint8Array.from(Buffer.from(key.pk, 'base64url'))),
+    info: new TextEncoder().encode('byok-relay v1 ' + key.kid),
+  });
+  const ct = new Uint8Array(await sender.seal(new TextEncoder().encode(payload)));
+  return `Sealed ${key.kid}.${Buffer.concat([new Uint8Array(sender.enc), ct]).toString('base64url')}`;
+}
+
+// headers_sha256 (docs/protocol.md §3.5) of the one bound header these tests send.
+export function jsonHeadersSha256() {
+  return b64url(createHash('sha256').update('content-type:application/json\n').digest());
+}
+
 // One sealed request through fetch. `path` is the relay-side target.
 export async function sealedRequest(relayUrl, { apiKey, method = 'POST', path, body, headers = {}, keyConfig, iat, sealPath }) {
   const keys = keyConfig ?? (await fetchKeys(relayUrl));
