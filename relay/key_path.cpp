@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstring>
 #include <vector>
 
@@ -99,15 +100,8 @@ crypto::sha256_digest sealed_headers_digest(const beast::http::fields& headers) 
     return crypto::headers_sha256(all);
 }
 
-// What an accepted seal or proof leaves to claim_once.
-struct claim_ticket {
-    crypto::replay_cache::id id{};
-    std::int64_t forget_at = 0;
-    error_code replayed = error_code::seal_replayed;
-};
-
-// The one point where a proof's jti is claimed as used locally (claim_once
-// then claims the same id in the shared store, when there is one).
+// The one point where a proof's jti is claimed as used (a shared replay
+// store, when there is one, claims the same id here too).
 std::optional<error_code> claim_proof(const key_path_env& env, const crypto::opened_grant& g, std::int64_t now) {
     if (const auto e = env.grants.claim_proof(g, now)) {
         return from_grant_error(*e);
@@ -119,7 +113,7 @@ std::optional<error_code> claim_proof(const key_path_env& env, const crypto::ope
 // (relay/grants.cpp), then the proof's jti recorded once every check passed.
 std::optional<crypto::opened_key> open_grant(const key_path_env& env, const sealed_request& rq,
                                              std::string_view authorization, std::int64_t now, sent_request& out,
-                                             claim_ticket& ticket) {
+                                             crypto::accepted_seal& accepted) {
     out.grant = true;
     const auto [proof, proofs] = proof_header(*rq.headers);
     const crypto::grant_request_facts facts{authorization, proof, proofs, rq.method, rq.sealed_path, rq.body_sha256};
@@ -139,7 +133,7 @@ std::optional<crypto::opened_key> open_grant(const key_path_env& env, const seal
         out.seal_refused = out.error != error_code::overloaded;
         return std::nullopt;
     }
-    ticket = {opened.grant().proof_id(), opened.grant().proof_forget_at(), error_code::proof_replayed};
+    accepted = {opened.grant().proof_id(), opened.grant().proof_forget_at()};
     return std::move(opened).take().take_key();
 }
 
@@ -147,7 +141,7 @@ std::optional<crypto::opened_key> open_grant(const key_path_env& env, const seal
 std::optional<crypto::opened_key> open_seal(crypto::seal_checker& checker, const crypto::keyring& keys,
                                             const sealed_request& rq, std::string_view authorization,
                                             std::int64_t now, bool& seal_refused, error_code& error,
-                                            claim_ticket& ticket) {
+                                            crypto::accepted_seal& accepted) {
     const crypto::sha256_digest headers_digest = sealed_headers_digest(*rq.headers);
     const crypto::request_facts facts{rq.method, rq.sealed_path, rq.body_sha256, authorization, &headers_digest};
     auto checked = checker.check(keys, facts, now);
@@ -156,7 +150,7 @@ std::optional<crypto::opened_key> open_seal(crypto::seal_checker& checker, const
         seal_refused = error != error_code::overloaded;
         return std::nullopt;
     }
-    ticket = {checked.accepted().id, checked.accepted().forget_at, error_code::seal_replayed};
+    accepted = checked.accepted();
     return std::move(checked).take_key();
 }
 
@@ -164,14 +158,14 @@ std::optional<crypto::opened_key> open_seal(crypto::seal_checker& checker, const
 
 asio::awaitable<std::optional<error_code>> claim_once(replay_store* store, metrics* stats,
                                                       std::span<const unsigned char> id, std::int64_t forget_at,
-                                                      std::int64_t now_unix, error_code replayed) {
+                                                      std::int64_t now_unix) {
     if (store == nullptr) {
         co_return std::nullopt;  // the local replay cache (already checked) is all there is
     }
     const auto ttl = std::chrono::milliseconds(std::max<std::int64_t>(forget_at - now_unix, 1) * 1000);
     switch (co_await store->claim(id, ttl)) {
     case claim_outcome::claimed: co_return std::nullopt;
-    case claim_outcome::replayed: co_return replayed;
+    case claim_outcome::replayed: co_return error_code::seal_replayed;
     case claim_outcome::unavailable: break;
     }
     if (store->config().on_error == replay_store_failure::local) {
@@ -189,25 +183,25 @@ asio::awaitable<sent_request> open_and_send(const key_path_env& env, const seale
     // 1. Open and check a seal, or a grant with its proof. The key exists
     //    from here to the end of this function.
     const std::string_view authorization = (*rq.headers)[beast::http::field::authorization];
-    claim_ticket ticket;
+    crypto::accepted_seal accepted;  // the seal's replay id, or the proof's
     std::optional<crypto::opened_key> opened =
         crypto::is_grant_authorization(authorization)
-            ? open_grant(env, rq, authorization, now_unix, out, ticket)
-            : open_seal(env.checker, env.keys, rq, authorization, now_unix, out.seal_refused, out.error, ticket);
+            ? open_grant(env, rq, authorization, now_unix, out, accepted)
+            : open_seal(env.checker, env.keys, rq, authorization, now_unix, out.seal_refused, out.error, accepted);
     if (!opened) {
         co_return out;
     }
+    const crypto::opened_key key = std::move(*opened);
+    opened.reset();
+
     // 1b. Claimed once across every replica sharing the store, before the
     // key goes anywhere.
-    if (const auto refused =
-            co_await claim_once(env.store, env.stats, ticket.id, ticket.forget_at, now_unix, ticket.replayed)) {
-        out.error = *refused;
-        out.seal_refused = out.error != error_code::overloaded;
+    if (const auto refused = co_await claim_once(env.store, env.stats, accepted.id, accepted.forget_at, now_unix)) {
+        out.error = out.grant && *refused == error_code::seal_replayed ? error_code::proof_replayed : *refused;
+        out.seal_refused = *refused == error_code::seal_replayed;
         co_return out;
     }
     out.key_opened = true;
-    const crypto::opened_key key = std::move(*opened);
-    opened.reset();
 
     // 2. A slot, then a verified connection, before the key is put anywhere.
     out.slot = in_flight_slot::try_take(env.in_flight, env.max_in_flight);
@@ -260,37 +254,30 @@ asio::awaitable<sent_request> open_and_send(const key_path_env& env, const seale
     co_return out;
 }  // `key` is wiped here
 
-asio::awaitable<minted_grant> mint_grant(crypto::seal_checker& checker, const crypto::keyring& keys,
-                                         const config& cfg, replay_store* store, metrics* stats,
-                                         const sealed_request& rq, std::int64_t now_unix) {
+minted_grant mint_grant(crypto::seal_checker& checker, const crypto::keyring& keys, const config& cfg,
+                        const sealed_request& rq, std::int64_t now_unix) {
     minted_grant out;
     auto scope = parse_grant_request(cfg, rq.body, now_unix);
     if (const auto* e = std::get_if<error_code>(&scope)) {
         out.error = *e;
-        co_return out;
+        return out;
     }
     const crypto::relay_key* signer = keys.grant_signer(now_unix);
     if (signer == nullptr) {
         out.error = error_code::unknown_route;  // this relay's key files hold no grant key: no grants here
-        co_return out;
+        return out;
     }
     const std::string_view authorization = (*rq.headers)[beast::http::field::authorization];
-    claim_ticket ticket;
-    const auto key = open_seal(checker, keys, rq, authorization, now_unix, out.seal_refused, out.error, ticket);
+    const auto key = open_seal(checker, keys, rq, authorization, now_unix, out.seal_refused, out.error, out.accepted);
     if (!key) {
-        co_return out;
-    }
-    if (const auto refused = co_await claim_once(store, stats, ticket.id, ticket.forget_at, now_unix, ticket.replayed)) {
-        out.error = *refused;
-        out.seal_refused = out.error != error_code::overloaded;
-        co_return out;
+        return out;
     }
     auto& s = std::get<crypto::grant_scope>(scope);
     s.exp = std::min(s.exp, signer->exp());  // a grant dies with its key
     out.body = grant_response_body(crypto::make_grant_token(*signer, s, key->value()), s);
     crypto::wipe_stack_below();  // what sealing the token left on this thread's stack
     out.ok = true;
-    co_return out;
+    return out;
 }  // `key` is wiped here
 
 }  // namespace byok::relay

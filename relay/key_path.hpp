@@ -71,20 +71,19 @@ struct sent_request {
 };
 
 // The one claim point (issue 15): whatever authorizes a request once (a
-// seal's replay id; a grant proof's jti) goes through here after the local
-// checks accepted it and before the key is written anywhere. Without a
-// shared store (`store` null) it is a no-op. With one, the id is used only if
-// the store says this relay claimed it first (`SET NX`); `replayed` if
-// another relay did; if the store cannot confirm, `overloaded` (503 with
-// Retry-After) under on_error "refuse", and go ahead on the local cache
-// alone, counted in `stats`, under "local". nullopt: go ahead. `forget_at`:
-// unix second from which the id can no longer be accepted anyway (the store
-// forgets it then).
+// seal's replay id; a grant proof's jti; the seal of a grant's mint) goes
+// through here after the local checks accepted it and before the key is
+// written anywhere. Without a shared store it is a no-op. With one, the id is
+// used only if the store says this relay claimed it first (`SET NX`);
+// `seal_replayed` if another relay did; if the store cannot confirm,
+// `overloaded` (503 with Retry-After) under on_error "refuse", and go ahead
+// on the local cache alone, counted, under "local". nullopt: go ahead.
+// `forget_at`: unix second from which the id can no longer be accepted
+// anyway (the store forgets it then).
 [[nodiscard]] boost::asio::awaitable<std::optional<error_code>> claim_once(replay_store* store, metrics* stats,
                                                                            std::span<const unsigned char> id,
                                                                            std::int64_t forget_at,
-                                                                           std::int64_t now_unix,
-                                                                           error_code replayed);
+                                                                           std::int64_t now_unix);
 
 // Opens the seal (or, for "Authorization: Grant", the grant and its
 // proof) for `rq` and, if it checks, sends the one request it allows.
@@ -99,12 +98,9 @@ struct minted_grant {
     error_code error = error_code::internal_error;  // when !ok
     bool seal_refused = false;                       // the error came from the seal check
     std::string body;                                // the 201 answer's JSON
+    crypto::accepted_seal accepted;                  // for claim_once, before the answer goes out
 };
-// The minting seal goes through claim_once like any other (`store`, `stats`
-// as in key_path_env).
-[[nodiscard]] boost::asio::awaitable<minted_grant> mint_grant(crypto::seal_checker& checker,
-                                                              const crypto::keyring& keys, const config& cfg,
-                                                              replay_store* store, metrics* stats,
-                                                              const sealed_request& rq, std::int64_t now_unix);
+[[nodiscard]] minted_grant mint_grant(crypto::seal_checker& checker, const crypto::keyring& keys, const config& cfg,
+                                      const sealed_request& rq, std::int64_t now_unix);
 
 }  // namespace byok::relay

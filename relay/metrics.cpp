@@ -62,12 +62,12 @@ void metrics::seal_rejected(error_code code) noexcept {
     seal_rejections_[static_cast<std::size_t>(code)].fetch_add(1, std::memory_order_relaxed);
 }
 
-void metrics::replay_store_error(store_error e) noexcept {
-    store_errors_[static_cast<std::size_t>(e)].fetch_add(1, std::memory_order_relaxed);
-}
-
 void metrics::grant_rejected(error_code code) noexcept {
     grant_rejections_[static_cast<std::size_t>(code)].fetch_add(1, std::memory_order_relaxed);
+}
+
+void metrics::replay_store_error(store_error e) noexcept {
+    store_errors_[static_cast<std::size_t>(e)].fetch_add(1, std::memory_order_relaxed);
 }
 
 void metrics::upstream_ttfb(std::size_t provider_index, double seconds) noexcept {

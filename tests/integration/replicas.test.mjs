@@ -7,7 +7,7 @@
 // A seal accepted by one replica is refused by the others; one replica
 // SIGKILLed and restarted under load forwards nothing twice; Redis stopped
 // under load: "refuse" answers 503 and forwards nothing unconfirmed, "local"
-// serves and counts; a grant's proof (and its mint seal) is claimed the same way; Redis back: the relays reconnect by themselves; a
+// serves and counts; Redis back: the relays reconnect by themselves; a
 // replica restarted without Redis refuses a seal made before its start.
 // The mock counts every (key, body) pair it receives (pairs_repeated).
 import { test, before, after } from 'node:test';
@@ -16,9 +16,9 @@ import { spawn, execFile } from 'node:child_process';
 import { existsSync, rmSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { randomBytes, webcrypto } from 'node:crypto';
 
 import * as h from './lib/harness.mjs';
+import { appKey, mintBody, proof } from './lib/grant_client.mjs';
 import { nginxBin, freePort, makeCert, startNginx, request, parseMetrics, metricSum } from './nginx/nginx.mjs';
 
 const redisBin = process.env.BYOK_REDIS_BIN ?? '/usr/bin/redis-server';
@@ -107,14 +107,14 @@ async function waitConnected(r, timeoutMs = 8000) {
 // ---- requests --------------------------------------------------------------------------------
 
 // A sealed request straight to one replica (not through nginx), with its seal.
-async function direct(r, { authorization, apiKey = h.randomApiKey(), body, iat, path = CHAT } = {}) {
+async function direct(r, { authorization, apiKey = h.randomApiKey(), body, iat } = {}) {
   const text = body ?? JSON.stringify({ model: 'mock-1', messages: [{ role: 'user', content: apiKey }] });
-  const auth = authorization ?? await h.seal({ keyConfig: await h.fetchKeys(r.url), apiKey, path, body: text, iat });
-  const res = await fetch(new URL(path, r.url), {
+  const auth = authorization ?? await h.seal({ keyConfig: await h.fetchKeys(r.url), apiKey, path: CHAT, body: text, iat });
+  const res = await fetch(new URL(CHAT, r.url), {
     method: 'POST', headers: { 'content-type': 'application/json', authorization: auth }, body: text,
   });
   const json = await res.json();
-  return { status: res.status, code: json?.error?.code, json, authorization: auth, body: text, headers: res.headers };
+  return { status: res.status, code: json?.error?.code, authorization: auth, body: text, headers: res.headers };
 }
 
 async function viaNginx(authorization, body) {
@@ -201,30 +201,36 @@ test('a seal accepted by one replica is refused by each of the others, directly 
   assert.equal((await mockStats()).pairs_repeated, 0);
 });
 
-test('a grant proof used on one replica is refused by the others (proof_replayed), and so is its mint seal', async () => {
-  const { subtle } = webcrypto;
-  const pair = await subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify']);
-  const { kty, crv, x, y } = await subtle.exportKey('jwk', pair.publicKey);
-  const origin = 'http://app.test';
-  const mintText = JSON.stringify({ provider: 'openai', paths: ['/v1/chat/completions'], models: ['mock-1'],
-    ttl_s: 600, origin, cnf: { jwk: { kty, crv, x, y } } });
-  const mint = await direct(relays[0], { body: mintText, path: '/v1/grants' });
-  assert.equal(mint.status, 201);
-  const again = await direct(relays[1], { authorization: mint.authorization, body: mintText, path: '/v1/grants' });
-  assert.equal(again.code, 'seal_replayed', 'the mint seal is claimed in the store too');
-  const body = JSON.stringify({ model: 'mock-1', messages: [{ role: 'user', content: 'hi' }] });
-  const enc = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-  const input = `${enc({ typ: 'byok-proof+jwt', alg: 'ES256' })}.${enc({ htm: 'POST', htu: CHAT,
-    iat: Math.floor(Date.now() / 1000), jti: randomBytes(16).toString('base64url'), body_sha256: h.bodySha256(body) })}`;
-  const sig = await subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, pair.privateKey, Buffer.from(input));
-  const headers = { 'content-type': 'application/json', authorization: `Grant ${mint.json.grant}`, origin,
-    'byok-proof': `${input}.${Buffer.from(sig).toString('base64url')}` };
-  const use = (r) => fetch(new URL(CHAT, r.url), { method: 'POST', headers, body }).then(async (res) => ({
-    status: res.status, code: (await res.json())?.error?.code }));
-  assert.equal((await use(relays[0])).status, 200);
+test('a grant proof accepted by one replica is refused by the others; so is the seal that minted the grant', async () => {
+  const ORIGIN = 'http://app.test';
+  const app = await appKey();
+  const mint = { apiKey: h.randomApiKey('sk-grant-'), path: '/v1/grants', body: mintBody(app.jwk, { origin: ORIGIN }) };
+  const mintSeal = await h.seal({ keyConfig: await h.fetchKeys(relays[0].url), ...mint });
+  const send = (r, path, headers, body) => fetch(new URL(path, r.url), {
+    method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body,
+  });
+  const minted = await send(relays[0], '/v1/grants', { authorization: mintSeal }, mint.body);
+  assert.equal(minted.status, 201, await minted.clone().text());
+  const { grant } = await minted.json();
   for (const r of [relays[1], relays[2]]) {
-    assert.deepEqual(await use(r), { status: 401, code: 'proof_replayed' }, `replica ${r.url} took a used proof`);
+    const again = await send(r, '/v1/grants', { authorization: mintSeal }, mint.body);
+    assert.equal(again.status, 401, `replica ${r.url} minted a second grant from one seal`);
+    assert.equal((await again.json()).error.code, 'seal_replayed');
   }
+
+  const body = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'once' }] });
+  const headers = { authorization: `Grant ${grant}`, origin: ORIGIN,
+    'byok-proof': await proof(app.privateKey, { htu: CHAT, body }) };
+  const before = (await mockStats()).requests;
+  const first = await send(relays[1], CHAT, headers, body);
+  assert.equal(first.status, 200, await first.clone().text());
+  await first.text();
+  for (const r of [relays[0], relays[2]]) {
+    const again = await send(r, CHAT, headers, body);
+    assert.equal(again.status, 401, `replica ${r.url} accepted a proof replica 1 had accepted`);
+    assert.equal((await again.json()).error.code, 'proof_replayed');
+  }
+  assert.equal((await mockStats()).requests, before + 1, 'the provider saw the granted request once');
 });
 
 test('one replica SIGKILLed and restarted under load: nothing forwarded twice, failures only in flight on it', async () => {
