@@ -121,6 +121,13 @@ void replay_store::close() noexcept {
     connected_ = false;
 }
 
+void replay_store::wake_connect_waiters() noexcept {
+    for (auto* t : connect_waiters_) {
+        t->cancel();
+    }
+    connect_waiters_.clear();
+}
+
 void replay_store::fail_pending() noexcept {
     for (auto& w : pending_) {
         if (w->timer != nullptr) {
@@ -236,9 +243,12 @@ asio::awaitable<void> replay_store::run() {
     auto backoff = std::chrono::duration_cast<std::chrono::milliseconds>(backoff_first);
     bool reported = false;  // one log line per outage, not one per attempt
     for (;;) {
+        connecting_ = true;
         const auto ec = co_await connect();
+        connecting_ = false;
         if (!ec) {
             connected_ = true;
+            wake_connect_waiters();
             stats_.replay_store_connected.fetch_add(1, std::memory_order_relaxed);
             log_line("replay store: connected to " + cfg_.url);
             reported = false;
@@ -251,6 +261,7 @@ asio::awaitable<void> replay_store::run() {
             reported = true;
         } else {
             close();
+            wake_connect_waiters();
             if (!reported) {
                 log_line("replay store: cannot reach " + cfg_.url + " (" + ec.message() + "); retrying");
                 reported = true;
@@ -327,6 +338,18 @@ asio::awaitable<void> replay_store::write_pending() {
 }
 
 asio::awaitable<claim_outcome> replay_store::claim(std::span<const unsigned char> id, std::chrono::milliseconds ttl) {
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    timer.expires_after(std::chrono::milliseconds(cfg_.timeout_ms));  // for the whole claim
+    const auto start = std::chrono::steady_clock::now();
+    if (!connected_ && connecting_) {
+        connect_waiters_.push_back(&timer);
+        co_await timer.async_wait(as_tuple(use_awaitable));
+        std::erase(connect_waiters_, &timer);
+        if (timer.expiry() <= std::chrono::steady_clock::now()) {
+            stats_.replay_store_error(metrics::store_error::timeout);
+            co_return claim_outcome::unavailable;
+        }
+    }
     if (!connected_ || pending_.size() >= max_pending) {
         stats_.replay_store_error(metrics::store_error::down);
         co_return claim_outcome::unavailable;
@@ -339,14 +362,11 @@ asio::awaitable<claim_outcome> replay_store::claim(std::span<const unsigned char
     }
     out_ += format_command({"SET", key, "1", "NX", "PX", std::to_string(std::max<std::int64_t>(ttl.count(), 1))});
     auto w = std::make_shared<waiter>();
-    asio::steady_timer timer(co_await asio::this_coro::executor);
-    timer.expires_after(std::chrono::milliseconds(cfg_.timeout_ms));
     w->timer = &timer;
     pending_.push_back(w);
     if (!writing_) {
         asio::co_spawn(ioc_, write_pending(), asio::detached);
     }
-    const auto start = std::chrono::steady_clock::now();
     co_await timer.async_wait(as_tuple(use_awaitable));
     w->timer = nullptr;  // a reply after this is matched and dropped
     if (!w->outcome) {

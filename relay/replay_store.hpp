@@ -14,7 +14,8 @@
 // connection, commands pipelined on it in order, replies matched to claims in
 // order; no locks, no blocking call. The connection is made and remade by a
 // coroutine with exponential backoff (50 ms to 2 s); while it is down, claims
-// fail at once. hiredis (Debian's 0.14) formats the commands and parses the
+// fail at once, and while an attempt is under way (a relay just started)
+// they wait for it within their timeout. hiredis (Debian's 0.14) formats the commands and parses the
 // replies; the socket, TLS (rediss://, verified against the configured CA and
 // host name) and timers are Asio's, because Debian 12's hiredis has no TLS.
 //
@@ -27,6 +28,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
@@ -71,6 +73,7 @@ private:
     boost::asio::awaitable<boost::system::error_code> write_all(const std::string& bytes);
     void close() noexcept;
     void fail_pending() noexcept;
+    void wake_connect_waiters() noexcept;
 
     boost::asio::io_context& ioc_;
     const replay_store_config& cfg_;
@@ -80,6 +83,8 @@ private:
     std::unique_ptr<boost::asio::ssl::stream<boost::asio::ip::tcp::socket&>> tls_;
     redisReader* reader_ = nullptr;
     bool connected_ = false;
+    bool connecting_ = false;  // a connection attempt is under way: claims wait for it (within timeout_ms)
+    std::vector<boost::asio::steady_timer*> connect_waiters_;
     bool writing_ = false;
     unsigned generation_ = 0;  // one per connection: a writer of an old one leaves the new one alone
     std::string out_;      // commands not yet handed to the socket

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-# Build: compiler, CMake, the five libraries the project is written against.
+# Build: compiler, CMake, the libraries the project is written against (hiredis: the
+# Redis protocol of the optional shared replay store, relay/replay_store.cpp).
 PKGS=(build-essential cmake ninja-build pkg-config
       libboost1.81-dev libssl-dev libsodium-dev nlohmann-json3-dev doctest-dev
       libhiredis-dev openssl ca-certificates)

@@ -166,7 +166,8 @@ TEST_CASE("replay_store: a lost connection fails what waits, and the store recon
     claim_outcome before = claim_outcome::claimed;
     claim_outcome after = claim_outcome::unavailable;
     f.run([&]() -> asio::awaitable<void> {
-        before = co_await f.store->claim(id_a, std::chrono::milliseconds(1000));  // not connected yet
+        // Connecting (the fake has not answered PING): the claim waits for it, up to its timeout.
+        before = co_await f.store->claim(id_a, std::chrono::milliseconds(1000));
         co_await f.accept();
         co_await f.until_connected();
         bool done = false;
@@ -186,5 +187,21 @@ TEST_CASE("replay_store: a lost connection fails what waits, and the store recon
     CHECK(before == claim_outcome::unavailable);
     CHECK(cut == claim_outcome::unavailable);
     CHECK(after == claim_outcome::claimed);
-    CHECK(f.stats.render().find("byok_replay_store_errors_total{reason=\"down\"} 2") != std::string::npos);
+    const std::string m = f.stats.render();
+    CHECK(m.find("byok_replay_store_errors_total{reason=\"timeout\"} 1") != std::string::npos);
+    CHECK(m.find("byok_replay_store_errors_total{reason=\"down\"} 1") != std::string::npos);
+}
+
+TEST_CASE("replay_store: a claim made while the first connection is being set up waits for it") {
+    fake_redis f;
+    claim_outcome got = claim_outcome::unavailable;
+    f.run([&]() -> asio::awaitable<void> {
+        bool done = false;
+        f.claim_async(id_a, got, done);  // before the store is connected: a relay that just started
+        co_await f.accept();
+        REQUIRE(co_await f.read_sets(1));
+        co_await f.send("+OK\r\n");
+        co_await f.until([&] { return done; });
+    }());
+    CHECK(got == claim_outcome::claimed);
 }
