@@ -52,6 +52,9 @@ struct key_path_env {
     upstream_pool& pool;
     const provider& prov;
     const config& cfg;
+    // prov.moderation's `via` when it is another provider (with an operator key), and its pool.
+    const provider* moderation_prov = nullptr;
+    upstream_pool* moderation_pool = nullptr;
 };
 
 // What is left once the key is gone: on success a connection on which the
