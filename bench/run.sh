@@ -4,6 +4,14 @@
 # three driven by byok-loadgen with the same sealed requests, in one run.
 #
 #   bench/run.sh [--quick] [--soak] [--no-build] [--duration S] [--connections N] [--out FILE]
+#   bench/run.sh --redis [--quick] [--no-build] [--duration S]
+#
+# --redis measures only what the shared replay store (issue 15) adds: the
+# relay without and with "replay_store" (redis-server on core 0 beside the
+# load generator), CPU per request in a closed loop and p50/p99 in an open
+# loop at half the plain relay's peak, three interleaved rounds each. It
+# prints a table and writes $WORK/results/redis-summary.md; docs/benchmarks.md
+# is left alone.
 #
 # Layout on this 2-core machine: the load generator and the mock provider on
 # core 0, the proxy under test (relay, 1 thread; or nginx, 1 worker) on core 1.
@@ -23,6 +31,7 @@ DURATION=8
 WARMUP=1
 CONNECTIONS=32
 SOAK=0
+REDIS=0
 SOAK_S=300
 QUICK=0
 IDLE_N=${BYOK_BENCH_IDLE_N:-5000}  # (smaller only to try the script out)
@@ -32,6 +41,7 @@ PROXY_CORE=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --soak) SOAK=1 ;;
+    --redis) REDIS=1 ;;
     --quick) QUICK=1; DURATION=4 ;;
     --soak-seconds) SOAK_S=$2; shift ;;
     --no-build) BUILD_FIRST=0 ;;
@@ -139,7 +149,7 @@ start_relay() {
   "max_in_flight": 12000,
   "max_connections_per_ip": 0,
   "upstream_timeout_s": 600,
-  "idle_timeout_s": 600,
+  "idle_timeout_s": 600,${RELAY_EXTRA:-}
   "providers": {
     "openai": {"base_url": "$MOCK_URL", "auth": "bearer", "ca_file": "$CA", "paths": ["/v1/chat/completions"]},
     "anthropic": null
@@ -268,6 +278,75 @@ json.dump(j, open(out, 'w'), indent=1)
 PY
   log "$name: $(python3 -c "import json,sys; j=json.load(open('$RESULTS/$name.json')); print('%.0f req/s, p50 %.2f ms, p99 %.2f ms, errors %d, cpu/req %s us' % (j['throughput_rps'], j['latency_us']['p50']/1000, j['latency_us']['p99']/1000, j['errors'], ('%.1f' % j['proxy_cpu_us_per_req']) if j['proxy_cpu_us_per_req'] else '-'))")"
 }
+
+# ---- --redis: what the shared replay store adds ------------------------------
+redis_bench() {
+  start_mock
+  local port
+  port=$(free_port)
+  mkdir -p "$WORK/redis"
+  taskset -c $LG_CORE redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$WORK/redis" --daemonize no >"$WORK/redis.log" 2>&1 &
+  local redis_pid=$!
+  PIDS+=("$redis_pid")
+  wait_line "$WORK/redis.log" 'Ready to accept connections' >/dev/null
+  start_relay
+  local plain_pid=$RELAY_PID plain_url=$RELAY_URL
+  RELAY_EXTRA="
+  \"replay_store\": {\"redis\": \"redis://127.0.0.1:$port/0\", \"timeout_ms\": 50, \"on_error\": \"refuse\"},"
+  start_relay
+  RELAY_EXTRA=
+  local store_pid=$RELAY_PID store_url=$RELAY_URL
+  wait_line "$WORK/relay-$RELAY_N.log" 'replay store: connected' >/dev/null
+  local body=$WORK/body-json.json
+  echo '{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":64}' >"$body"
+  local common=(--connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --keys 64 --body "$body")
+  local r0 r1
+  r0=$(cpu_ticks "$redis_pid")
+  for rep in 1 2 3; do
+    RELAY_PID=$plain_pid; RELAY_URL=$plain_url
+    drive "redis-closed-plain-$rep" relay "${common[@]}" --preseal $(( (DURATION + WARMUP) * 9000 ))
+    RELAY_PID=$store_pid; RELAY_URL=$store_url
+    drive "redis-closed-store-$rep" relay "${common[@]}" --preseal $(( (DURATION + WARMUP) * 9000 ))
+  done
+  local peak half
+  peak=$(python3 -c "import json,statistics; print(statistics.median(json.load(open('$RESULTS/redis-closed-plain-%d.json' % r))['throughput_rps'] for r in (1,2,3)))")
+  half=$(python3 -c "print(max(50, round($peak / 2)))")
+  log "open loop at $half req/s (half of the plain relay's median peak $peak)"
+  for rep in 1 2 3; do
+    RELAY_PID=$plain_pid; RELAY_URL=$plain_url
+    drive "redis-open-plain-$rep" relay "${common[@]}" --rate "$half"
+    RELAY_PID=$store_pid; RELAY_URL=$store_url
+    drive "redis-open-store-$rep" relay "${common[@]}" --rate "$half"
+  done
+  r1=$(cpu_ticks "$redis_pid")
+  python3 - "$RESULTS" "$half" "$r0" "$r1" "$CLK_TCK" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY' | tee "$RESULTS/redis-summary.md" >&2
+import json, statistics, sys
+res, half, r0, r1, tck, load = sys.argv[1:]
+def runs(kind, mode):
+    return [json.load(open(f'{res}/redis-{mode}-{kind}-{r}.json')) for r in (1, 2, 3)]
+med = lambda xs: statistics.median(xs)
+cpu = {k: med(j['proxy_cpu_us_per_req'] for j in runs(k, 'closed')) for k in ('plain', 'store')}
+peak = {k: med(j['throughput_rps'] for j in runs(k, 'closed')) for k in ('plain', 'store')}
+p50 = {k: med(j['latency_us']['p50'] for j in runs(k, 'open')) for k in ('plain', 'store')}
+p99 = {k: med(j['latency_us']['p99'] for j in runs(k, 'open')) for k in ('plain', 'store')}
+errors = sum(j['errors'] for k in ('plain', 'store') for m in ('closed', 'open') for j in runs(k, m))
+store_n = sum(j['completed_total'] for m in ('closed', 'open') for j in runs('store', m))
+redis_us = (int(r1) - int(r0)) / int(tck) / store_n * 1e6 if store_n else float('nan')
+print('| relay (1 thread, core 1) | closed loop: req/s | CPU per request | open loop at %s req/s: p50 | p99 |' % half)
+print('|---|---|---|---|---|')
+for k, name in (('plain', 'local replay cache only'), ('store', 'with replay_store (Redis on core 0)')):
+    print(f'| {name} | {peak[k]:.0f} | {cpu[k]:.1f} µs | {p50[k] / 1000:.3f} ms | {p99[k] / 1000:.3f} ms |')
+print(f'\nadded by the store: {cpu["store"] - cpu["plain"]:+.1f} µs CPU per request in the relay, '
+      f'{(p50["store"] - p50["plain"]) / 1000:+.3f} ms at p50; redis-server {redis_us:.1f} µs CPU per claim; '
+      f'errors {errors}; medians of 3 interleaved rounds; load average at the end {load}')
+PY
+}
+if [ "$REDIS" = 1 ]; then
+  redis_bench
+  log "raw results in $RESULTS"
+  exit 0
+fi
 
 # ---- 0. the crypto microbenchmark (core 1, nothing else running there) --------
 log "seal microbenchmark"

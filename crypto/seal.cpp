@@ -216,12 +216,13 @@ check_result seal_checker::check(const keyring& keys, const request_facts& req, 
 
     // 7. Only a fully accepted seal is remembered; it can pass the iat check
     //    until iat + max_age, so it is remembered until then.
-    switch (replay_.insert(seal_id, f_iat + policy_.max_age_s + 1, now)) {
+    const std::int64_t forget_at = f_iat + policy_.max_age_s + 1;
+    switch (replay_.insert(seal_id, forget_at, now)) {
     case replay_cache::insert_result::inserted: break;
     case replay_cache::insert_result::replayed: return seal_error::seal_replayed;
     case replay_cache::insert_result::full: return seal_error::replay_cache_full;
     }
-    return opened_key(std::move(plain), f_key);
+    return {opened_key(std::move(plain), f_key), accepted_seal{seal_id, forget_at}};
 }
 
 sha256_digest headers_sha256(std::span<const header_field> fields) noexcept {

@@ -109,18 +109,30 @@ private:
     std::string_view value_;
 };
 
+// An accepted seal's identity, for a replay store shared by several relays
+// (relay/replay_store.hpp): the same id the local replay cache keeps (not
+// secret: it is the start of the box's ephemeral public key, sent in clear),
+// and the unix second from which the seal can no longer pass the age check.
+struct accepted_seal {
+    replay_cache::id id{};
+    std::int64_t forget_at = 0;
+};
+
 class [[nodiscard]] check_result {
 public:
     check_result(seal_error e) noexcept : v_(e) {}   // NOLINT: implicit on purpose
-    check_result(opened_key k) noexcept : v_(std::move(k)) {}  // NOLINT
+    check_result(opened_key k, accepted_seal a) noexcept : v_(std::move(k)), accepted_(a) {}
     [[nodiscard]] bool ok() const noexcept { return std::holds_alternative<opened_key>(v_); }
     explicit operator bool() const noexcept { return ok(); }
     [[nodiscard]] seal_error error() const noexcept { return std::get<seal_error>(v_); }
     [[nodiscard]] const opened_key& key() const& { return std::get<opened_key>(v_); }
     [[nodiscard]] opened_key take_key() && { return std::move(std::get<opened_key>(v_)); }
+    // Only when ok().
+    [[nodiscard]] const accepted_seal& accepted() const noexcept { return accepted_; }
 
 private:
     std::variant<seal_error, opened_key> v_;
+    accepted_seal accepted_;
 };
 
 // Checks seals and remembers the accepted ones. One per relay process;

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <thread>
 
@@ -85,6 +86,18 @@ std::vector<std::string> get_strings(const json& j, const char* field) {
         out.push_back(s.get<std::string>());
     }
     return out;
+}
+
+// `field`.ca_file: a readable PEM file, resolved against the config's directory.
+std::string get_ca_file(const json& j, const std::string& field, const std::string& base_dir) {
+    if (!j["ca_file"].is_string() || j["ca_file"].get<std::string>().empty()) {
+        fail(field + ".ca_file", "must be the path of a PEM file");
+    }
+    std::string path = resolve_path(j["ca_file"].get<std::string>(), base_dir);
+    if (!std::ifstream(path)) {
+        fail(field + ".ca_file", "cannot be read: " + path);
+    }
+    return path;
 }
 
 bool is_tchar(char c) noexcept {
@@ -322,13 +335,7 @@ provider parse_provider(const std::string& name, const json& j, const std::strin
 
     parse_auth(p, j, field);
     if (j.contains("ca_file")) {
-        if (!j["ca_file"].is_string() || j["ca_file"].get<std::string>().empty()) {
-            fail(field + ".ca_file", "must be the path of a PEM file");
-        }
-        p.ca_file = resolve_path(j["ca_file"].get<std::string>(), base_dir);
-        if (!std::ifstream(*p.ca_file)) {
-            fail(field + ".ca_file", "cannot be read: " + *p.ca_file);
-        }
+        p.ca_file = get_ca_file(j, field, base_dir);
     }
     p.paths = get_strings(j, "paths");
     if (p.paths.empty()) {
@@ -425,7 +432,107 @@ const std::vector<std::string> known_fields = {
     "metrics_listen", "header_timeout_s", "body_timeout_s", "idle_timeout_s", "write_timeout_s",
     "upstream_connect_timeout_s", "upstream_timeout_s", "sse_keepalive_s", "shutdown_grace_s",
     "max_in_flight", "replay_cache_entries", "max_connections_per_ip", "rate_limit", "providers",
-    "max_pending_body_bytes", "min_body_bytes_per_s", "body_rate_window_s", "grant_max_ttl_s"};
+    "max_pending_body_bytes", "min_body_bytes_per_s", "body_rate_window_s", "grant_max_ttl_s", "replay_store"};
+
+// "replay_store": {"redis": "redis[s]://host[:port][/db]", "timeout_ms": 50,
+// "on_error": "refuse" | "local", "ca_file": "...", "password_file": "..."}.
+// A password is only ever read from a file, never written in the URL.
+replay_store_config parse_replay_store(const json& j, const std::string& base_dir) {
+    const std::string field = "replay_store";
+    if (!j.is_object()) {
+        fail(field, "must be an object such as {\"redis\": \"redis://127.0.0.1:6379/0\"}");
+    }
+    for (const auto& [k, v] : j.items()) {
+        if (k != "redis" && k != "timeout_ms" && k != "on_error" && k != "ca_file" && k != "password_file") {
+            fail(field + "." + k, "is not a known setting (misspelt?)");
+        }
+    }
+    replay_store_config r;
+    if (!j.contains("redis") || !j["redis"].is_string()) {
+        fail(field + ".redis", "is required (a string such as \"redis://127.0.0.1:6379/0\")");
+    }
+    r.url = j["redis"].get<std::string>();
+    std::string rest;
+    if (r.url.rfind("rediss://", 0) == 0) {
+        r.tls = true;
+        rest = r.url.substr(9);
+    } else if (r.url.rfind("redis://", 0) == 0) {
+        rest = r.url.substr(8);
+    } else {
+        fail(field + ".redis", "must start with redis:// or rediss://");
+    }
+    const auto slash = rest.find('/');
+    const std::string authority = rest.substr(0, slash);
+    if (authority.find('@') != std::string::npos) {
+        fail(field + ".redis", "must not carry a user or password; use \"password_file\"");
+    }
+    if (slash != std::string::npos) {
+        const std::string db = rest.substr(slash + 1);
+        if (!db.empty()) {
+            if (db.size() > 5 || !std::all_of(db.begin(), db.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+                fail(field + ".redis", "has a database that is not a number (redis://host:port/0)");
+            }
+            r.db = static_cast<unsigned>(std::stoul(db));
+        }
+    }
+    std::string host = authority;
+    if (!authority.empty() && authority.front() == '[') {
+        const auto close = authority.find(']');
+        if (close == std::string::npos || (close + 1 < authority.size() && authority[close + 1] != ':')) {
+            fail(field + ".redis", "has a malformed IPv6 literal");
+        }
+        host = authority.substr(1, close - 1);
+        if (close + 1 < authority.size()) {
+            r.port = parse_port(std::string_view(authority).substr(close + 2), field + ".redis", false);
+        }
+    } else if (const auto colon = authority.rfind(':'); colon != std::string::npos) {
+        host = authority.substr(0, colon);
+        r.port = parse_port(std::string_view(authority).substr(colon + 1), field + ".redis", false);
+    }
+    if (host.empty() || !std::all_of(host.begin(), host.end(), [&](char c) {
+            return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '.' || c == '-' || c == '_' ||
+                   (c == ':' && authority.front() == '[');
+        })) {
+        fail(field + ".redis", "has a host that is not a DNS name or an IP address");
+    }
+    r.host = host;
+    r.timeout_ms = get_int(j, "timeout_ms", 50, 1, 10000);
+    if (j.contains("on_error")) {
+        const auto& v = j["on_error"];
+        if (v == "refuse") {
+            r.on_error = replay_store_failure::refuse;
+        } else if (v == "local") {
+            r.on_error = replay_store_failure::local;
+        } else {
+            fail(field + ".on_error", "must be \"refuse\" or \"local\"");
+        }
+    }
+    if (j.contains("ca_file")) {
+        if (!r.tls) {
+            fail(field + ".ca_file", "is only used with rediss://");
+        }
+        r.ca_file = get_ca_file(j, field, base_dir);
+    }
+    if (j.contains("password_file")) {
+        if (!j["password_file"].is_string() || j["password_file"].get<std::string>().empty()) {
+            fail(field + ".password_file", "must be the path of a file holding the password");
+        }
+        const std::string path = resolve_path(j["password_file"].get<std::string>(), base_dir);
+        std::ifstream in(path, std::ios::binary);
+        if (!in) {
+            fail(field + ".password_file", "cannot be read: " + path);
+        }
+        std::string pw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        while (!pw.empty() && (pw.back() == '\n' || pw.back() == '\r')) {
+            pw.pop_back();
+        }
+        if (pw.empty() || pw.size() > 4096) {
+            fail(field + ".password_file", "must hold one password of 1 to 4096 bytes: " + path);
+        }
+        r.password = std::move(pw);
+    }
+    return r;
+}
 
 }  // namespace
 
@@ -713,6 +820,9 @@ std::shared_ptr<const config> parse_config(std::string_view json_text, const std
             if (c->per_ip_rate.burst < 1 && c->per_ip_rate.requests_per_s > 0) {
                 fail("rate_limit.burst", "must be at least 1");
             }
+        }
+        if (j.contains("replay_store") && !j["replay_store"].is_null()) {
+            c->replay_store = parse_replay_store(j["replay_store"], base_dir);
         }
         // Configured providers are merged over the built-in ones; null removes one.
         json providers = default_providers_json();

@@ -93,6 +93,22 @@ struct rate_limit {
     double burst = 0;
 };
 
+// The shared replay store (issue 15): several replicas claim each seal in
+// one Redis, so a seal accepted by one is refused by all (relay/replay_store.hpp).
+enum class replay_store_failure { refuse, local };
+
+struct replay_store_config {
+    std::string url;   // as configured ("redis://host:port/db"); never holds a password
+    std::string host;  // DNS name or IP address
+    std::uint16_t port = 6379;
+    unsigned db = 0;
+    bool tls = false;                     // rediss://, verified against ca_file (system store when absent)
+    std::optional<std::string> ca_file;
+    std::optional<std::string> password;  // read from password_file at start; never logged
+    std::int64_t timeout_ms = 50;         // per claim
+    replay_store_failure on_error = replay_store_failure::refuse;
+};
+
 struct config {
     endpoint listen{"127.0.0.1", 8080};
     unsigned threads = 1;
@@ -123,6 +139,7 @@ struct config {
     std::size_t max_connections_per_ip = 256;  // 0 = off
     rate_limit per_ip_rate;
     std::vector<provider> providers;
+    std::optional<replay_store_config> replay_store;  // none: the local replay cache alone
     // The largest body any route accepts (max_body_bytes or a provider's
     // body_limits, at most max_pending_body_bytes): the parser's limit until
     // the route is known.

@@ -1,6 +1,8 @@
 #include "relay/key_path.hpp"
 
+#include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstring>
 #include <optional>
 #include <vector>
@@ -177,7 +179,8 @@ std::optional<error_code> claim_proof(const key_path_env& env, const crypto::ope
 // The key from a grant: the grant and its proof (crypto), the grant's scope
 // (relay/grants.cpp), then the proof's jti recorded once every check passed.
 std::optional<crypto::opened_key> open_grant(const key_path_env& env, const sealed_request& rq,
-                                             std::string_view authorization, std::int64_t now, sent_request& out) {
+                                             std::string_view authorization, std::int64_t now, sent_request& out,
+                                             crypto::accepted_seal& accepted) {
     out.grant = true;
     const auto [proof, proofs] = proof_header(*rq.headers);
     const crypto::grant_request_facts facts{authorization, proof, proofs, rq.method, rq.sealed_path, rq.body_sha256};
@@ -197,13 +200,15 @@ std::optional<crypto::opened_key> open_grant(const key_path_env& env, const seal
         out.seal_refused = out.error != error_code::overloaded;
         return std::nullopt;
     }
+    accepted = {opened.grant().proof_id(), opened.grant().proof_forget_at()};
     return std::move(opened).take().take_key();
 }
 
 // The key from a seal.
 std::optional<crypto::opened_key> open_seal(crypto::seal_checker& checker, const crypto::keyring& keys,
                                             const sealed_request& rq, std::string_view authorization,
-                                            std::int64_t now, bool& seal_refused, error_code& error) {
+                                            std::int64_t now, bool& seal_refused, error_code& error,
+                                            crypto::accepted_seal& accepted) {
     const crypto::sha256_digest headers_digest = sealed_headers_digest(*rq.headers);
     const crypto::request_facts facts{rq.method, rq.sealed_path, rq.body_sha256, authorization, &headers_digest};
     auto checked = checker.check(keys, facts, now);
@@ -212,10 +217,31 @@ std::optional<crypto::opened_key> open_seal(crypto::seal_checker& checker, const
         seal_refused = error != error_code::overloaded;
         return std::nullopt;
     }
+    accepted = checked.accepted();
     return std::move(checked).take_key();
 }
 
 }  // namespace
+
+asio::awaitable<std::optional<error_code>> claim_once(replay_store* store, metrics* stats,
+                                                      std::span<const unsigned char> id, std::int64_t forget_at,
+                                                      std::int64_t now_unix) {
+    if (store == nullptr) {
+        co_return std::nullopt;  // the local replay cache (already checked) is all there is
+    }
+    const auto ttl = std::chrono::milliseconds(std::max<std::int64_t>(forget_at - now_unix, 1) * 1000);
+    switch (co_await store->claim(id, ttl)) {
+    case claim_outcome::claimed: co_return std::nullopt;
+    case claim_outcome::replayed: co_return error_code::seal_replayed;
+    case claim_outcome::unavailable: break;
+    }
+    if (store->config().on_error == replay_store_failure::local) {
+        stats->replay_store_served_local.fetch_add(1, std::memory_order_relaxed);
+        co_return std::nullopt;
+    }
+    stats->replay_store_refused.fetch_add(1, std::memory_order_relaxed);
+    co_return error_code::overloaded;  // never forwarded unconfirmed
+}
 
 asio::awaitable<sent_request> open_and_send(const key_path_env& env, const sealed_request& rq,
                                             std::int64_t now_unix) {
@@ -224,16 +250,25 @@ asio::awaitable<sent_request> open_and_send(const key_path_env& env, const seale
     // 1. Open and check a seal, or a grant with its proof. The key exists
     //    from here to the end of this function.
     const std::string_view authorization = (*rq.headers)[beast::http::field::authorization];
+    crypto::accepted_seal accepted;  // the seal's replay id, or the proof's
     std::optional<crypto::opened_key> opened =
         crypto::is_grant_authorization(authorization)
-            ? open_grant(env, rq, authorization, now_unix, out)
-            : open_seal(env.checker, env.keys, rq, authorization, now_unix, out.seal_refused, out.error);
+            ? open_grant(env, rq, authorization, now_unix, out, accepted)
+            : open_seal(env.checker, env.keys, rq, authorization, now_unix, out.seal_refused, out.error, accepted);
     if (!opened) {
         co_return out;
     }
-    out.key_opened = true;
     const crypto::opened_key key = std::move(*opened);
     opened.reset();
+
+    // 1b. Claimed once across every replica sharing the store, before the
+    // key goes anywhere.
+    if (const auto refused = co_await claim_once(env.store, env.stats, accepted.id, accepted.forget_at, now_unix)) {
+        out.error = out.grant && *refused == error_code::seal_replayed ? error_code::proof_replayed : *refused;
+        out.seal_refused = *refused == error_code::seal_replayed;
+        co_return out;
+    }
+    out.key_opened = true;
 
     // 2. A slot, then a verified connection, before the key is put anywhere.
     out.slot = in_flight_slot::try_take(env.in_flight, env.max_in_flight);
@@ -318,7 +353,7 @@ minted_grant mint_grant(crypto::seal_checker& checker, const crypto::keyring& ke
         return out;
     }
     const std::string_view authorization = (*rq.headers)[beast::http::field::authorization];
-    const auto key = open_seal(checker, keys, rq, authorization, now_unix, out.seal_refused, out.error);
+    const auto key = open_seal(checker, keys, rq, authorization, now_unix, out.seal_refused, out.error, out.accepted);
     if (!key) {
         return out;
     }

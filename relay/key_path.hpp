@@ -15,6 +15,8 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,6 +30,8 @@
 #include "relay/admission.hpp"
 #include "relay/config.hpp"
 #include "relay/errors.hpp"
+#include "relay/metrics.hpp"
+#include "relay/replay_store.hpp"
 #include "relay/upstream.hpp"
 
 namespace byok::relay {
@@ -52,6 +56,8 @@ struct key_path_env {
     upstream_pool& pool;
     const provider& prov;
     const config& cfg;
+    replay_store* store = nullptr;  // this worker's shared replay store; null without one
+    metrics* stats = nullptr;       // for the store's fallbacks and refusals
     // prov.moderation's `via` when it is another provider (with an operator key), and its pool.
     const provider* moderation_prov = nullptr;
     upstream_pool* moderation_pool = nullptr;
@@ -71,6 +77,21 @@ struct sent_request {
     double moderation_s = -1;                     // the moderation check's time, when one was made
 };
 
+// The one claim point (issue 15): whatever authorizes a request once (a
+// seal's replay id; a grant proof's jti; the seal of a grant's mint) goes
+// through here after the local checks accepted it and before the key is
+// written anywhere. Without a shared store it is a no-op. With one, the id is
+// used only if the store says this relay claimed it first (`SET NX`);
+// `seal_replayed` if another relay did; if the store cannot confirm,
+// `overloaded` (503 with Retry-After) under on_error "refuse", and go ahead
+// on the local cache alone, counted, under "local". nullopt: go ahead.
+// `forget_at`: unix second from which the id can no longer be accepted
+// anyway (the store forgets it then).
+[[nodiscard]] boost::asio::awaitable<std::optional<error_code>> claim_once(replay_store* store, metrics* stats,
+                                                                           std::span<const unsigned char> id,
+                                                                           std::int64_t forget_at,
+                                                                           std::int64_t now_unix);
+
 // Opens the seal (or, for "Authorization: Grant", the grant and its
 // proof) for `rq` and, if it checks, sends the one request it allows (after
 // the provider's moderation pre-check, when it has one: that check goes
@@ -86,6 +107,7 @@ struct minted_grant {
     error_code error = error_code::internal_error;  // when !ok
     bool seal_refused = false;                       // the error came from the seal check
     std::string body;                                // the 201 answer's JSON
+    crypto::accepted_seal accepted;                  // for claim_once, before the answer goes out
 };
 [[nodiscard]] minted_grant mint_grant(crypto::seal_checker& checker, const crypto::keyring& keys, const config& cfg,
                                       const sealed_request& rq, std::int64_t now_unix);

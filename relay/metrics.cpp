@@ -67,6 +67,10 @@ void metrics::grant_rejected(error_code code) noexcept {
     grant_rejections_[static_cast<std::size_t>(code)].fetch_add(1, std::memory_order_relaxed);
 }
 
+void metrics::replay_store_error(store_error e) noexcept {
+    store_errors_[static_cast<std::size_t>(e)].fetch_add(1, std::memory_order_relaxed);
+}
+
 void metrics::upstream_ttfb(std::size_t provider_index, double seconds) noexcept {
     if (provider_index < ttfb_.size()) {
         ttfb_[provider_index]->observe(seconds);
@@ -132,6 +136,28 @@ std::string metrics::render() const {
     out += "# TYPE byok_upstream_duration_seconds histogram\n";
     for (std::size_t i = 0; i < providers_.size(); ++i) {
         total_[i]->render(out, "byok_upstream_duration_seconds", "provider=\"" + providers_[i] + "\"");
+    }
+    if (replay_store_configured) {
+        out += "# HELP byok_replay_store_errors_total Claims the shared replay store did not confirm, by reason.\n";
+        out += "# TYPE byok_replay_store_errors_total counter\n";
+        constexpr std::array<const char*, static_cast<std::size_t>(store_error::count_)> reasons{
+            "down", "timeout", "error_reply"};
+        for (std::size_t i = 0; i < reasons.size(); ++i) {
+            out += std::string("byok_replay_store_errors_total{reason=\"") + reasons[i] + "\"} " +
+                   std::to_string(store_errors_[i].load(std::memory_order_relaxed)) + "\n";
+        }
+        render_sample(out, "byok_replay_store_unconfirmed_served_total", "counter",
+                      "Seals served on the local replay cache alone because the store could not confirm (on_error local).",
+                      static_cast<std::int64_t>(replay_store_served_local.load(std::memory_order_relaxed)));
+        render_sample(out, "byok_replay_store_unconfirmed_refused_total", "counter",
+                      "Seals answered 503 because the store could not confirm (on_error refuse).",
+                      static_cast<std::int64_t>(replay_store_refused.load(std::memory_order_relaxed)));
+        render_sample(out, "byok_replay_store_connected", "gauge",
+                      "Worker connections to the shared replay store that are up.",
+                      replay_store_connected.load(std::memory_order_relaxed));
+        out += "# HELP byok_replay_store_seconds Time from sending a claim to the store's answer.\n";
+        out += "# TYPE byok_replay_store_seconds histogram\n";
+        replay_store_seconds.render(out, "byok_replay_store_seconds", "");
     }
     out += "# HELP byok_moderation_check_seconds Time a moderation pre-check added before forwarding.\n";
     out += "# TYPE byok_moderation_check_seconds histogram\n";

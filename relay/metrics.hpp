@@ -55,6 +55,17 @@ public:
     std::atomic<std::int64_t> in_flight{0};
     std::atomic<std::int64_t> open_connections{0};
 
+    // The shared replay store (relay/replay_store.hpp). A claim it did not
+    // confirm: no connection (or too many waiting), no reply in timeout_ms,
+    // or an error reply.
+    enum class store_error : std::uint8_t { down, timeout, error_reply, count_ };
+    void replay_store_error(store_error e) noexcept;
+    std::atomic<std::int64_t> replay_store_connected{0};      // worker connections up now
+    std::atomic<std::uint64_t> replay_store_served_local{0};  // unconfirmed, served (on_error "local")
+    std::atomic<std::uint64_t> replay_store_refused{0};       // unconfirmed, answered 503 (on_error "refuse")
+    histogram replay_store_seconds;                           // claims answered by the store
+    bool replay_store_configured = false;                     // set once at start; renders the above
+
     [[nodiscard]] std::string render() const;
 
 private:
@@ -71,6 +82,7 @@ private:
     std::atomic<std::uint64_t> grants_minted_{0};
     std::vector<std::unique_ptr<histogram>> ttfb_;
     std::vector<std::unique_ptr<histogram>> total_;
+    std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(store_error::count_)> store_errors_{};
     std::vector<std::unique_ptr<histogram>> moderation_;
 };
 

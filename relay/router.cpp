@@ -46,6 +46,16 @@ bool is_query_safe(std::string_view q) noexcept {
     return true;
 }
 
+// `target` without public_path_prefix, if it begins with that whole segment.
+std::string_view strip_public_prefix(const config& cfg, std::string_view target) noexcept {
+    const std::string_view prefix = cfg.public_path_prefix;
+    if (prefix.empty() || !target.starts_with(prefix)) {
+        return target;
+    }
+    const std::string_view rest = target.substr(prefix.size());
+    return rest.starts_with('/') ? rest : target;
+}
+
 }  // namespace
 
 bool path_under(std::string_view path, std::string_view prefix) noexcept {
@@ -132,6 +142,7 @@ bool path_allowed(std::string_view entry, std::string_view path) noexcept {
 
 route classify(const config& cfg, std::string_view target) noexcept {
     route r;
+    target = strip_public_prefix(cfg, target);
     const auto q = target.find('?');
     const std::string_view path = target.substr(0, q);
     if (path.empty() || path.front() != '/') {
@@ -201,6 +212,16 @@ std::string upstream_target(const provider& p, std::string_view rest) {
     std::string out;
     out.reserve(p.base_path.size() + rest.size());
     out.append(p.base_path).append(rest);
+    return out;
+}
+
+std::string sealed_path(const config& cfg, std::string_view target) {
+    if (strip_public_prefix(cfg, target).size() != target.size()) {
+        return std::string(target);
+    }
+    std::string out;
+    out.reserve(cfg.public_path_prefix.size() + target.size());
+    out.append(cfg.public_path_prefix).append(target);
     return out;
 }
 

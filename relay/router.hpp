@@ -26,8 +26,15 @@ struct route {
     std::size_t body_limit = 0; // sealed: the most body bytes this path takes (max_body_bytes or body_limits)
 };
 
-// `target` is the request-target exactly as received (origin-form only).
+// `target` is the request-target exactly as received (origin-form only). A
+// target under public_path_prefix is routed without it.
 [[nodiscard]] route classify(const config& cfg, std::string_view target) noexcept;
+
+// The path a seal names for `target`: the client's bytes, prefix included.
+// A front proxy passes them as they came (nginx: proxy_pass without a URI),
+// so percent-escapes survive; a target without the prefix (a proxy that
+// strips it) gets it back.
+[[nodiscard]] std::string sealed_path(const config& cfg, std::string_view target);
 
 // True if `path` (no query) is a plain absolute path: only RFC 3986 pchars,
 // no "." or ".." segment (also percent-encoded), no %2F / %5C, no

@@ -53,6 +53,7 @@ shared_state::shared_state(std::shared_ptr<const config> c, std::shared_ptr<cons
     for (const auto& p : cfg->providers) {
         tls.push_back(p.tls ? make_client_tls_context(p) : nullptr);
     }
+    stats.replay_store_configured = cfg->replay_store.has_value();
 }
 
 std::size_t shared_state::provider_index(const provider* p) const noexcept {
@@ -62,6 +63,9 @@ std::size_t shared_state::provider_index(const provider* p) const noexcept {
 worker::worker(shared_state& s) {
     for (std::size_t i = 0; i < s.cfg->providers.size(); ++i) {
         pools.push_back(std::make_unique<upstream_pool>(ioc, s.cfg->providers[i], s.tls[i]));
+    }
+    if (s.cfg->replay_store) {
+        replay = std::make_unique<replay_store>(ioc, *s.cfg->replay_store, s.stats);
     }
 }
 
@@ -250,6 +254,9 @@ int server::run() {
     }
     for (auto& w : workers_) {
         asio::co_spawn(w->ioc, accept_loop(*state_, *w), asio::detached);
+        if (w->replay) {
+            w->replay->start();
+        }
     }
 
     asio::signal_set stop_signals(control_, SIGTERM, SIGINT);
@@ -322,6 +329,11 @@ int server::run() {
     log_line(listening + " (" + std::to_string(workers_.size()) + " threads, " +
              std::to_string(state_->keys.load()->keys().size()) + " key(s), current kid " +
              state_->keys.load()->keys()[0].kid() + ")");
+    if (cfg.replay_store) {
+        log_line("replay store: " + cfg.replay_store->url + " (on_error " +
+                 (cfg.replay_store->on_error == replay_store_failure::refuse ? "refuse" : "local") + ", timeout " +
+                 std::to_string(cfg.replay_store->timeout_ms) + " ms)");
+    }
     if (metrics_acceptor) {
         log_line("metrics on http://" + endpoint_text(metrics_acceptor->local_endpoint()) + "/metrics");
     }

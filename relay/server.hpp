@@ -27,6 +27,7 @@
 #include "relay/admission.hpp"
 #include "relay/config.hpp"
 #include "relay/metrics.hpp"
+#include "relay/replay_store.hpp"
 #include "relay/upstream.hpp"
 #include "relay/web_files.hpp"
 
@@ -63,6 +64,7 @@ struct worker {
     std::unordered_set<session_slot*> sessions;  // touched only on this worker's thread
     boost::asio::io_context ioc{1};
     std::vector<std::unique_ptr<upstream_pool>> pools;  // by provider index
+    std::unique_ptr<replay_store> replay;  // this worker's connection to the shared store; null without one
     std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor;
 };
 

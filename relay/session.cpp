@@ -117,13 +117,9 @@ private:
                                 const crypto::keyring& keys,
                                 body_budget::lease& lease);
     void count_refusal(const request_ctx& rq, error_code e);
-    // The target as the client sent it to the relay's public URL: what a seal or a proof names.
-    [[nodiscard]] std::string public_target(const request_ctx& rq) const {
-        std::string out;
-        out.reserve(cfg_.public_path_prefix.size() + rq.target.size());
-        out.append(cfg_.public_path_prefix).append(rq.target);
-        return out;
-    }
+    // The target as the client sent it to the relay's public URL, prefix
+    // included (relay/router.hpp sealed_path): what a seal or a proof names.
+    [[nodiscard]] std::string public_target(const request_ctx& rq) const { return sealed_path(cfg_, rq.target); }
     asio::awaitable<void> respond(request_ctx& rq, const local_response& r);
     asio::awaitable<void> respond_error(request_ctx& rq, error_code e, std::string extra_headers = {}) {
         co_await respond(rq, error_response(e, std::move(extra_headers)));
@@ -354,7 +350,8 @@ asio::awaitable<void> session::handle_sealed(request_parser& parser, const route
     const std::string target = upstream_target(*r.prov, r.rest);
     const std::size_t pidx = rq.provider_index;
     upstream_pool& pool = *w_.pools[pidx];
-    key_path_env env{s_.checker, s_.grants, *keys, s_.stats.in_flight, cfg_.max_in_flight, pool, *r.prov, cfg_};
+    key_path_env env{s_.checker, s_.grants, *keys, s_.stats.in_flight, cfg_.max_in_flight, pool, *r.prov, cfg_,
+                     w_.replay.get(), &s_.stats};
     if (r.prov->moderation && r.prov->moderation->via != r.prov->name) {
         env.moderation_prov = cfg_.find_provider(r.prov->moderation->via);  // checked at start: it exists
         env.moderation_pool = w_.pools[s_.provider_index(env.moderation_prov)].get();
@@ -482,7 +479,18 @@ asio::awaitable<void> session::handle_mint(request_parser& parser, request_ctx& 
     const auto digest = crypto::sha256(req.body());
     const std::string sealed_path = public_target(rq);
     const sealed_request sr{req.method_string(), sealed_path, {}, {}, &req.base(), req.body(), &digest};
-    const minted_grant minted = mint_grant(s_.checker, *keys, cfg_, sr, unix_now());
+    const std::int64_t now = unix_now();
+    minted_grant minted = mint_grant(s_.checker, *keys, cfg_, sr, now);
+    if (minted.ok) {
+        // The mint's seal is claimed once across replicas like any other.
+        if (const auto refused =
+                co_await claim_once(w_.replay.get(), &s_.stats, minted.accepted.id, minted.accepted.forget_at, now)) {
+            minted.ok = false;
+            minted.body.clear();  // the grant never leaves
+            minted.error = *refused;
+            minted.seal_refused = *refused == error_code::seal_replayed;
+        }
+    }
     if (!minted.ok) {
         if (minted.seal_refused) {
             s_.stats.seal_rejected(minted.error);

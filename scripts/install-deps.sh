@@ -10,15 +10,16 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # Build: compiler, CMake, the five libraries the project is written against.
 PKGS=(build-essential cmake ninja-build pkg-config
       libboost1.81-dev libssl-dev libsodium-dev nlohmann-json3-dev doctest-dev
-      openssl ca-certificates)
+      libhiredis-dev openssl ca-certificates)
 # Tests: Node for the browser-side library and integration tests, nginx for the
 # deploy test, Chromium for the real-browser test, clang for fuzzing/sanitizers,
-# gnuplot for the benchmark's latency plots (bench/plot_hist.py).
+# gnuplot for the benchmark's latency plots (bench/plot_hist.py), redis-server
+# for the shared replay store's test (tests/integration/replicas.test.mjs).
 if [ "${1:-}" = "--web" ] || [ "${1:-}" = "--test" ]; then
   PKGS+=(nodejs npm)
 fi
 if [ "${1:-}" = "--test" ]; then
-  PKGS+=(nginx chromium chromium-driver clang libclang-rt-14-dev procps gdb gnuplot-nox)
+  PKGS+=(nginx chromium chromium-driver clang libclang-rt-14-dev procps gdb gnuplot-nox redis-server)
 fi
 
 missing=()

@@ -12,7 +12,9 @@
 #        deploy/nginx/render.sh /etc/nginx
 # Optional: BYOK_NGINX_HTTPS_LISTEN (default "[::]:443 ipv6only=off"),
 #           BYOK_NGINX_HTTP_LISTEN (default "[::]:80 ipv6only=off"),
-#           BYOK_NGINX_LOG_DIR (default /var/log/nginx).
+#           BYOK_NGINX_LOG_DIR (default /var/log/nginx),
+#           BYOK_NGINX_BALANCE ("hash", the default: every copy of a seal to one
+#             relay; "round-robin": only for relays that share a replay store).
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,6 +26,11 @@ tls_cert=${BYOK_NGINX_TLS_CERT:?set BYOK_NGINX_TLS_CERT}
 tls_key=${BYOK_NGINX_TLS_KEY:?set BYOK_NGINX_TLS_KEY}
 log_dir=${BYOK_NGINX_LOG_DIR:-/var/log/nginx}
 upstreams=${BYOK_NGINX_UPSTREAMS:?set BYOK_NGINX_UPSTREAMS (space-separated host:port list)}
+case "${BYOK_NGINX_BALANCE:-hash}" in
+    hash) balance='hash $byok_relay_route consistent;' ;;
+    round-robin) balance='# round robin (the default method): the relays share a replay store' ;;
+    *) echo "render.sh: BYOK_NGINX_BALANCE must be hash or round-robin" >&2; exit 2 ;;
+esac
 
 # Values are pasted into nginx syntax: refuse anything that could end a
 # directive or start a new one (quotes, ';', '{', '$', '#', newlines).
@@ -48,7 +55,7 @@ done
 
 render() {  # render SRC DST
     awk -v https="$https_listen" -v http="$http_listen" -v cert="$tls_cert" -v key="$tls_key" \
-        -v logs="$log_dir" -v servers="$servers" '
+        -v logs="$log_dir" -v servers="$servers" -v balance="$balance" '
         function sub_all(s, from, to,    i, r) {
             # literal replacement (gsub would treat "&" and "\\" in "to" specially)
             r = ""
@@ -56,6 +63,7 @@ render() {  # render SRC DST
             return r s
         }
         /^[ \t]*@UPSTREAM_SERVERS@[ \t]*$/ { printf "%s", servers; next }
+        /^[ \t]*@UPSTREAM_BALANCE@[ \t]*$/ { print "    " balance; next }
         {
             line = $0
             line = sub_all(line, "@HTTPS_LISTEN@", https)

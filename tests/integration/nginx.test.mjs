@@ -273,6 +273,24 @@ test('the /relay/ prefix variant: seals made for /relay/openai/... are accepted'
   assert.match(bare.headers.location, /\/relay\/$/);
 });
 
+test('percent-encoded paths reach the relay as the client sent them, with and without the /relay/ prefix', async () => {
+  // A fine-tuned model's id has colons; clients percent-encode them (and
+  // some encode "~"). nginx must pass the client's bytes, not its decoded
+  // URI, or the path the seal names differs from what the relay sees.
+  const target = '/openai/v1/models/ft%3Agpt-4o-mini%3Aacme%3Ax%7Ey~z';
+  for (const [origin, prefix, keysPath] of [[nginxA.origin, '', '/v1/keys'], [nginxB.origin, '/relay', '/relay/v1/keys']]) {
+    const keyConfig = await keysVia(origin, keysPath);
+    const apiKey = h.randomApiKey();
+    const authorization = await h.seal({ keyConfig, apiKey, method: 'GET', path: prefix + target, body: '' });
+    usedSecrets.push(apiKey, authorization.split('.').slice(1).join('.'));
+    const res = await request(origin + prefix + target, { ca: ca(), headers: { authorization } });
+    assert.notEqual(res.status, 401, `${prefix || 'no prefix'}: ${res.body}`);
+    const seen = lastMockRequest(await mock.requests());
+    assert.equal(seen.headers.authorization, `Bearer ${apiKey}`);
+    assert.equal(seen.target, target.slice('/openai'.length), 'the provider got the client\'s bytes, less the prefix');
+  }
+});
+
 test('two replicas behind "hash consistent": every copy of a seal reaches the same replica', async () => {
   const keyConfig = await keysVia(nginxA.origin, '/v1/keys', '127.0.0.5');
   const before = await scrape();

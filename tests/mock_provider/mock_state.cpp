@@ -8,7 +8,17 @@ void mock_state::record(recorded_request r) {
     if (max_records_ == 0) {
         return;
     }
+    std::string pair;
+    for (const auto& [name, value] : r.headers) {
+        if (name == "authorization" || name == "x-api-key" || name == "api-key") {
+            pair += value + "\n";
+        }
+    }
+    pair += r.body_sha256;
     const std::lock_guard lock(mutex_);
+    if (!pairs_.insert(std::move(pair)).second) {
+        ++pairs_repeated_;
+    }
     if (records_.size() >= max_records_) {
         records_.pop_front();
     }
@@ -39,7 +49,10 @@ std::string mock_state::requests_json() const {
 }
 
 std::string mock_state::stats_json() const {
+    const std::lock_guard lock(mutex_);
     const nlohmann::json out = {
+        {"pairs_distinct", pairs_.size()},
+        {"pairs_repeated", pairs_repeated_},
         {"connections_open", open_.load(std::memory_order_relaxed)},
         {"connections_closed", closed_.load(std::memory_order_relaxed)},
         {"streams_aborted", aborted_.load(std::memory_order_relaxed)},
@@ -52,6 +65,8 @@ void mock_state::reset() {
     {
         const std::lock_guard lock(mutex_);
         records_.clear();
+        pairs_.clear();
+        pairs_repeated_ = 0;
     }
     closed_.store(0, std::memory_order_relaxed);
     aborted_.store(0, std::memory_order_relaxed);

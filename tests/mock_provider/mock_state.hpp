@@ -9,6 +9,7 @@
 #include <deque>
 #include <mutex>
 #include <string>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -48,7 +49,8 @@ public:
 
     // JSON array of the recorded requests, newest last.
     [[nodiscard]] std::string requests_json() const;
-    // {"connections_open":N,"connections_closed":N,"streams_aborted":N,...}
+    // {"connections_open":N,"connections_closed":N,"streams_aborted":N,...,
+    //  "pairs_distinct":N,"pairs_repeated":N}
     [[nodiscard]] std::string stats_json() const;
     // Clears the recording and the counters. connections_open is a gauge of
     // the connections open right now, so it is kept.
@@ -58,6 +60,10 @@ private:
     const std::size_t max_records_;
     mutable std::mutex mutex_;
     std::deque<recorded_request> records_;
+    // Every (key, body) pair received while recording, so a test can tell
+    // that no request was forwarded twice (stats: pairs_repeated).
+    std::unordered_set<std::string> pairs_;
+    std::uint64_t pairs_repeated_ = 0;
     std::atomic<std::int64_t> open_{0};
     std::atomic<std::uint64_t> closed_{0};
     std::atomic<std::uint64_t> aborted_{0};

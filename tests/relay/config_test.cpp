@@ -156,6 +156,40 @@ TEST_CASE("config: the replay cache is sized by default for a flood of accepted 
     CHECK(parse_config(R"({"key_files":["k.json"]})", "/tmp")->max_pending_body_bytes == 256u << 20);
 }
 
+TEST_CASE("replay_store: a Redis URL, a timeout, a failure policy; no password inline") {
+    const auto c = parse_config(
+        R"({"key_files":["k"],"replay_store":{"redis":"redis://redis.internal:6380/2","timeout_ms":20,"on_error":"local"}})",
+        "/etc/byok");
+    REQUIRE(c->replay_store.has_value());
+    CHECK(c->replay_store->host == "redis.internal");
+    CHECK(c->replay_store->port == 6380);
+    CHECK(c->replay_store->db == 2);
+    CHECK(!c->replay_store->tls);
+    CHECK(c->replay_store->timeout_ms == 20);
+    CHECK(c->replay_store->on_error == replay_store_failure::local);
+    const auto d = parse_config(R"({"key_files":["k"],"replay_store":{"redis":"rediss://[::1]"}})", "/etc/byok");
+    CHECK(d->replay_store->tls);
+    CHECK(d->replay_store->host == "::1");
+    CHECK(d->replay_store->port == 6379);
+    CHECK(d->replay_store->on_error == replay_store_failure::refuse);
+    CHECK(!parse_config(R"({"key_files":["k"]})", "")->replay_store.has_value());
+
+    CHECK(error_of(R"({"key_files":["k"],"replay_store":{"redis":"redis://:pw@h:6379"}})").find("password_file") !=
+          std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"replay_store":{"redis":"http://h"}})").find("replay_store.redis") !=
+          std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"replay_store":{"redis":"redis://h/x"}})").find("replay_store.redis") !=
+          std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"replay_store":{"redis":"redis://h","on_error":"ignore"}})")
+              .find("replay_store.on_error") != std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"replay_store":{"redis":"redis://h","password":"x"}})")
+              .find("replay_store.password") != std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"replay_store":{"redis":"redis://h","password_file":"/nonexistent/pw"}})")
+              .find("replay_store.password_file") != std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"replay_store":{"redis":"redis://h","ca_file":"/etc/hostname"}})")
+              .find("rediss://") != std::string::npos);
+}
+
 TEST_CASE("built-in presets: each provider's host, auth header and paths") {
     const auto c = parse_config(R"({"key_files":["k"]})", "");
     struct want {

@@ -70,6 +70,21 @@ TEST_CASE("a provider base path is kept in front of the forwarded path") {
     CHECK(r.prov->host_header == "api.groq.com");
 }
 
+TEST_CASE("public_path_prefix: routed without it, sealed with it, the client's bytes kept") {
+    const auto c = parse_config(R"({"key_files":["k"],"public_path_prefix":"/relay"})", "");
+    const route r = classify(*c, "/relay/openai/v1/models/ft%3Agpt-4o%7Eabc?x=1");
+    REQUIRE(r.kind == route_kind::sealed);
+    CHECK(r.rest == "/v1/models/ft%3Agpt-4o%7Eabc?x=1");
+    CHECK(sealed_path(*c, "/relay/openai/v1/models/ft%3Agpt-4o%7Eabc") == "/relay/openai/v1/models/ft%3Agpt-4o%7Eabc");
+    CHECK(classify(*c, "/relay/v1/keys").kind == route_kind::keys);
+    // A proxy that strips the prefix itself: routed as is, the prefix put back for the seal.
+    CHECK(classify(*c, "/openai/v1/chat/completions").kind == route_kind::sealed);
+    CHECK(sealed_path(*c, "/openai/v1/chat/completions") == "/relay/openai/v1/chat/completions");
+    // Only the whole segment counts.
+    CHECK(classify(*c, "/relayx/openai/v1/chat/completions").kind == route_kind::unknown);
+    CHECK(sealed_path(*c, "/relayx/openai/v1/models") == "/relay/relayx/openai/v1/models");
+}
+
 TEST_CASE("path_allowed: literal prefixes, one {param} segment, a :verb that ends the path") {
     struct c {
         const char* entry;

@@ -39,7 +39,8 @@ export function makeCert(dir) {
 // Renders deploy/nginx into `prefix`/conf and writes the test's main
 // nginx.conf around the chosen site file. Only the main file is test-only:
 // it stands in for Debian's /etc/nginx/nginx.conf (events, temp paths, user).
-export function renderConfig({ sourceDir, prefix, site, upstreams, cert, key, httpsPort, httpPort }) {
+// `patch(confDir)`, if given, may edit the rendered files before nginx reads them.
+export function renderConfig({ sourceDir, prefix, site, upstreams, cert, key, httpsPort, httpPort, balance, patch }) {
   const conf = join(prefix, 'conf');
   const logs = join(prefix, 'logs');
   for (const d of [conf, logs, join(prefix, 'tmp')]) mkdirSync(d, { recursive: true });
@@ -52,9 +53,11 @@ export function renderConfig({ sourceDir, prefix, site, upstreams, cert, key, ht
       BYOK_NGINX_TLS_KEY: key,
       BYOK_NGINX_LOG_DIR: logs,
       BYOK_NGINX_UPSTREAMS: upstreams.join(' '),
+      ...(balance ? { BYOK_NGINX_BALANCE: balance } : {}),
     },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
+  if (patch) patch(conf);
   const tmp = join(prefix, 'tmp');
   const main = [
     // As root, nginx would switch its workers to "nobody", who cannot enter
