@@ -451,4 +451,9 @@ test('upload paths: nginx lets a body over 8 MiB through to the relay, which hol
   // The same body to the chat path: nginx's own 413, as before.
   const chat = await sealed({ origin: nginxA.origin, keyConfig, localAddress: '127.0.0.5', body: big });
   assert.equal(chat.res.status, 413);
+  // The /relay/ prefix variant takes the same upload.
+  const keyConfigB = await keysVia(nginxB.origin, '/relay/v1/keys', '127.0.0.5');
+  const upB = await sealed({ origin: nginxB.origin, keyConfig: keyConfigB, localAddress: '127.0.0.5', body: big,
+    path: '/relay/openai/v1/audio/transcriptions', headers: { 'content-type': 'multipart/form-data; boundary=b' } });
+  assert.equal(upB.res.status, 200, upB.res.body.slice(0, 200));
 });
