@@ -109,7 +109,35 @@ const std::vector<std::string> provider_fields = {"base_url", "auth", "ca_file",
                                                    "moderation"};
 
 // "moderation": {"via": "<provider>", "model": "...", "on_error": "refuse" | "allow"}.
-moderation_check parse_moderation(const json& m, const std::string& name, const std::string& field) {
+// An operator key file: one key (visible ASCII, 1..1024 characters; a
+// trailing newline is dropped), read into locked secret memory. The file's
+// bytes pass through one heap string, wiped before it is freed.
+std::shared_ptr<const crypto::secret_bytes> read_operator_key(const std::string& path, const std::string& field) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        fail(field, "cannot be read: " + path);
+    }
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::size_t n = text.size();
+    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r')) {
+        --n;
+    }
+    const bool ok = n > 0 && n <= 1024 && std::all_of(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(n), [](char c) {
+        return c > 0x20 && c < 0x7f;
+    });
+    auto key = std::make_shared<crypto::secret_bytes>(crypto::secret_bytes::allocate(ok ? n : 1));
+    if (ok) {
+        std::copy_n(text.data(), n, key->chars().data());
+    }
+    crypto::wipe(text.data(), text.size());
+    if (!ok) {
+        fail(field, "must hold one key of 1 to 1024 visible ASCII characters: " + path);
+    }
+    return key;
+}
+
+moderation_check parse_moderation(const json& m, const std::string& name, const std::string& field,
+                                  const std::string& base_dir) {
     const std::string what = "must be {\"via\": \"<provider>\", \"model\": \"...\", \"on_error\": \"refuse\" | \"allow\"}";
     if (!m.is_object()) {
         fail(field, what);
@@ -117,15 +145,21 @@ moderation_check parse_moderation(const json& m, const std::string& name, const 
     moderation_check out;
     out.via = name;
     for (const auto& [k, v] : m.items()) {
-        if (!v.is_string() || (k != "via" && k != "model" && k != "on_error")) {
+        if (!v.is_string() || (k != "via" && k != "model" && k != "on_error" && k != "key_file")) {
             fail(field, what);
         }
     }
     out.via = m.value("via", name);
-    // The check is sent with the user's own key: only to the provider that key is for.
-    // (Another provider would need an operator key of its own, which the relay does not hold.)
+    // The user's key goes only to its own provider: a check on another
+    // provider is made with the operator's key for it (key_file).
     if (out.via != name) {
-        fail(field + ".via", "must be the provider itself (\"" + name + "\"): the check is sent with the user's own key");
+        if (!m.contains("key_file")) {
+            fail(field + ".key_file", "is required when \"via\" is another provider (the user's key is for \"" + name +
+                                          "\" only)");
+        }
+        out.operator_key = read_operator_key(resolve_path(m["key_file"].get<std::string>(), base_dir), field + ".key_file");
+    } else if (m.contains("key_file")) {
+        fail(field + ".key_file", "is only for \"via\" another provider; on the provider itself the user's key is used");
     }
     out.model = m.value("model", out.model);
     if (out.model.empty() || out.model.size() > 128 ||
@@ -317,7 +351,7 @@ provider parse_provider(const std::string& name, const json& j, const std::strin
         }
     }
     if (j.contains("moderation") && !j["moderation"].is_null()) {
-        p.moderation = parse_moderation(j["moderation"], name, field + ".moderation");
+        p.moderation = parse_moderation(j["moderation"], name, field + ".moderation", base_dir);
     }
     if (j.contains("body_limits")) {
         const auto& b = j["body_limits"];
@@ -821,6 +855,11 @@ std::shared_ptr<const config> parse_config(std::string_view json_text, const std
         }
         for (const auto& [name, v] : providers.items()) {
             c->providers.push_back(parse_provider(name, v, base_dir));
+        }
+        for (const auto& p : c->providers) {
+            if (p.moderation && c->find_provider(p.moderation->via) == nullptr) {
+                fail("providers." + p.name + ".moderation.via", "names no configured provider: " + p.moderation->via);
+            }
         }
         // A path's body limit is at most the whole budget for bodies (a larger body could never be held).
         c->largest_body_bytes = c->max_body_bytes;

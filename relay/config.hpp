@@ -14,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include "crypto/secret.hpp"
+
 namespace byok::relay {
 
 // A configuration error: what() names the field and what is wrong with it.
@@ -35,9 +37,13 @@ struct endpoint {
 // forwarded, its text goes to POST /v1/moderations of `via` with the user's
 // own key; a flagged request is refused (400 content_flagged).
 struct moderation_check {
-    std::string via;                            // a provider name; today the provider itself
+    std::string via;                            // a provider name: the provider itself, or another with key_file
     std::string model = "omni-moderation-latest";
     bool refuse_on_error = true;                // on_error "refuse" (502 moderation_unavailable) or "allow"
+    // For `via` another provider: the operator's key for it, read from
+    // key_file at start into locked secret memory (the user's key is only
+    // ever sent to its own provider). Null when `via` is the provider itself.
+    std::shared_ptr<const crypto::secret_bytes> operator_key;
 };
 
 struct provider {

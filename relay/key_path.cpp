@@ -76,25 +76,34 @@ constexpr std::size_t max_moderation_answer = 256 * 1024;
 
 // The moderation pre-check (relay/moderation.hpp): the request's text to the
 // provider's /v1/moderations, with the key. nullopt when no verdict came
-// (unreachable, timeout, not 200, not a moderation answer).
-asio::awaitable<std::optional<moderation_verdict>> moderate(const key_path_env& env, std::string_view key,
+// (unreachable, timeout, not 200, not a moderation answer). On `via`
+// another provider, with the operator's key for it instead of `user_key`.
+asio::awaitable<std::optional<moderation_verdict>> moderate(const key_path_env& env, std::string_view user_key,
                                                             const std::vector<std::string>& texts) {
     const auto timeout = std::chrono::seconds(env.cfg.upstream_timeout_s);
-    std::unique_ptr<upstream_conn> conn = env.pool.take();
+    const moderation_check& check = *env.prov.moderation;
+    const bool other = check.operator_key && env.moderation_prov != nullptr && env.moderation_pool != nullptr;
+    if (check.operator_key && !other) {
+        co_return std::nullopt;  // never the user's key to another provider
+    }
+    const provider& via = other ? *env.moderation_prov : env.prov;
+    upstream_pool& pool = other ? *env.moderation_pool : env.pool;
+    const std::string_view key = other ? check.operator_key->view() : user_key;
+    std::unique_ptr<upstream_conn> conn = pool.take();
     if (!conn) {
         boost::system::error_code ec;
-        conn = co_await env.pool.connect(std::chrono::seconds(env.cfg.upstream_connect_timeout_s), ec);
+        conn = co_await pool.connect(std::chrono::seconds(env.cfg.upstream_connect_timeout_s), ec);
         if (!conn) {
             co_return std::nullopt;
         }
     }
-    const std::string body = moderation_request_body(env.prov.moderation->model, texts);
+    const std::string body = moderation_request_body(check.model, texts);
     const std::string length = std::to_string(body.size());
     head_writer counter(nullptr);
-    write_moderation_head(counter, env.prov, key, length);
+    write_moderation_head(counter, via, key, length);
     crypto::secret_bytes head = crypto::secret_bytes::allocate(counter.size());
     head_writer writer(head.chars().data());
-    write_moderation_head(writer, env.prov, key, length);
+    write_moderation_head(writer, via, key, length);
     const std::array<asio::const_buffer, 2> bufs{asio::buffer(head.data(), head.size()), asio::buffer(body)};
     conn->deadline.expires_after(timeout);
     const auto wec = co_await conn->write(bufs);
@@ -119,7 +128,7 @@ asio::awaitable<std::optional<moderation_verdict>> moderate(const key_path_env& 
         }
     }
     if (ok && resp.reusable()) {
-        env.pool.give_back(std::move(conn));
+        pool.give_back(std::move(conn));
     } else {
         conn->close();
     }

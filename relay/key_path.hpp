@@ -58,6 +58,9 @@ struct key_path_env {
     const config& cfg;
     replay_store* store = nullptr;  // this worker's shared replay store; null without one
     metrics* stats = nullptr;       // for the store's fallbacks and refusals
+    // prov.moderation's `via` when it is another provider (with an operator key), and its pool.
+    const provider* moderation_prov = nullptr;
+    upstream_pool* moderation_pool = nullptr;
 };
 
 // What is left once the key is gone: on success a connection on which the

@@ -353,8 +353,12 @@ asio::awaitable<void> session::handle_sealed(request_parser& parser, const route
     const std::string target = upstream_target(*r.prov, r.rest);
     const std::size_t pidx = rq.provider_index;
     upstream_pool& pool = *w_.pools[pidx];
-    const key_path_env env{s_.checker, s_.grants, *keys, s_.stats.in_flight, cfg_.max_in_flight, pool, *r.prov, cfg_,
-                           w_.replay.get(), &s_.stats};
+    key_path_env env{s_.checker, s_.grants, *keys, s_.stats.in_flight, cfg_.max_in_flight, pool, *r.prov, cfg_,
+                     w_.replay.get(), &s_.stats};
+    if (r.prov->moderation && r.prov->moderation->via != r.prov->name) {
+        env.moderation_prov = cfg_.find_provider(r.prov->moderation->via);  // checked at start: it exists
+        env.moderation_pool = w_.pools[s_.provider_index(env.moderation_prov)].get();
+    }
     const sealed_request sr{req.method_string(), sealed_path, target, r.rest_path, &req.base(), req.body(), &digest};
     sent_request sent = co_await open_and_send(env, sr, unix_now());
     if (sent.moderation_s >= 0) {

@@ -7,6 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import * as h from './lib/harness.mjs';
@@ -17,18 +18,24 @@ let mock;
 let relay;
 let keyConfig;
 const keys = [];
+const OPERATOR_KEY = 'sk-operator-' + randomBytes(16).toString('hex');
 
 before(async () => {
   mock = await h.startMock({ tls: true });
   const at = { base_url: mock.url, ca_file: mock.caFile };
+  const dir = h.tempDir('byok-relay-');
+  writeFileSync(join(dir, 'openai-moderation.key'), OPERATOR_KEY + '\n', { mode: 0o600 });
   relay = await h.startRelay({
     metrics_listen: '127.0.0.1:0',
     providers: {
       openai: { ...at, moderation: { model: 'omni-moderation-latest' } },  // on_error: refuse
       lenient: { ...at, paths: ['/v1/chat/completions', '/v1/responses'], moderation: { on_error: 'allow' } },
       anthropic: at,
+      // Anthropic's requests checked on openai with the operator's key (the user's key is Anthropic's).
+      claude: { ...at, auth: 'x-api-key', paths: ['/v1/messages'],
+        moderation: { via: 'openai', key_file: join(dir, 'openai-moderation.key') } },
     },
-  });
+  }, { dir });
   keyConfig = await h.fetchKeys(relay.url);
 });
 
@@ -97,6 +104,27 @@ test('moderation down: on_error "refuse" answers 502 moderation_unavailable, "al
   assert.deepEqual(allowed.seen.map((r) => r.target), ['/v1/moderations', '/v1/chat/completions']);
   const flagged = await chat('/lenient/v1/chat/completions', 'MOCK_FLAG');
   assert.equal(flagged.res.status, 400, 'allow is about a failed check, not a flagged one');
+});
+
+test('via another provider: the check with the operator\'s key there, the user\'s key only to its own provider', async () => {
+  for (const [content, status] of [['a harmless question', 200], ['MOCK_FLAG it', 400]]) {
+    await mock.reset();
+    const key = 'sk-ant-' + randomBytes(20).toString('hex');
+    keys.push(key);
+    const res = await h.sealedRequest(relay.url, { apiKey: key, path: '/claude/v1/messages', keyConfig,
+      body: { model: 'c', max_tokens: 5, system: 'be brief', messages: [{ role: 'user', content }] } });
+    assert.equal(res.status, status, await res.text());
+    const seen = await mock.requests();
+    assert.equal(seen[0].target, '/v1/moderations');
+    assert.equal(seen[0].headers.authorization, `Bearer ${OPERATOR_KEY}`);
+    assert.ok(!JSON.stringify(seen[0]).includes(key), 'the user\'s key never went to the other provider');
+    if (status === 200) {
+      assert.deepEqual(seen.map((r) => r.target), ['/v1/moderations', '/v1/messages']);
+      assert.equal(seen[1].headers['x-api-key'], key);
+    } else {
+      assert.equal(seen.length, 1, 'a flagged request never reached its provider');
+    }
+  }
 });
 
 test('/metrics: the time the checks added, per provider', async () => {

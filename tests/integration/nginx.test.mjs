@@ -37,7 +37,9 @@ before(async () => {
   // Replicas share one key, as they would share a Kubernetes Secret.
   const key = await h.makeKeyFile(dir);
   const common = {
-    providers: h.mockProviders(mock),
+    // openai with an upload path as well (its preset's body_limits still apply: 26 MiB there).
+    providers: h.mockProviders(mock, { openai: { ...h.mockProviders(mock).openai,
+      paths: [...h.mockProviders(mock).openai.paths, '/v1/audio/transcriptions'] } }),
     key_files: [String(key)],
     trusted_proxies: ['127.0.0.1'],
     metrics_listen: '127.0.0.1:0',
@@ -437,4 +439,21 @@ test('no key and no seal in any nginx or relay log', async () => {
     assert.ok(!relayLogs.includes(s), 'relay logs hold no key or seal');
   }
   assert.doesNotMatch(logs, /sealed /i);
+});
+
+test('upload paths: nginx lets a body over 8 MiB through to the relay, which holds each path to its own limit', async () => {
+  const keyConfig = await keysVia(nginxA.origin, '/v1/keys', '127.0.0.5');
+  const big = 'z'.repeat(MAX_BODY + 4096);
+  const up = await sealed({ origin: nginxA.origin, keyConfig, localAddress: '127.0.0.5', body: big,
+    path: '/openai/v1/audio/transcriptions', headers: { 'content-type': 'multipart/form-data; boundary=b' } });
+  assert.equal(up.res.status, 200, up.res.body.slice(0, 200));
+  assert.equal(JSON.parse(up.res.body).text, 'mock transcript ' + h.bodySha256(big), 'the provider got every byte');
+  // The same body to the chat path: nginx's own 413, as before.
+  const chat = await sealed({ origin: nginxA.origin, keyConfig, localAddress: '127.0.0.5', body: big });
+  assert.equal(chat.res.status, 413);
+  // The /relay/ prefix variant takes the same upload.
+  const keyConfigB = await keysVia(nginxB.origin, '/relay/v1/keys', '127.0.0.5');
+  const upB = await sealed({ origin: nginxB.origin, keyConfig: keyConfigB, localAddress: '127.0.0.5', body: big,
+    path: '/relay/openai/v1/audio/transcriptions', headers: { 'content-type': 'multipart/form-data; boundary=b' } });
+  assert.equal(upB.res.status, 200, upB.res.body.slice(0, 200));
 });

@@ -2,8 +2,12 @@
 #include "crypto/replay_cache.hpp"
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 
 #include <doctest/doctest.h>
+
+#include <unistd.h>
 
 using namespace byok::relay;
 
@@ -325,4 +329,30 @@ TEST_CASE("moderation: opt-in per provider, with the user's own key only on the 
                           .find("\"providers.anthropic.moderation") != std::string::npos,
                       m);
     }
+}
+
+TEST_CASE("moderation via another provider: only with the operator's key for it, read into secret memory") {
+    const auto dir = std::filesystem::temp_directory_path() / ("byok-config-test-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir / "op.key") << "sk-operator-123\n";
+    std::ofstream(dir / "bad.key") << "two words\n";
+    const auto c = parse_config(
+        R"({"key_files":["k"],"providers":{"anthropic":{"moderation":{"via":"openai","key_file":"op.key"}}}})",
+        dir.string());
+    const auto& m = *c->find_provider("anthropic")->moderation;
+    CHECK(m.via == "openai");
+    REQUIRE(m.operator_key);
+    CHECK(m.operator_key->view() == "sk-operator-123");
+    CHECK(error_of(R"({"key_files":["k"],"providers":{"anthropic":{"moderation":{"via":"openai","key_file":")" +
+                   (dir / "bad.key").string() + R"("}}}})")
+              .find("\"providers.anthropic.moderation.key_file\"") != std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"providers":{"anthropic":{"moderation":{"via":"openai","key_file":"/nonexistent/k"}}}})")
+              .find("\"providers.anthropic.moderation.key_file\"") != std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"providers":{"anthropic":{"moderation":{"via":"nope","key_file":")" +
+                   (dir / "op.key").string() + R"("}}}})")
+              .find("\"providers.anthropic.moderation.via\"") != std::string::npos);
+    CHECK(error_of(R"({"key_files":["k"],"providers":{"openai":{"moderation":{"key_file":")" + (dir / "op.key").string() +
+                   R"("}}}})")
+              .find("\"providers.openai.moderation.key_file\"") != std::string::npos);
+    std::filesystem::remove_all(dir);
 }
