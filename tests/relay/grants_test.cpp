@@ -183,7 +183,7 @@ TEST_CASE("parse_grant_request: shape, allowlist, origins, lifetime, each with i
     CHECK(error(body(R"(["/v1/chat/completions"])")) == "ok");
     CHECK(error(body(R"(["/v1/audio/speech"])")) == "ok");  // under an allowed prefix
     CHECK(error(body(R"(["/v1/chat/completions"])", R"(,"models":[])")) == "ok");
-    CHECK(error(body(R"(["/v1/files"])")) == "path_not_allowed");
+    CHECK(error(body(R"(["/v1/fine_tuning/jobs"])")) == "path_not_allowed");  // not in the openai preset
     CHECK(error(body(R"(["/v1/chat/completions/../files"])")) == "path_not_allowed");
     CHECK(error(body(R"(["/v1/chat/completions"])", "", "https://evil.example")) == "origin_mismatch");
     CHECK(error(body(R"(["/v1/chat/completions"])", "", "https://app.example", 1801)) == "grant_too_long");
