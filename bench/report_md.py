@@ -324,6 +324,13 @@ def main():
     block = '\n'.join(lines)
     if BEGIN in text and END in text:
         text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    elif text.strip():
+        # A file whose markers were edited away: never replace what people
+        # wrote around the figures; write the block beside it instead.
+        out = out + '.measured'
+        text = block + '\n'
+        print(f'report_md: {out}: the MEASURED markers are missing from the target; wrote the block here',
+              file=sys.stderr)
     else:
         text = ('# Benchmarks\n\nMeasured by `bench/run.sh` (see the end of this file for what each figure '
                 'means).\n\n' + block + '\n')
