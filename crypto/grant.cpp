@@ -367,16 +367,11 @@ std::optional<grant_error> grant_checker::screen(const keyring& keys, const gran
     {
         std::array<char, 256> header_buf{};
         std::string_view typ, alg;
-        unsigned seen = 0;
+        json_lite::once_members seen;
         bool crit = false;
         auto on_header = [&](std::string_view name, const json_lite::value& v) {
             auto take = [&](unsigned bit, std::string_view& to) {
-                if ((seen & bit) != 0 || v.type != json_lite::kind::string) {
-                    return false;
-                }
-                seen |= bit;
-                to = v.str;
-                return true;
+                return seen.take(bit, v, json_lite::kind::string) && (to = v.str, true);
             };
             if (name == "typ") {
                 return take(1, typ);
@@ -392,15 +387,9 @@ std::optional<grant_error> grant_checker::screen(const keyring& keys, const gran
         }
     }
     std::string_view jti, body_b64;
-    unsigned seen = 0;
+    json_lite::once_members seen;
     auto on_claim = [&](std::string_view name, const json_lite::value& v) {
-        auto take = [&](unsigned bit, json_lite::kind want) {
-            if ((seen & bit) != 0 || v.type != want) {
-                return false;
-            }
-            seen |= bit;
-            return true;
-        };
+        auto take = [&](unsigned bit, json_lite::kind want) { return seen.take(bit, v, want); };
         using json_lite::kind;
         if (name == "htm") {
             return take(1, kind::string) && (out.htm = v.str, true);
@@ -419,7 +408,7 @@ std::optional<grant_error> grant_checker::screen(const keyring& keys, const gran
         }
         return true;  // unknown claims are ignored, as in a seal's payload
     };
-    if (!parse_b64_json(claims_b64, out.claims_buf, on_claim) || seen != 31) {
+    if (!parse_b64_json(claims_b64, out.claims_buf, on_claim) || seen.seen() != 31) {
         return grant_error::bad_proof;
     }
     std::array<unsigned char, 64> jti_bytes{};

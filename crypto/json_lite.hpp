@@ -27,6 +27,26 @@ struct value {
     std::int64_t num = 0;  // kind::integer, within int64
 };
 
+// The members of one object, each taken at most once: a second copy of a
+// member is an ambiguity a parser elsewhere might resolve differently, so
+// take() refuses it (and a member of the wrong kind).
+class once_members {
+public:
+    // True, and member `bit` marked seen, if `v` is of kind `want` and the
+    // member was not seen before.
+    [[nodiscard]] bool take(unsigned bit, const value& v, kind want) noexcept {
+        if ((seen_ & bit) != 0 || v.type != want) {
+            return false;
+        }
+        seen_ |= bit;
+        return true;
+    }
+    [[nodiscard]] unsigned seen() const noexcept { return seen_; }
+
+private:
+    unsigned seen_ = 0;
+};
+
 // A non-owning reference to a callable bool(std::string_view name, const value&).
 // Returning false stops the parse, which then fails.
 class member_sink {

@@ -147,17 +147,9 @@ check_result seal_checker::check(const keyring& keys, const request_facts& req, 
     }
     std::string_view f_key, f_method, f_path, f_body, f_headers;
     std::int64_t f_iat = 0;
-    unsigned seen = 0;
+    json_lite::once_members seen;
     auto on_member = [&](std::string_view name, const json_lite::value& v) {
-        auto take = [&](unsigned bit, json_lite::kind want) {
-            // A second copy of a field is an ambiguity a parser elsewhere might
-            // resolve differently: refuse it.
-            if ((seen & bit) != 0 || v.type != want) {
-                return false;
-            }
-            seen |= bit;
-            return true;
-        };
+        auto take = [&](unsigned bit, json_lite::kind want) { return seen.take(bit, v, want); };
         using json_lite::kind;
         if (name == "key") {
             return take(1, kind::string) && (f_key = v.str, true);
@@ -179,7 +171,7 @@ check_result seal_checker::check(const keyring& keys, const request_facts& req, 
         }
         return true;  // unknown fields are ignored
     };
-    if (!json_lite::parse_object(plain.chars(), on_member) || (seen & 31) != 31) {
+    if (!json_lite::parse_object(plain.chars(), on_member) || (seen.seen() & 31) != 31) {
         return seal_error::bad_seal;
     }
     sha256_digest sealed_digest{};
@@ -190,7 +182,7 @@ check_result seal_checker::check(const keyring& keys, const request_facts& req, 
     }
     // headers_sha256: optional in a sealed box, required in an HPKE seal by
     // a caller that forwards headers; 32 bytes whenever present.
-    const bool has_headers = (seen & 32) != 0;
+    const bool has_headers = (seen.seen() & 32) != 0;
     sha256_digest sealed_headers{};
     if (has_headers) {
         const auto n = base64url_decode_public(f_headers, sealed_headers);
