@@ -56,17 +56,50 @@ shared_state::shared_state(std::shared_ptr<const config> c, std::shared_ptr<cons
     stats.replay_store_configured = cfg->replay_store.has_value();
 }
 
+void connection_closed(shared_state& s, const address_table::key& peer, bool counted) {
+    s.sessions.fetch_sub(1);
+    s.stats.open_connections.fetch_sub(1);
+    if (counted) {
+        s.limiter.connection_closed(peer);
+    }
+}
+
 std::size_t shared_state::provider_index(const provider* p) const noexcept {
     return static_cast<std::size_t>(p - cfg->providers.data());
 }
 
 worker::worker(shared_state& s) {
+    park = std::make_unique<idle_park>(
+        ioc, std::chrono::seconds(s.cfg->idle_timeout_s),
+        [&s, this](client_conn&& c) {
+            if (s.draining.load()) {
+                boost::system::error_code ignored;
+                c.socket.close(ignored);
+                connection_closed(s, c.peer, c.counted);
+                return;
+            }
+            spawn_session(s, *this, std::move(c));
+        },
+        [&s](const client_conn& c) { connection_closed(s, c.peer, c.counted); });
     for (std::size_t i = 0; i < s.cfg->providers.size(); ++i) {
         pools.push_back(std::make_unique<upstream_pool>(ioc, s.cfg->providers[i], s.tls[i]));
     }
     if (s.cfg->replay_store) {
         replay = std::make_unique<replay_store>(ioc, *s.cfg->replay_store, s.stats);
     }
+}
+
+void spawn_session(shared_state& s, worker& w, client_conn&& conn) {
+    asio::co_spawn(w.ioc, run_session(s, w, std::move(conn)), [](const std::exception_ptr& e) {
+        if (e) {
+            try {
+                std::rethrow_exception(e);
+            } catch (const std::exception& ex) {
+                // Exceptions here carry no request data: our code never puts any in one.
+                log_line(std::string("session ended by an exception: ") + ex.what());
+            }
+        }
+    });
 }
 
 // ---- server -------------------------------------------------------------------------
@@ -99,16 +132,7 @@ asio::awaitable<void> accept_loop(shared_state& s, worker& w) {
             co_await backoff.async_wait(as_tuple(use_awaitable));
             continue;
         }
-        asio::co_spawn(w.ioc, run_session(s, w, std::move(sock)), [](const std::exception_ptr& e) {
-            if (e) {
-                try {
-                    std::rethrow_exception(e);
-                } catch (const std::exception& ex) {
-                    // Exceptions here carry no request data: our code never puts any in one.
-                    log_line(std::string("session ended by an exception: ") + ex.what());
-                }
-            }
-        });
+        spawn_session(s, w, client_conn{std::move(sock)});
     }
 }
 
@@ -205,6 +229,7 @@ void server::start_draining() {
             }
             // Connections waiting for a request are closed now; busy ones
             // finish their request and close after it.
+            wp->park->close_all();
             for (auto* slot : wp->sessions) {
                 if (slot->idle) {
                     slot->socket->cancel(ec);
@@ -332,6 +357,7 @@ int server::run() {
                 for (auto& w : workers_) {
                     asio::post(w->ioc, [wp = w.get()] {
                         boost::system::error_code ignored;
+                        wp->park->close_all();
                         for (auto* slot : wp->sessions) {
                             slot->socket->close(ignored);
                         }

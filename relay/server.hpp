@@ -26,6 +26,7 @@
 #include "relay/address_table.hpp"
 #include "relay/admission.hpp"
 #include "relay/config.hpp"
+#include "relay/idle_park.hpp"
 #include "relay/key_list.hpp"
 #include "relay/metrics.hpp"
 #include "relay/replay_store.hpp"
@@ -68,6 +69,9 @@ struct worker {
     std::vector<std::unique_ptr<upstream_pool>> pools;  // by provider index
     std::unique_ptr<replay_store> replay;  // this worker's connection to the shared store; null without one
     std::unique_ptr<boost::asio::ip::tcp::acceptor> acceptor;
+    // Keep-alive connections between requests (relay/idle_park.hpp). After
+    // `ioc`: it owns sockets, and is destroyed before the context.
+    std::unique_ptr<idle_park> park;
 };
 
 class server {
@@ -90,7 +94,14 @@ private:
     boost::asio::io_context control_{1};
 };
 
-// Serves one client connection until it closes. Defined in session.cpp.
-boost::asio::awaitable<void> run_session(shared_state& s, worker& w, boost::asio::ip::tcp::socket socket);
+// Serves one client connection until it closes or is parked between
+// requests (worker::park). Defined in session.cpp.
+boost::asio::awaitable<void> run_session(shared_state& s, worker& w, client_conn conn);
+// A client connection is closed (by its session, or by the park): what
+// counted it open is released. `counted`: it holds one connection of `peer`
+// in the per-address table.
+void connection_closed(shared_state& s, const address_table::key& peer, bool counted);
+// Starts run_session on the worker's thread, logging an exception that ends it.
+void spawn_session(shared_state& s, worker& w, client_conn&& conn);
 
 }  // namespace byok::relay

@@ -74,32 +74,37 @@ struct request_ctx {
 
 class session {
 public:
-    session(shared_state& s, worker& w, asio::ip::tcp::socket sock)
-        : s_(s), w_(w), cfg_(*s.cfg), sock_(std::move(sock)) {
+    session(shared_state& s, worker& w, client_conn&& conn)
+        : s_(s), w_(w), cfg_(*s.cfg), sock_(std::move(conn.socket)), peer_key_(conn.peer), counted_(conn.counted),
+          resumed_(conn.resumed), first_(!conn.resumed) {
         boost::system::error_code ec;
-        const auto ep = sock_.remote_endpoint(ec);
-        if (!ec) {
-            // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; log and limit them as IPv4.
-            const auto a = ep.address();
-            peer_key_ = address_table::key_of(a);
-            peer_ip_ = a.is_v6() && a.to_v6().is_v4_mapped()
-                           ? asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string()
-                           : a.to_string();
+        if (resumed_) {
+            // Back from the park (relay/idle_park.hpp): set up and counted when it was accepted.
+            const asio::ip::address_v6 a(peer_key_);
+            peer_ip_ = a.is_v4_mapped() ? asio::ip::make_address_v4(asio::ip::v4_mapped, a).to_string() : a.to_string();
+        } else {
+            const auto ep = sock_.remote_endpoint(ec);
+            if (!ec) {
+                // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d; log and limit them as IPv4.
+                const auto a = ep.address();
+                peer_key_ = address_table::key_of(a);
+                peer_ip_ = a.is_v6() && a.to_v6().is_v4_mapped()
+                               ? asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string()
+                               : a.to_string();
+            }
+            sock_.set_option(asio::ip::tcp::no_delay(true), ec);
+            s_.sessions.fetch_add(1);
+            s_.stats.open_connections.fetch_add(1);
         }
-        sock_.set_option(asio::ip::tcp::no_delay(true), ec);
         // Room for the largest header plus a read's worth of body or pipelined bytes.
         buffer_.max_size(cfg_.max_header_bytes + 16 * 1024);
         slot_.socket = &sock_;
         w_.sessions.insert(&slot_);
-        s_.sessions.fetch_add(1);
-        s_.stats.open_connections.fetch_add(1);
     }
     ~session() {
         w_.sessions.erase(&slot_);
-        s_.sessions.fetch_sub(1);
-        s_.stats.open_connections.fetch_sub(1);
-        if (counted_) {
-            s_.limiter.connection_closed(peer_key_);
+        if (!parked_) {
+            connection_closed(s_, peer_key_, counted_);
         }
     }
     session(const session&) = delete;
@@ -145,12 +150,16 @@ private:
     address_table::key peer_key_{};
     session_slot slot_;
     bool counted_ = false;
-    bool linger_ = false;  // drain the client's input before closing
-    bool first_ = true;
+    bool resumed_ = false;  // started by the park for a connection that served a request before
+    bool parked_ = false;   // handed to the park: the connection outlives this session
+    bool linger_ = false;   // drain the client's input before closing
+    bool first_ = true;     // the connection's first request is awaited
 };
 
 asio::awaitable<void> session::run() {
-    if (cfg_.trusted_proxies.contains(peer_ip_)) {
+    if (resumed_) {
+        // Counted (or exempt) when it was accepted.
+    } else if (cfg_.trusted_proxies.contains(peer_ip_)) {
         // A trusted proxy multiplexes many clients; it is not capped per address.
     } else if (!s_.limiter.connection_opened(peer_key_)) {
         request_ctx rq;
@@ -163,27 +172,20 @@ asio::awaitable<void> session::run() {
     } else {
         counted_ = true;
     }
-    for (;;) {
-        if (!first_ && buffer_.size() == 0) {
-            // An idle keep-alive connection waits for its next request holding
-            // no read buffer, no parser and no request frame: a peek at one
-            // byte, like the answer's watcher. What it holds meanwhile is the
-            // session and its socket (docs/benchmarks.md: memory per idle
-            // connection).
-            slot_.idle = true;
-            deadline_.expires_after(std::chrono::seconds(cfg_.idle_timeout_s));
-            char byte = 0;
-            auto [ec, n] = co_await sock_.async_receive(asio::buffer(&byte, 1), asio::socket_base::message_peek,
-                                                        as_tuple(use_awaitable));
-            ec = deadline_.settle(ec);
-            slot_.idle = false;
-            if (ec || n == 0 || s_.draining.load()) {
-                break;  // closed, idle too long, or draining: a quiet close
+    while (co_await serve_one()) {
+        if (buffer_.size() == 0) {
+            if (s_.draining.load()) {
+                break;  // a quiet close
             }
+            // An idle keep-alive connection waits for its next request
+            // without a session: no coroutine frame, buffer or timer. The
+            // park starts a new session when the next request's bytes (or
+            // the client's close) arrive, and closes it after idle_timeout_s.
+            parked_ = true;
+            w_.park->park(client_conn{std::move(sock_), peer_key_, counted_, true});
+            co_return;
         }
-        if (!co_await serve_one()) {
-            break;
-        }
+        // Pipelined bytes: the next request is already here.
     }
     boost::system::error_code ec;
     sock_.shutdown(asio::ip::tcp::socket::shutdown_send, ec);
@@ -318,9 +320,6 @@ asio::awaitable<bool> session::serve_one() {
 
     if (rq.status != 0) {
         log_request(rq);
-    }
-    if (buffer_.size() == 0) {
-        buffer_.shrink_to_fit();  // an idle keep-alive connection holds no read buffer (see run())
     }
     // Closing after an answer to a request whose bytes may not all have been
     // read: linger (see run()). Not after a timeout (a slow client gets no
@@ -592,8 +591,8 @@ void session::log_request(const request_ctx& rq) {
 
 }  // namespace
 
-asio::awaitable<void> run_session(shared_state& s, worker& w, asio::ip::tcp::socket socket) {
-    session sess(s, w, std::move(socket));
+asio::awaitable<void> run_session(shared_state& s, worker& w, client_conn conn) {
+    session sess(s, w, std::move(conn));
     co_await sess.run();
 }
 
