@@ -7,6 +7,37 @@
 
 namespace byok::relay {
 
+namespace {
+
+// Asio keeps a few freed operation blocks per thread and hands them to the
+// next operation that fits, so a parked wait (144 bytes) would often hold a
+// larger block left by a read. Parked waits are many and long: each gets a
+// block of its own size.
+template <class T>
+struct exact_allocator {
+    using value_type = T;
+    exact_allocator() = default;
+    template <class U>
+    exact_allocator(const exact_allocator<U>& /*other*/) noexcept {}
+    T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T))); }
+    void deallocate(T* p, std::size_t /*n*/) noexcept { ::operator delete(p); }
+    template <class U>
+    bool operator==(const exact_allocator<U>& /*other*/) const noexcept {
+        return true;
+    }
+};
+
+}  // namespace
+
+// The handler of a parked connection's wait.
+struct idle_park::waiter {
+    using allocator_type = exact_allocator<void>;
+    idle_park* park;
+    entry* e;
+    void operator()(const boost::system::error_code& ec) const { park->on_ready(e, ec); }
+    [[nodiscard]] allocator_type get_allocator() const noexcept { return {}; }
+};
+
 idle_park::idle_park(boost::asio::io_context& ioc, clock::duration idle_timeout, wake_fn wake, closed_fn closed)
     : timeout_(idle_timeout), wake_(std::move(wake)), closed_(std::move(closed)), timer_(ioc) {}
 
@@ -28,8 +59,7 @@ void idle_park::park(client_conn&& c) {
     ++size_;
     // A wait for readability, not a read: no buffer while idle, and no
     // speculative recv(2) that would find nothing.
-    e->conn.socket.async_wait(boost::asio::socket_base::wait_read,
-                              [this, e](const boost::system::error_code& ec) { on_ready(e, ec); });
+    e->conn.socket.async_wait(boost::asio::socket_base::wait_read, waiter{this, e});
     if (!timer_armed_) {
         arm();
     }

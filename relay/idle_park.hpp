@@ -68,6 +68,7 @@ private:
         bool closing = false;  // closed by the park; its wait completes as aborted
     };
 
+    struct waiter;
     void on_ready(entry* e, const boost::system::error_code& ec);
     void sweep();
     void arm();
