@@ -181,8 +181,8 @@ asio::awaitable<void> session::run() {
             // without a session: no coroutine frame, buffer or timer. The
             // park starts a new session when the next request's bytes (or
             // the client's close) arrive, and closes it after idle_timeout_s.
-            parked_ = true;
             w_.park->park(client_conn{std::move(sock_), peer_key_, counted_, true});
+            parked_ = true;  // (not if park() threw: then the socket is closed and this session counts it closed)
             co_return;
         }
         // Pipelined bytes: the next request is already here.
