@@ -12,8 +12,14 @@
 #include <boost/asio/ip/address.hpp>
 // GCC 12 reports false maybe-uninitialized warnings inside nlohmann::json's
 // iterators at -O2 (a known GCC issue with that header); they are not ours.
+#if defined(__GNUC__) && !defined(__clang__)  // the warning is GCC's; clang has no such option
+#pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <nlohmann/json.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 namespace byok::relay {
 namespace {
