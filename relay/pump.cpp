@@ -257,12 +257,15 @@ asio::awaitable<void> answer_pump::writer() {
     const bool chunked = framing_.k == answer_framing::kind::chunked;
     {
         // The head, with the first piece of body if it is already here.
-        const std::string_view first = has_pending_ ? pending_ : std::string_view();
+        // Without one, the reader may hand a piece over while the head is
+        // written: that piece is still to be written, not the one written.
+        const bool with_first = has_pending_;
+        const std::string_view first = with_first ? pending_ : std::string_view();
         const body_piece piece(first, chunked);
         const std::array<asio::const_buffer, 4> bufs{asio::buffer(h), piece.size_line(), piece.data(), piece.crlf()};
         const bool ok = co_await write_client(bufs);
         boundary_.feed(first);
-        if (has_pending_) {
+        if (with_first) {
             has_pending_ = false;
             release_if_idle();
             wake(reader_wake_);
