@@ -26,6 +26,24 @@ using namespace asio::experimental::awaitable_operators;
 
 namespace {
 
+// "<size in hex>\r\n", the line before a chunk's data; returns its length.
+// (snprintf's format parsing was a visible share of an SSE event's cost.)
+std::size_t chunk_size_line(char (&out)[24], std::size_t size) noexcept {
+    static constexpr char digits[] = "0123456789abcdef";
+    char rev[16];
+    std::size_t n = 0;
+    do {
+        rev[n++] = digits[size & 0xf];
+        size >>= 4;
+    } while (size != 0);
+    for (std::size_t i = 0; i < n; ++i) {
+        out[i] = rev[n - 1 - i];
+    }
+    out[n] = '\r';
+    out[n + 1] = '\n';
+    return n + 2;
+}
+
 // One piece of response body as it goes on the wire: an HTTP/1.1 chunk when
 // the relay frames the answer as chunked, the bytes alone otherwise. An
 // empty piece is nothing at all, never the last-chunk.
@@ -33,7 +51,7 @@ class body_piece {
 public:
     body_piece(std::string_view data, bool chunked) noexcept : data_(data) {
         if (chunked && !data.empty()) {
-            size_len_ = static_cast<std::size_t>(std::snprintf(size_line_, sizeof size_line_, "%zx\r\n", data.size()));
+            size_len_ = chunk_size_line(size_line_, data.size());
             crlf_len_ = 2;
         }
     }
@@ -157,8 +175,7 @@ bool answer_pump::send_or_hand_over(std::string_view data) {
     pending_ = data;
     pending_size_len_ = 0;
     if (framing_.k == answer_framing::kind::chunked) {
-        pending_size_len_ =
-            static_cast<std::size_t>(std::snprintf(pending_size_, sizeof pending_size_, "%zx\r\n", data.size()));
+        pending_size_len_ = chunk_size_line(pending_size_, data.size());
     }
     pending_sent_ = 0;
     has_pending_ = true;
