@@ -64,9 +64,6 @@ json_seeds = {
     'ws': ' \t\r\n{ "a" : "b" , "c" : 1 } \n',
     'deep': '{"a":' + '[' * 30 + ']' * 30 + '}',
     'empty': '{}',
-    'model': '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"a long enough run of plain text","model":"x"}],'
-             '"meta":{"model":"m"},"max_tokens":64}',
-    'model_escaped': '{"mod\\u0065l":"\\u006d","x":"\\"model\\":\\"m\\""}',
 }
 for name, text in json_seeds.items():
     write('fuzz_json_lite', name, text.encode('utf-8'))
