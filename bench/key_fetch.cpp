@@ -213,8 +213,11 @@ std::string mint_grant(const parsed_url& relay, const std::string& address, cons
     if (kc.alg != crypto::seal_alg::sealed_box) {
         throw std::runtime_error("minting a grant needs the relay's sealed-box key");
     }
-    const nlohmann::json body_json = {{"provider", g.provider}, {"paths", {g.provider_path}}, {"ttl_s", g.ttl_s},
+    nlohmann::json body_json = {{"provider", g.provider}, {"paths", {g.provider_path}}, {"ttl_s", g.ttl_s},
                                       {"origin", g.origin}, {"cnf", {{"jwk", nlohmann::json::parse(g.app->public_jwk())}}}};
+    if (!g.models.empty()) {
+        body_json["models"] = g.models;
+    }
     const std::string body = body_json.dump();
     const std::string target = relay.path + "/v1/grants";
     const auto payload = crypto::make_payload(api_key, static_cast<std::int64_t>(std::time(nullptr)), "POST", target,

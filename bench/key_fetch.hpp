@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "crypto/grant.hpp"
 #include "crypto/keyring.hpp"
@@ -40,6 +41,7 @@ struct grant_request {
     std::string provider;       // the first segment of --path
     std::string provider_path;  // the rest of --path, without the query
     std::string origin;         // must be in the relay's allow_origins
+    std::vector<std::string> models;  // empty: any model
     std::int64_t ttl_s = 1800;
     const crypto::es256_key* app = nullptr;
 };

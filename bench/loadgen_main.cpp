@@ -41,6 +41,8 @@ constexpr const char* usage_text =
     "                     every request with it and a fresh ES256 Byok-Proof instead of a seal\n"
     "  --grant-origin O   the grant's origin, which must be in the relay's allow_origins\n"
     "                     (default http://localhost)\n"
+    "  --grant-model M    limit the grant to model M (repeatable; the relay then reads each body's\n"
+    "                     top-level \"model\"); default: any model\n"
     "  --ca FILE          CA bundle for https:// URLs\n"
     "  --connections N    concurrent connections (default 16)\n"
     "  --duration S       measured seconds (default 10)\n"
@@ -150,6 +152,7 @@ int main(int argc, char** argv) {
     byok::crypto::seal_alg seal_alg = byok::crypto::seal_alg::sealed_box;
     bool grant = false;
     std::string grant_origin = "http://localhost";
+    std::vector<std::string> grant_models;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         const bool v = i + 1 < argc;
@@ -169,6 +172,8 @@ int main(int argc, char** argv) {
             grant = true;
         } else if (a == "--grant-origin" && v) {
             grant_origin = argv[++i];
+        } else if (a == "--grant-model" && v) {
+            grant_models.emplace_back(argv[++i]);
         } else if (a == "--keys-url" && v) {
             keys_url = argv[++i];
         } else if (a == "--ca" && v) {
@@ -289,6 +294,7 @@ int main(int argc, char** argv) {
             g.provider = path.substr(1, slash - 1);
             g.provider_path = path.substr(slash, path.find('?') - slash);
             g.origin = grant_origin;
+            g.models = grant_models;
             g.app = app.get();
             t.grant = mint_grant(u, address, ca_file, kc, t.api_keys.front(), g);
             t.proof_key = std::move(app);

@@ -77,6 +77,37 @@ def fmt(v, spec='.1f'):
     return '–' if v is None else format(v, spec)
 
 
+def grant_table(lines, results, seal, get):
+    """CPU per request with a scoped key grant (issue 12), beside the sealed
+    relay and nginx rows of the closed-loop table."""
+    granted = load(results, 'json-closed-relay-grant')
+    if not granted:
+        return
+    rows = [('nginx 1 worker (the sealed requests; it reads neither header)', load(results, 'json-closed-nginx')),
+            ('byok-relay 1 thread, sealed', load(results, 'json-closed-relay')),
+            ('byok-relay 1 thread, granted', granted)]
+    sealed_cpu = get('json-closed-relay', 'proxy_cpu_us_per_req')
+    lines.extend(['### Granted requests (scoped key grant + ES256 proof), closed loop', '',
+                  'The relay with one grant limited to the body\'s model: every request carries `Authorization: '
+                  'Grant <token>` and its own `Byok-Proof`; the relay opens the grant (XChaCha20-Poly1305), checks '
+                  'the proof (ES256), reads the body\'s top-level "model", then forwards as for a seal. The other two '
+                  'rows are those of the closed-loop table above.', '',
+                  '| Target | req/s | p50 ms | p99 ms | proxy CPU µs/req | CPU above the sealed relay µs/req | errors |',
+                  '|---|---|---|---|---|---|---|'])
+    for name, j in rows:
+        if not j:
+            continue
+        cpu = j.get('proxy_cpu_us_per_req')
+        above = cpu - sealed_cpu if j is granted and None not in (cpu, sealed_cpu) else None
+        lines.append(f'| {name} | {j["throughput_rps"]:.0f} | {ms(j["latency_us"]["p50"])} | '
+                     f'{ms(j["latency_us"]["p99"])} | {fmt(cpu)} | {fmt(above)} | {j["errors"]} |')
+    g = (seal or {}).get('grant')
+    if g:
+        lines.extend(['', f'Expected from the crypto alone (`byok-bench-seal`, above): grant check path − sealed-box '
+                          f'check path = {(g["check_path_ns"] - seal["check_path_ns"]) / 1000:.1f} µs.'])
+    lines.extend(['', 'Command:', '', '```', cmd(results, 'json-closed-relay-grant'), '```', ''])
+
+
 def main():
     results, out, src, build, duration, warmup, conns, lg_core, proxy_core = sys.argv[1:10]
     seal = load(results, 'seal')
@@ -191,6 +222,14 @@ def main():
         if a:
             lines += [f'| alternative: OpenSSL `SHA256` of the body (SHA extensions) | {a["openssl_sha256_body"]:.0f} |',
                       f'| alternative: table-driven base64url decode | {a["table_base64url_decode"]:.0f} |']
+        g = seal.get('grant')
+        if g:
+            lines += [f'| grant check path: SHA-256 of the body + `grant_checker::open` + `claim_proof` | '
+                      f'{g["check_path_ns"]:.0f} |',
+                      f'| — its floor: XChaCha20-Poly1305 open of the grant + one ES256 verification | '
+                      f'{g["aead_open_ns"]:.0f} + {g["es256_verify_ns"]:.0f} |',
+                      f'| — grant check path / floor | {g["check_ratio_vs_floor"]:.3f} |',
+                      f'| — grant check path − sealed-box check path | {g["check_path_ns"] - seal["check_path_ns"]:.0f} |']
         lines += [f'| client side, not timed in any run: payload + `crypto_box_seal` + base64url | '
                   f'{seal["client_seal_ns"]:.0f} |', '', f'Command: `taskset -c {proxy_core} byok-bench-seal`', '']
 
@@ -243,6 +282,7 @@ def main():
         lines.append('')
 
     table('Non-streaming, closed loop (peak)', 'json-closed')
+    grant_table(lines, results, seal, get)
     half = (median_run(open_runs(results, 'relay')) or {}).get('rate')
     table(f'Non-streaming, open loop at half of the relay\'s peak ({fmt(half, ".0f")} req/s; latency from the '
           'intended send time; each row is the round with the median p99)', 'json-open', open_loop=True)

@@ -149,7 +149,8 @@ start_relay() {
   "max_in_flight": 12000,
   "max_connections_per_ip": 0,
   "upstream_timeout_s": 600,
-  "idle_timeout_s": 600,${RELAY_EXTRA:-}
+  "idle_timeout_s": 600,
+  "allow_origins": ["http://localhost"],${RELAY_EXTRA:-}
   "providers": {
     "openai": {"base_url": "$MOCK_URL", "auth": "bearer", "ca_file": "$CA", "paths": ["/v1/chat/completions"]},
     "anthropic": null
@@ -370,6 +371,13 @@ COMMON=(--connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" -
 for kind in direct nginx relay; do
   drive "json-closed-$kind" $kind "${COMMON[@]}" --body "$BODY_JSON"
 done
+
+# ---- 1b. the relay with a scoped key grant (issue 12), closed loop ------------
+# One grant limited to the body's model (so the relay reads each body's
+# top-level "model" too) and a fresh ES256 Byok-Proof per request: the CPU per
+# granted request, next to the sealed row above and nginx's (which ignores
+# both headers; its row above carried the sealed requests).
+drive "json-closed-relay-grant" relay "${COMMON[@]}" --body "$BODY_JSON" --grant --grant-model gpt-4o-mini
 
 # ---- 2. non-streaming, open loop at half of the relay's peak: added latency --
 PEAK=$(python3 -c "import json; print(json.load(open('$RESULTS/json-closed-relay.json'))['throughput_rps'])")

@@ -23,6 +23,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -200,6 +201,7 @@ public:
 
 private:
     struct screened;
+    [[nodiscard]] static std::unique_ptr<screened> new_screened();
     [[nodiscard]] std::optional<grant_error> screen(const keyring& keys, const grant_request_facts& req,
                                                     std::int64_t now, screened& out) const;
 

@@ -1,21 +1,25 @@
 #include "relay/config.hpp"
 
 #include "crypto/replay_cache.hpp"
+#include "relay/file_text.hpp"
 #include "relay/http_util.hpp"
 
 #include <cctype>
 
 #include <algorithm>
-#include <fstream>
-#include <iterator>
-#include <sstream>
 #include <thread>
 
 #include <boost/asio/ip/address.hpp>
 // GCC 12 reports false maybe-uninitialized warnings inside nlohmann::json's
 // iterators at -O2 (a known GCC issue with that header); they are not ours.
+#if defined(__GNUC__) && !defined(__clang__)  // the warning is GCC's; clang has no such option
+#pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <nlohmann/json.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 namespace byok::relay {
 namespace {
@@ -94,8 +98,8 @@ std::string get_ca_file(const json& j, const std::string& field, const std::stri
         fail(field + ".ca_file", "must be the path of a PEM file");
     }
     std::string path = resolve_path(j["ca_file"].get<std::string>(), base_dir);
-    if (!std::ifstream(path)) {
-        fail(field + ".ca_file", "cannot be read: " + path);
+    if (const auto problem = regular_file_problem(path)) {
+        fail(field + ".ca_file", "cannot be read: " + path + ": " + *problem);
     }
     return path;
 }
@@ -113,11 +117,11 @@ const std::vector<std::string> provider_fields = {"base_url", "auth", "ca_file",
 // trailing newline is dropped), read into locked secret memory. The file's
 // bytes pass through one heap string, wiped before it is freed.
 std::shared_ptr<const crypto::secret_bytes> read_operator_key(const std::string& path, const std::string& field) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-        fail(field, "cannot be read: " + path);
+    auto file = read_regular_file(path, 4096);
+    if (!file.text) {
+        fail(field, "cannot be read: " + path + ": " + file.why);
     }
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string& text = *file.text;
     std::size_t n = text.size();
     while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r')) {
         --n;
@@ -519,11 +523,11 @@ replay_store_config parse_replay_store(const json& j, const std::string& base_di
             fail(field + ".password_file", "must be the path of a file holding the password");
         }
         const std::string path = resolve_path(j["password_file"].get<std::string>(), base_dir);
-        std::ifstream in(path, std::ios::binary);
-        if (!in) {
-            fail(field + ".password_file", "cannot be read: " + path);
+        auto file = read_regular_file(path, 4098);
+        if (!file.text) {
+            fail(field + ".password_file", "cannot be read: " + path + ": " + file.why);
         }
-        std::string pw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        std::string pw = std::move(*file.text);
         while (!pw.empty() && (pw.back() == '\n' || pw.back() == '\r')) {
             pw.pop_back();
         }
@@ -880,15 +884,13 @@ std::shared_ptr<const config> parse_config(std::string_view json_text, const std
 }
 
 std::shared_ptr<const config> load_config(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-        throw config_error("config: cannot read file '" + path + "'");
+    const auto file = read_regular_file(path, 4 << 20);
+    if (!file.text) {
+        throw config_error("config: cannot read file '" + path + "': " + file.why);
     }
-    std::ostringstream text;
-    text << in.rdbuf();
     const auto slash = path.rfind('/');
     const std::string base_dir = slash == std::string::npos ? "." : path.substr(0, slash);
-    return parse_config(text.str(), base_dir);
+    return parse_config(*file.text, base_dir);
 }
 
 }  // namespace byok::relay

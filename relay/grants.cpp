@@ -6,8 +6,14 @@
 
 // GCC 12 reports false maybe-uninitialized warnings inside nlohmann::json's
 // headers (as in relay/config.cpp).
+#if defined(__GNUC__) && !defined(__clang__)  // the warning is GCC's; clang has no such option
+#pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <nlohmann/json.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #include "crypto/json_lite.hpp"
 #include "relay/router.hpp"
@@ -177,11 +183,15 @@ std::optional<error_code> check_grant_scope(const crypto::opened_grant& g, const
         std::none_of(paths.begin(), paths.end(), [&](std::string_view p) { return path_under(u.rest_path, p); })) {
         return error_code::path_not_allowed;
     }
-    if (g.models().empty()) {
-        return std::nullopt;
+    if (!g.models().empty() && !body_model_allowed(g.models(), u.body)) {
+        return error_code::model_not_allowed;
     }
+    return std::nullopt;
+}
+
+bool body_model_allowed(std::span<const std::string_view> models, std::string_view body) {
     // The body is not secret; json_lite reads a copy in place.
-    std::string copy(u.body);
+    std::string copy(body);
     std::string_view model;
     int copies = 0;
     auto on_member = [&](std::string_view name, const crypto::json_lite::value& v) {
@@ -191,12 +201,8 @@ std::optional<error_code> check_grant_scope(const crypto::opened_grant& g, const
         }
         return true;
     };
-    const auto models = g.models();
-    if (!crypto::json_lite::parse_object(copy, on_member) || copies != 1 || model.empty() ||
-        std::find(models.begin(), models.end(), model) == models.end()) {
-        return error_code::model_not_allowed;
-    }
-    return std::nullopt;
+    return crypto::json_lite::parse_object(copy, on_member) && copies == 1 && !model.empty() &&
+           std::find(models.begin(), models.end(), model) != models.end();
 }
 
 }  // namespace byok::relay

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -57,5 +58,12 @@ struct grant_use {
 // models, the body is a JSON object whose top-level "model" is one of them
 // (model_not_allowed).
 [[nodiscard]] std::optional<error_code> check_grant_scope(const crypto::opened_grant& g, const grant_use& u);
+
+// The model check of check_grant_scope: `body` is one JSON object (RFC 8259,
+// strict: valid UTF-8, no lone surrogate, nesting at most 32 deep, integers
+// within int64) with exactly one top-level member named "model" (after
+// unescaping; members of nested objects do not count), a string equal to
+// one of `models` (after unescaping).
+[[nodiscard]] bool body_model_allowed(std::span<const std::string_view> models, std::string_view body);
 
 }  // namespace byok::relay

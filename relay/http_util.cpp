@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <ctime>
+#include <limits>
 
 #include <boost/asio/ip/address.hpp>
 
@@ -89,18 +90,27 @@ void wipe_request_head(http::request_header<>& h) noexcept {
     crypto::wipe(const_cast<char*>(t.data()), t.size());
 }
 
-std::string http_date(std::int64_t unix_seconds) {
-    const std::time_t t = static_cast<std::time_t>(unix_seconds);
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    static constexpr std::array<const char*, 7> days{"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static constexpr std::array<const char*, 12> months{"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    char buf[40];
-    std::snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[static_cast<std::size_t>(tm.tm_wday)],
-                  tm.tm_mday, months[static_cast<std::size_t>(tm.tm_mon)], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
-                  tm.tm_sec);
-    return buf;
+std::string_view http_date(std::int64_t unix_seconds) {
+    // Every answer carries the date; formatting it (gmtime_r, snprintf and a
+    // heap string) once a second per thread instead of once an answer.
+    thread_local std::int64_t cached_for = std::numeric_limits<std::int64_t>::min();
+    thread_local std::array<char, 40> buf{};
+    thread_local std::size_t len = 0;
+    if (unix_seconds != cached_for) {
+        const std::time_t t = static_cast<std::time_t>(unix_seconds);
+        std::tm tm{};
+        gmtime_r(&t, &tm);
+        static constexpr std::array<const char*, 7> days{"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+        static constexpr std::array<const char*, 12> months{"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+        const int n = std::snprintf(buf.data(), buf.size(), "%s, %02d %s %04d %02d:%02d:%02d GMT",
+                                    days[static_cast<std::size_t>(tm.tm_wday)], tm.tm_mday,
+                                    months[static_cast<std::size_t>(tm.tm_mon)], tm.tm_year + 1900, tm.tm_hour,
+                                    tm.tm_min, tm.tm_sec);
+        len = n > 0 ? std::min(static_cast<std::size_t>(n), buf.size() - 1) : 0;
+        cached_for = unix_seconds;
+    }
+    return {buf.data(), len};
 }
 
 std::string_view reason_phrase(unsigned status) noexcept {

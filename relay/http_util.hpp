@@ -79,7 +79,9 @@ private:
 void wipe_request_head(boost::beast::http::request_header<>& h) noexcept;
 
 // IMF-fixdate of `unix_seconds`, e.g. "Sun, 22 Nov 2026 16:45:03 GMT".
-[[nodiscard]] std::string http_date(std::int64_t unix_seconds);
+// In a per-thread buffer that a later call on the same thread for another
+// second rewrites: append it where it is needed, do not keep the view.
+[[nodiscard]] std::string_view http_date(std::int64_t unix_seconds);
 
 [[nodiscard]] std::string_view reason_phrase(unsigned status) noexcept;
 

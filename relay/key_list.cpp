@@ -2,13 +2,13 @@
 
 #include <algorithm>
 #include <ctime>
-#include <fstream>
 #include <limits>
 
 #include <nlohmann/json.hpp>
 
 #include "crypto/encoding.hpp"
 #include "relay/config.hpp"
+#include "relay/file_text.hpp"
 
 namespace byok::relay {
 namespace {
@@ -79,17 +79,11 @@ std::string key_list_expiry_note(const signed_key_list& list, std::int64_t now) 
 
 std::shared_ptr<const signed_key_list> signed_key_list::load(const std::string& path, const crypto::keyring& keys,
                                                              std::int64_t now, std::vector<std::string>& warnings) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-        fail("cannot read '" + path + "'");
+    auto file = read_regular_file(path, max_list_bytes);  // a FIFO or a device must not hang a reload
+    if (!file.text) {
+        fail("cannot read '" + path + "': " + file.why);
     }
-    std::string text(max_list_bytes + 1, '\0');
-    in.read(text.data(), static_cast<std::streamsize>(text.size()));
-    text.resize(static_cast<std::size_t>(in.gcount()));
-    if (text.size() > max_list_bytes) {
-        fail("'" + path + "' is larger than 64 KiB");
-    }
-    return check(std::move(text), keys, now, warnings);
+    return check(std::move(*file.text), keys, now, warnings);
 }
 
 std::shared_ptr<const signed_key_list> signed_key_list::check(std::string text, const crypto::keyring& keys,

@@ -6,8 +6,14 @@
 
 // GCC 12 reports false maybe-uninitialized warnings inside nlohmann::json's
 // iterators at -O2 (as in relay/config.cpp).
+#if defined(__GNUC__) && !defined(__clang__)  // the warning is GCC's; clang has no such option
+#pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <nlohmann/json.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 namespace byok::relay {
 namespace {

@@ -1,6 +1,10 @@
 #include "relay/pump.hpp"
 
+#include <cerrno>
 #include <ctime>
+
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -22,6 +26,24 @@ using namespace asio::experimental::awaitable_operators;
 
 namespace {
 
+// "<size in hex>\r\n", the line before a chunk's data; returns its length.
+// (snprintf's format parsing was a visible share of an SSE event's cost.)
+std::size_t chunk_size_line(char (&out)[24], std::size_t size) noexcept {
+    static constexpr char digits[] = "0123456789abcdef";
+    char rev[16];
+    std::size_t n = 0;
+    do {
+        rev[n++] = digits[size & 0xf];
+        size >>= 4;
+    } while (size != 0);
+    for (std::size_t i = 0; i < n; ++i) {
+        out[i] = rev[n - 1 - i];
+    }
+    out[n] = '\r';
+    out[n + 1] = '\n';
+    return n + 2;
+}
+
 // One piece of response body as it goes on the wire: an HTTP/1.1 chunk when
 // the relay frames the answer as chunked, the bytes alone otherwise. An
 // empty piece is nothing at all, never the last-chunk.
@@ -29,7 +51,7 @@ class body_piece {
 public:
     body_piece(std::string_view data, bool chunked) noexcept : data_(data) {
         if (chunked && !data.empty()) {
-            size_len_ = static_cast<std::size_t>(std::snprintf(size_line_, sizeof size_line_, "%zx\r\n", data.size()));
+            size_len_ = chunk_size_line(size_line_, data.size());
             crlf_len_ = 2;
         }
     }
@@ -127,10 +149,69 @@ void answer_pump::client_left() {
 
 asio::awaitable<bool> answer_pump::write_client(std::span<const asio::const_buffer> bufs) {
     client_deadline_.expires_after(std::chrono::seconds(cfg_.write_timeout_s));
+    writing_ = true;
     auto [ec, n] = co_await asio::async_write(client_, bufs, as_tuple(use_awaitable));
+    writing_ = false;
     (void)client_deadline_.settle(ec);
     result_.bytes_out += n;
+    last_write_ = std::chrono::steady_clock::now();
     co_return !ec;
+}
+
+std::array<asio::const_buffer, 3> answer_pump::pending_wire() const noexcept {
+    const bool chunked = pending_size_len_ > 0;
+    std::array<asio::const_buffer, 3> wire{asio::buffer(pending_size_, pending_size_len_), asio::buffer(pending_),
+                                           asio::buffer("\r\n", chunked ? 2 : 0)};
+    std::size_t skip = pending_sent_;
+    for (auto& b : wire) {
+        const std::size_t k = std::min(skip, b.size());
+        b += k;
+        skip -= k;
+    }
+    return wire;
+}
+
+bool answer_pump::send_or_hand_over(std::string_view data) {
+    pending_ = data;
+    pending_size_len_ = 0;
+    if (framing_.k == answer_framing::kind::chunked) {
+        pending_size_len_ = chunk_size_line(pending_size_, data.size());
+    }
+    pending_sent_ = 0;
+    has_pending_ = true;
+    boundary_.feed(data);  // the writer looks at it only once nothing is pending
+    if (head_sent_ && !writing_) {
+        // The writer is idle: one send, no wake-up. What the socket does not
+        // take (it is full: a slow client) the writer writes, under the
+        // client's write deadline.
+        const auto wire = pending_wire();
+        std::array<iovec, 3> iov{};
+        std::size_t total = 0;
+        for (std::size_t i = 0; i < wire.size(); ++i) {
+            iov[i].iov_base = const_cast<void*>(wire[i].data());
+            iov[i].iov_len = wire[i].size();
+            total += wire[i].size();
+        }
+        msghdr msg{};
+        msg.msg_iov = iov.data();
+        msg.msg_iovlen = iov.size();
+        const ssize_t r = ::sendmsg(client_.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            return false;
+        }
+        if (r > 0) {
+            const auto n = static_cast<std::size_t>(r);
+            pending_sent_ += n;
+            result_.bytes_out += n;
+            last_write_ = std::chrono::steady_clock::now();
+            if (n == total) {
+                has_pending_ = false;
+                return true;
+            }
+        }
+    }
+    wake(writer_wake_);
+    return true;
 }
 
 std::string answer_pump::client_head() const {
@@ -238,10 +319,13 @@ asio::awaitable<void> answer_pump::reader() {
             if (result_.client_gone) {
                 break;
             }
-            pending_ = std::string_view(bufs_.get() + idx * chunk, got);
-            has_pending_ = true;
-            idx ^= 1;
-            wake(writer_wake_);
+            if (!send_or_hand_over(std::string_view(bufs_.get() + idx * chunk, got))) {
+                client_left();
+                break;
+            }
+            if (has_pending_) {
+                idx ^= 1;  // the writer holds this piece
+            }
         }
         if (ec && !(ec == http::error::end_of_stream && resp_.done())) {
             break;
@@ -257,12 +341,16 @@ asio::awaitable<void> answer_pump::writer() {
     const bool chunked = framing_.k == answer_framing::kind::chunked;
     {
         // The head, with the first piece of body if it is already here.
-        const std::string_view first = has_pending_ ? pending_ : std::string_view();
+        // Without one, the reader may hand a piece over while the head is
+        // written: that piece is still to be written, not the one written.
+        const bool with_first = has_pending_;
+        const std::string_view first = with_first ? pending_ : std::string_view();
         const body_piece piece(first, chunked);
         const std::array<asio::const_buffer, 4> bufs{asio::buffer(h), piece.size_line(), piece.data(), piece.crlf()};
         const bool ok = co_await write_client(bufs);
         boundary_.feed(first);
-        if (has_pending_) {
+        head_sent_ = true;
+        if (with_first) {
             has_pending_ = false;
             release_if_idle();
             wake(reader_wake_);
@@ -273,15 +361,16 @@ asio::awaitable<void> answer_pump::writer() {
         }
     }
     const auto quiet = std::chrono::seconds(cfg_.sse_keepalive_s);
+    auto not_before = std::chrono::steady_clock::time_point{};
     for (;;) {
         if (result_.client_gone) {
             co_return;
         }
         if (has_pending_) {
-            const body_piece piece(pending_, chunked);
-            const std::array<asio::const_buffer, 3> bufs{piece.size_line(), piece.data(), piece.crlf()};
-            const bool ok = co_await write_client(bufs);
-            boundary_.feed(pending_);
+            // A piece the reader could not send at once (or while this
+            // writer was busy); its bytes were fed to boundary_ already.
+            const auto wire = pending_wire();
+            const bool ok = co_await write_client(wire);
             has_pending_ = false;
             release_if_idle();
             wake(reader_wake_);
@@ -294,14 +383,23 @@ asio::awaitable<void> answer_pump::writer() {
         if (finished_) {
             break;
         }
+        // One timer for the keep-alive comments: it sleeps until
+        // sse_keepalive_s after the last write it knows of, and when it
+        // wakes early (bytes went out meanwhile, often written by the
+        // reader) it sleeps again until sse_keepalive_s after those.
+        // (Mid-event, the comment waits: checked again sse_keepalive_s later.)
         if (framing_.keepalive_comments) {
-            writer_wake_.expires_after(quiet);
+            writer_wake_.expires_at(std::max(last_write_ + quiet, not_before));
         } else {
             writer_wake_.expires_at(asio::steady_timer::time_point::max());
         }
         auto [wec] = co_await writer_wake_.async_wait(as_tuple(use_awaitable));
-        if (!wec && framing_.keepalive_comments && boundary_.at_boundary() && !has_pending_ && !finished_ &&
-            !result_.client_gone) {
+        const auto now = std::chrono::steady_clock::now();
+        if (wec || !framing_.keepalive_comments || now < last_write_ + quiet || now < not_before) {
+            continue;
+        }
+        not_before = now + quiet;
+        if (boundary_.at_boundary() && !has_pending_ && !finished_ && !result_.client_gone) {
             // A comment line between two events: ignored by SSE parsers, it
             // keeps idle-timeout proxies from cutting the stream.
             static constexpr std::string_view ka = ": keep-alive\n\n";

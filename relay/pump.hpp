@@ -13,8 +13,11 @@
 // An answer that arrives whole with its head goes out in one write by one
 // coroutine. Otherwise three activities share the connection's thread: the
 // reader (provider -> two small buffers, held only while bytes pass), the
-// writer (buffers -> client) and
-// the watcher (notices the client leaving and closes the upstream at once).
+// writer (buffers -> client, and the keep-alive comments) and the watcher
+// (notices the client leaving and closes the upstream at once). When the
+// writer is idle, the reader writes a piece itself with one non-blocking
+// send, and hands over only what the client's socket did not take: an event
+// of a paced stream costs one wake-up (the provider's bytes), not three.
 //
 // One pump per answer, on the client connection's thread; the sockets it is
 // given must outlive it.
@@ -96,6 +99,12 @@ private:
     // The answer's head for the client, framed as framing_ says.
     [[nodiscard]] std::string client_head() const;
     [[nodiscard]] boost::asio::awaitable<bool> write_client(std::span<const boost::asio::const_buffer> bufs);
+    // Sends `piece` (framed as framing_ says) without waiting, when nothing
+    // else is being written. Keeps what the socket did not take as pending_
+    // for the writer. False: the client is gone.
+    [[nodiscard]] bool send_or_hand_over(std::string_view piece);
+    // The pending piece as it still has to go on the wire.
+    [[nodiscard]] std::array<boost::asio::const_buffer, 3> pending_wire() const noexcept;
     void client_left();
     static void wake(boost::asio::steady_timer& t) { t.cancel(); }
 
@@ -127,6 +136,14 @@ private:
     bool reader_waits_ = false;     // the reader waits for the provider, holding no piece
     std::string_view pending_;
     bool has_pending_ = false;
+    char pending_size_[24]{};       // the pending piece's chunk-size line (chunked framing)
+    std::size_t pending_size_len_ = 0;
+    std::size_t pending_sent_ = 0;  // bytes of the pending piece's wire form already sent
+    bool writing_ = false;          // a write to the client is under way
+    bool head_sent_ = false;        // the head is out: pieces may follow
+    // When bytes last went to the client: the writer's keep-alive timer
+    // compares against it when it wakes, rather than being re-armed per piece.
+    std::chrono::steady_clock::time_point last_write_{};
     bool finished_ = false;  // the reader is done (complete or failed)
     bool done_ = false;      // the exchange is over; the watcher stops
 };

@@ -98,10 +98,9 @@ bool upstream_conn::still_quiet() noexcept {
     return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
-asio::awaitable<boost::system::error_code> upstream_conn::wait_for(int ssl_want) {
+asio::awaitable<std::tuple<boost::system::error_code>> upstream_conn::wait_for(int ssl_want) {
     const auto w = ssl_want == SSL_ERROR_WANT_WRITE ? asio::socket_base::wait_write : asio::socket_base::wait_read;
-    auto [ec] = co_await sock_.async_wait(w, asio::as_tuple(asio::use_awaitable));
-    co_return ec;
+    return sock_.async_wait(w, asio::as_tuple(asio::use_awaitable));
 }
 
 boost::system::error_code upstream_conn::tls_error(int ssl_error, int sys) const noexcept {
@@ -142,7 +141,7 @@ asio::awaitable<boost::system::error_code> upstream_conn::handshake() {
         }
         const int e = SSL_get_error(ssl_, r);
         if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-            if (ec = co_await wait_for(e); ec) {
+            if (std::tie(ec) = co_await wait_for(e); ec) {
                 co_return deadline.settle(ec);
             }
             continue;
@@ -170,7 +169,7 @@ asio::awaitable<boost::system::error_code> upstream_conn::write(std::span<const 
             const int e = SSL_get_error(ssl_, r);
             if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
                 // Retried with the same arguments, as SSL_write requires.
-                if (const auto ec = co_await wait_for(e)) {
+                if (const auto [ec] = co_await wait_for(e); ec) {
                     co_return deadline.settle(ec);
                 }
                 continue;
@@ -181,11 +180,8 @@ asio::awaitable<boost::system::error_code> upstream_conn::write(std::span<const 
     co_return deadline.settle({});
 }
 
-asio::awaitable<boost::system::error_code> upstream_conn::wait_readable() {
+asio::awaitable<std::tuple<boost::system::error_code>> upstream_conn::wait_readable() {
     if (ssl_ != nullptr) {
-        if (SSL_has_pending(ssl_) == 1) {
-            co_return boost::system::error_code{};
-        }
         // SSL_MODE_RELEASE_BUFFERS does not give back the read buffer OpenSSL
         // 3.0 set up for a read that found nothing: a slow stream would hold
         // 16 KiB between two events. Freed here, it is set up again when the
@@ -194,7 +190,7 @@ asio::awaitable<boost::system::error_code> upstream_conn::wait_readable() {
     }
     // Asio re-arms the descriptor for a wait (epoll_ctl), so bytes that
     // arrived before the wait was queued still wake it.
-    co_return co_await wait_for(SSL_ERROR_WANT_READ);
+    return wait_for(SSL_ERROR_WANT_READ);
 }
 
 asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> upstream_conn::read_some(asio::mutable_buffer into) {
@@ -224,7 +220,7 @@ asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> upstream_con
             if (e == SSL_ERROR_WANT_READ) {
                 (void)SSL_free_buffers(ssl_);  // as in wait_readable()
             }
-            if (const auto ec = co_await wait_for(e)) {
+            if (const auto [ec] = co_await wait_for(e); ec) {
                 co_return std::tuple{deadline.settle(ec), std::size_t{0}};
             }
             continue;
@@ -328,11 +324,13 @@ asio::awaitable<boost::system::error_code> upstream_response::fill() {
         // two events a slow stream keeps neither this buffer nor OpenSSL's.
         // (What is left unparsed then is at most a few bytes, such as the CRLF
         // that ends a chunk, which the parser takes with the next chunk's size.)
-        if (b.size() <= small_leftover) {
-            b.shrink_to_fit();
-        }
-        if (const auto wec = co_await conn_.wait_readable()) {
-            co_return conn_.deadline.settle(wec);
+        if (!conn_.tls_pending()) {
+            if (b.size() <= small_leftover) {
+                b.shrink_to_fit();
+            }
+            if (const auto [wec] = co_await conn_.wait_readable(); wec) {
+                co_return conn_.deadline.settle(wec);
+            }
         }
     }
     auto [ec, n] = co_await conn_.read_some(b.prepare(room));

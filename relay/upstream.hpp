@@ -71,12 +71,15 @@ public:
     // close_notify is asio::ssl::error::stream_truncated.
     [[nodiscard]] asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> read_some(
         asio::mutable_buffer into);
-    // Waits, holding no record buffer, until the provider sent something (or
-    // OpenSSL already holds a record). For when nothing can be there yet:
-    // right after a request was written, and between two events of a slow
-    // stream. Saves a read that would only say EAGAIN. Leaves `deadline` as
-    // it is (the caller settles it after the read that follows).
-    [[nodiscard]] asio::awaitable<boost::system::error_code> wait_readable();
+    // OpenSSL holds received bytes not read yet: read_some() takes them without waiting.
+    [[nodiscard]] bool tls_pending() const noexcept { return ssl_ != nullptr && SSL_has_pending(ssl_) == 1; }
+    // Waits, holding no record buffer, until the provider sent something.
+    // For when nothing can be there yet (and !tls_pending()): right after a
+    // request was written, and between two events of a slow stream. Saves a
+    // read that would only say EAGAIN. Leaves `deadline` as it is (the caller
+    // settles it after the read that follows). Not a coroutine of its own:
+    // the caller's co_await runs the wait directly.
+    [[nodiscard]] asio::awaitable<std::tuple<boost::system::error_code>> wait_readable();
     // True if the provider sent nothing since the last exchange: no bytes in
     // OpenSSL's buffers and none (not even a FIN) in the socket.
     [[nodiscard]] bool still_quiet() noexcept;
@@ -90,7 +93,7 @@ public:
 
 private:
     // Waits until the socket can do what OpenSSL asked for: SSL_ERROR_WANT_READ or SSL_ERROR_WANT_WRITE.
-    [[nodiscard]] asio::awaitable<boost::system::error_code> wait_for(int ssl_want);
+    [[nodiscard]] asio::awaitable<std::tuple<boost::system::error_code>> wait_for(int ssl_want);
     // `sys_errno`: errno as it was right after the failed OpenSSL call.
     [[nodiscard]] boost::system::error_code tls_error(int ssl_error, int sys_errno) const noexcept;
 };

@@ -3,6 +3,7 @@
 #include <fstream>
 #include <sstream>
 
+#include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
@@ -304,6 +305,54 @@ TEST_CASE("a JWS made by OpenSSL directly verifies; wrong typ, alg none, crit an
     CHECK(error_of(fx.open(tok, jws + "AA")) == grant_error::bad_proof);
     CHECK(error_of(fx.open(tok, jws.substr(0, jws.rfind('.')))) == grant_error::bad_proof);
     EVP_PKEY_free(pkey);
+}
+
+// The same x with the other y (p - y): the point's negation, also on the curve.
+crypto::p256_point negated(const crypto::p256_point& pt) {
+    BIGNUM* p = nullptr;
+    REQUIRE(BN_hex2bn(&p, "FFFFFFFF00000001000000000000000000000000FFFFFFFFFFFFFFFFFFFFFFFF") > 0);
+    BIGNUM* y = BN_bin2bn(pt.data() + 32, 32, nullptr);
+    REQUIRE(y != nullptr);
+    REQUIRE(BN_sub(y, p, y) == 1);
+    crypto::p256_point out = pt;
+    REQUIRE(BN_bn2binpad(y, out.data() + 32, 32) == 32);
+    BN_free(y);
+    BN_free(p);
+    return out;
+}
+
+TEST_CASE("ES256 verification keys are reused per thread, but only ever for exactly their own point") {
+    // More app keys than the per-thread cache holds, each checked several
+    // times in an interleaved order: every signature verifies with its own
+    // key, never with another one's, nor with its negation (same x, other y:
+    // what a cache matching less than the whole point would confuse).
+    constexpr std::size_t n = 40;
+    std::vector<crypto::es256_key> apps;
+    std::vector<std::array<unsigned char, 64>> sigs;
+    for (std::size_t i = 0; i < n; ++i) {
+        apps.push_back(crypto::es256_key::generate());
+        sigs.push_back(apps.back().sign("message " + std::to_string(i)));
+    }
+    for (int round = 0; round < 3; ++round) {
+        for (std::size_t k = 0; k < n; ++k) {
+            const std::size_t i = (k * 7 + static_cast<std::size_t>(round)) % n;
+            const std::string msg = "message " + std::to_string(i);
+            CHECK_MESSAGE(crypto::es256_verify(apps[i].point(), msg, sigs[i]), i);
+            const auto neg = negated(apps[i].point());
+            REQUIRE(crypto::p256_from_jwk(crypto::base64url_encode(std::span(neg.data(), 32)),
+                                          crypto::base64url_encode(std::span(neg.data() + 32, 32))));
+            CHECK_FALSE_MESSAGE(crypto::es256_verify(neg, msg, sigs[i]), i);
+            CHECK_FALSE_MESSAGE(crypto::es256_verify(apps[(i + 1) % n].point(), msg, sigs[i]), i);
+            CHECK_FALSE_MESSAGE(crypto::es256_verify(apps[i].point(), msg + ".", sigs[i]), i);
+            CHECK(crypto::es256_verify(apps[i].point(), msg, sigs[i]));  // still cached and right after the misses
+        }
+    }
+    // A point off the curve is refused, and not remembered as anything.
+    auto off = apps[0].point();
+    off[63] ^= 1;
+    CHECK_FALSE(crypto::es256_verify(off, "message 0", sigs[0]));
+    CHECK_FALSE(crypto::es256_verify(off, "message 0", sigs[0]));
+    CHECK(crypto::es256_verify(apps[0].point(), "message 0", sigs[0]));
 }
 
 TEST_CASE("JWK: RFC 7638 thumbprint of a P-256 key; points off the curve refused") {

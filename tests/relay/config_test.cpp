@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <regex>
 
 #include <doctest/doctest.h>
 
@@ -355,4 +357,85 @@ TEST_CASE("moderation via another provider: only with the operator's key for it,
                    R"("}}}})")
               .find("\"providers.openai.moderation.key_file\"") != std::string::npos);
     std::filesystem::remove_all(dir);
+}
+
+namespace {
+
+std::string source_file(const std::string& rel) {
+    std::ifstream in(std::string(BYOK_SOURCE_DIR) + "/" + rel, std::ios::binary);
+    REQUIRE_MESSAGE(in, "cannot read " << rel);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// nginx `location ~ REGEX { ... client_max_body_size Nm; ... }` blocks: regex and size in bytes.
+std::vector<std::pair<std::regex, std::size_t>> nginx_upload_locations(const std::string& conf) {
+    std::vector<std::pair<std::regex, std::size_t>> out;
+    const std::regex block(R"(location\s+~\s+(\S+)\s*\{([^}]*)\})");
+    const std::regex size(R"(client_max_body_size\s+(\d+)m;)");
+    for (auto it = std::sregex_iterator(conf.begin(), conf.end(), block); it != std::sregex_iterator(); ++it) {
+        const std::string body = (*it)[2];
+        std::smatch m;
+        if (std::regex_search(body, m, size)) {
+            out.emplace_back(std::regex((*it)[1].str()), std::stoul(m[1]) << 20);
+        }
+    }
+    return out;
+}
+
+bool covered(const std::vector<std::pair<std::regex, std::size_t>>& where, const std::string& path,
+             std::size_t limit) {
+    return std::any_of(where.begin(), where.end(),
+                       [&](const auto& w) { return w.second >= limit && std::regex_search(path, w.first); });
+}
+
+}  // namespace
+
+TEST_CASE("deploy: every preset body limit above nginx's 8m default has an upload location as large, in "
+          "deploy/nginx (both layouts) and in the Kubernetes uploads Ingress") {
+    const auto plain = nginx_upload_locations(source_file("deploy/nginx/byok-relay.conf"));
+    const auto prefixed = nginx_upload_locations(source_file("deploy/nginx/byok-relay-prefix.conf"));
+    REQUIRE_FALSE(plain.empty());
+    REQUIRE_FALSE(prefixed.empty());
+
+    // The Ingress objects of deploy/k8s/ingress.yaml: each path regex (ingress-nginx
+    // anchors it at the start) with its object's proxy-body-size.
+    std::vector<std::pair<std::regex, std::size_t>> k8s;
+    const std::string yaml = source_file("deploy/k8s/ingress.yaml");
+    const std::regex body_size(R"(proxy-body-size:\s*\"(\d+)m\")");
+    const std::regex path_line(R"(- path:\s*(\S+))");
+    std::size_t start = 0;
+    for (;;) {
+        const std::size_t end = yaml.find("\n---", start);
+        const std::string doc = yaml.substr(start, end == std::string::npos ? std::string::npos : end - start);
+        std::smatch m;
+        if (std::regex_search(doc, m, body_size) && doc.find("use-regex: \"true\"") != std::string::npos) {
+            const std::size_t bytes = std::stoul(m[1]) << 20;
+            for (auto it = std::sregex_iterator(doc.begin(), doc.end(), path_line); it != std::sregex_iterator();
+                 ++it) {
+                k8s.emplace_back(std::regex("^" + (*it)[1].str()), bytes);
+            }
+        }
+        if (end == std::string::npos) {
+            break;
+        }
+        start = end + 4;
+    }
+    REQUIRE_FALSE(k8s.empty());
+
+    std::size_t checked = 0;
+    for (const auto& p : default_providers()) {
+        for (const auto& [entry, limit] : p.body_limits) {
+            if (limit <= (8u << 20)) {
+                continue;  // the default client_max_body_size 8m (snippets/byok-relay-server.conf) covers it
+            }
+            const std::string path = "/" + p.name + entry;
+            CHECK_MESSAGE(covered(plain, path, limit), "deploy/nginx/byok-relay.conf: " << path << " " << limit);
+            CHECK_MESSAGE(covered(prefixed, "/relay" + path, limit),
+                          "deploy/nginx/byok-relay-prefix.conf: /relay" << path << " " << limit);
+            CHECK_MESSAGE(covered(k8s, path, limit), "deploy/k8s/ingress.yaml: " << path << " " << limit);
+            CHECK_FALSE(covered(k8s, "/" + p.name + "/v1/chat/completions", 9u << 20));  // only upload paths
+            ++checked;
+        }
+    }
+    CHECK(checked >= 8);  // openai's six upload paths and groq's two
 }

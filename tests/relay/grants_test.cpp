@@ -2,9 +2,11 @@
 
 #include <doctest/doctest.h>
 
+#include <array>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <random>
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -196,4 +198,168 @@ TEST_CASE("parse_grant_request: shape, allowlist, origins, lifetime, each with i
     CHECK(error(body(R"(["/v1/chat/completions"])", R"(,"ttl_s":60)")) == "bad_request");  // a member twice
     CHECK(error("[]") == "bad_request");
     CHECK(error("{") == "bad_request");
+}
+
+namespace {
+
+// nlohmann's reading of the same question, the oracle of the test below:
+// how many top-level members named "model" (its callback sees each key
+// after unescaping, with its depth), and the value of the only one.
+bool nlohmann_model_allowed(std::span<const std::string_view> models, const std::string& body) {
+    using json = nlohmann::json;
+    int copies = 0;
+    const json::parser_callback_t cb = [&](int depth, json::parse_event_t ev, json& parsed) {
+        if (ev == json::parse_event_t::key && depth == 1 && parsed.get<std::string>() == "model") {
+            ++copies;
+        }
+        return true;
+    };
+    const json j = json::parse(body, cb, false);
+    if (j.is_discarded() || !j.is_object() || copies != 1 || !j["model"].is_string()) {
+        return false;
+    }
+    const auto& m = j["model"].get_ref<const std::string&>();
+    return !m.empty() && std::find(models.begin(), models.end(), m) != models.end();
+}
+
+// Random JSON documents around a top-level "model": escaped and look-alike
+// member names, nested objects and arrays with their own "model", escaped
+// and non-string values, white space; some then damaged by one byte.
+class doc_maker {
+public:
+    explicit doc_maker(unsigned seed) : rng_(seed) {}
+
+    std::string make() {
+        std::string d = ws() + object(0, true) + ws();
+        if (pick(5) == 0 && !d.empty()) {
+            static constexpr std::string_view junk = "\"{}[],:\\\x80 a0-";
+            const std::size_t at = pick(d.size());
+            switch (pick(3)) {
+            case 0: d.erase(at, 1); break;
+            case 1: d.insert(at, 1, junk[pick(junk.size())]); break;
+            default: d.resize(at); break;
+            }
+        }
+        return d;
+    }
+
+private:
+    std::size_t pick(std::size_t n) { return std::uniform_int_distribution<std::size_t>(0, n - 1)(rng_); }
+    std::string ws() {
+        static constexpr std::array<std::string_view, 5> w{"", "", " ", "\n\t", "\r\n  "};
+        return std::string(w[pick(w.size())]);
+    }
+    std::string key() {
+        static constexpr std::array<std::string_view, 10> k{
+            R"("model")", R"("model")", R"("mod\u0065l")", R"("\u006dodel")", R"("Model")",
+            R"("models")", R"("model ")", R"("m\"odel")", R"("messages")", R"("x")"};
+        return std::string(k[pick(k.size())]);
+    }
+    std::string value(int depth) {
+        static constexpr std::array<std::string_view, 14> scalars{
+            R"("gpt-4o-mini")", R"("gpt-4o-mini")", R"("gpt\u002d4o-mini")", R"("gpt-4o")", R"("")",
+            R"("gpt-4o-mini\n")", R"("\ud83d\ude00")", "\"gpt-4o-mini\xc3\xa9\"", R"("gpt-4o-mini ")", "12",
+            "-1.5e3", "true", "null", R"("model")"};
+        const std::size_t c = depth < 5 ? pick(scalars.size() + 3) : pick(scalars.size());
+        if (c == scalars.size()) {
+            return object(depth + 1, false);
+        }
+        if (c == scalars.size() + 1) {
+            return array(depth + 1);
+        }
+        if (c == scalars.size() + 2) {
+            return object(depth + 1, true);
+        }
+        return std::string(scalars[c]);
+    }
+    std::string array(int depth) {
+        std::string a = "[" + ws();
+        for (std::size_t i = 0, n = pick(4); i < n; ++i) {
+            a += (i ? "," + ws() : "") + value(depth) + ws();
+        }
+        return a + "]";
+    }
+    std::string object(int depth, bool with_model) {
+        std::vector<std::string> members;
+        for (std::size_t i = 0, n = pick(5); i < n; ++i) {
+            members.push_back(key() + ws() + ":" + ws() + value(depth));
+        }
+        if (with_model) {
+            members.insert(members.begin() + static_cast<std::ptrdiff_t>(pick(members.size() + 1)),
+                           R"("model")" + ws() + ":" + ws() + value(depth));
+        }
+        std::string o = "{" + ws();
+        for (std::size_t i = 0; i < members.size(); ++i) {
+            o += (i ? "," + ws() : "") + members[i] + ws();
+        }
+        return o + "}";
+    }
+
+    std::mt19937 rng_;
+};
+
+}  // namespace
+
+TEST_CASE("body_model_allowed: the top-level \"model\" only, exactly once, a string of the grant's, strict JSON") {
+    const std::array<std::string_view, 2> models{"gpt-4o-mini", "o1"};
+    const std::vector<std::pair<std::string, bool>> cases{
+        {R"({"model":"gpt-4o-mini"})", true},
+        {" \r\n\t{ \"model\" : \"o1\" } \n", true},
+        {R"({"model":"gpt\u002d4o-mini"})", true},   // the value unescaped
+        {R"({"mod\u0065l":"gpt-4o-mini"})", true},   // the name unescaped
+        {R"({"messages":[{"model":"x"}],"model":"o1","meta":{"model":"gpt-4o"}})", true},
+        {R"({"a":"\"model\":\"gpt-4o\"","model":"o1"})", true},  // a "model" inside a string
+        {R"({"model":"gpt-4o"})", false},
+        {R"({"model":"GPT-4O-MINI"})", false},
+        {R"({"model":"gpt-4o-mini "})", false},
+        {R"({"model":""})", false},
+        {R"({})", false},
+        {R"({"messages":[{"model":"gpt-4o-mini"}]})", false},  // nested only
+        {R"({"meta":{"model":"gpt-4o-mini"}})", false},
+        {R"({"model":"gpt-4o-mini","model":"gpt-4o-mini"})", false},  // twice, even the same
+        {R"({"model":"gpt-4o-mini","mod\u0065l":"gpt-4o"})", false},    // twice once unescaped
+        {R"({"model":["gpt-4o-mini"]})", false},
+        {R"({"model":{"id":"gpt-4o-mini"}})", false},
+        {R"({"model":null})", false},
+        {R"({"model":1})", false},
+        {R"(["gpt-4o-mini"])", false},
+        {R"("gpt-4o-mini")", false},
+        {R"({"model":"gpt-4o-mini"} {})", false},
+        {R"({"model":"gpt-4o-mini",})", false},
+        {R"({"model":"gpt-4o-mini")", false},
+        {R"({"model":"gpt-4o-mini","x":01})", false},
+        {R"({"model":"gpt-4o-mini","x":"\ud800"})", false},       // lone surrogate elsewhere
+        {"{\"model\":\"gpt-4o-mini\",\"x\":\"\xc0\x80\"}", false},  // overlong UTF-8 elsewhere
+        {"{\"model\":\"gpt-4o-mini\",\"x\":\"a\tb\"}", false},      // a raw control character
+        {R"({"model":"gpt-4o-mini","x":99999999999999999999})", false},  // beyond int64
+        {"", false},
+        {std::string(R"({"model":"o1","x":)") + std::string(40, '[') + std::string(40, ']') + "}", false},  // too deep
+        {std::string(R"({"model":"o1","x":)") + std::string(30, '[') + std::string(30, ']') + "}", true},
+    };
+    for (const auto& [body, allowed] : cases) {
+        CHECK_MESSAGE(relay::body_model_allowed(models, body) == allowed, body);
+    }
+}
+
+TEST_CASE("body_model_allowed agrees with nlohmann::json on 30,000 generated documents") {
+    const std::array<std::string_view, 1> models{"gpt-4o-mini"};
+    // The oracle itself: top level only, once.
+    REQUIRE(nlohmann_model_allowed(models, R"({"a":{"model":"x"},"model":"gpt-4o-mini"})"));
+    REQUIRE_FALSE(nlohmann_model_allowed(models, R"({"a":{"model":"gpt-4o-mini"}})"));
+    REQUIRE_FALSE(nlohmann_model_allowed(models, R"({"model":"gpt-4o-mini","model":"gpt-4o-mini"})"));
+    doc_maker maker(12);
+    int allowed = 0;
+    int refused = 0;
+    int invalid = 0;
+    for (int i = 0; i < 30000; ++i) {
+        const std::string doc = maker.make();
+        const bool ours = relay::body_model_allowed(models, doc);
+        REQUIRE_MESSAGE(ours == nlohmann_model_allowed(models, doc), doc);
+        ++(ours ? allowed : refused);
+        invalid += nlohmann::json::accept(doc) ? 0 : 1;
+    }
+    // The generator reaches both answers, and damaged documents, often.
+    CHECK(allowed > 1500);
+    CHECK(refused > 3000);
+    CHECK(invalid > 1000);
 }

@@ -40,6 +40,10 @@ TEST_CASE("framing_ok refuses the request-smuggling shapes Beast 1.81 lets throu
 TEST_CASE("http_date is an IMF-fixdate") {
     CHECK(http_date(0) == "Thu, 01 Jan 1970 00:00:00 GMT");
     CHECK(http_date(1795366703) == "Sun, 22 Nov 2026 16:58:23 GMT");
+    // Cached per second: the same second twice, then another, then the first again.
+    CHECK(http_date(1795366703) == "Sun, 22 Nov 2026 16:58:23 GMT");
+    CHECK(http_date(1795366704) == "Sun, 22 Nov 2026 16:58:24 GMT");
+    CHECK(http_date(0) == "Thu, 01 Jan 1970 00:00:00 GMT");
 }
 
 TEST_CASE("header allowlists") {

@@ -7,7 +7,7 @@
 // the origin and the scope, pastes the key, approves; the page seals the key
 // to the relay (WebCrypto HPKE) in POST /v1/grants and hands the grant, never
 // the key, back to that origin only.
-import { sealedFetch, relayErrorCode, RelayClientError } from './byok-relay.js';
+import { sealedFetch, relayErrorCode, RelayClientError, webCryptoX25519 } from './byok-relay.js';
 
 const $ = (id) => document.getElementById(id);
 // The relay's public URL: this page's address without /v1/grant (a public path prefix is kept).
@@ -67,6 +67,16 @@ function show(request, origin, deliver) {
   $('request').hidden = false;
   document.title = `${origin} asks to use your API key – byok-relay`;
   $('key').focus();
+  // This page seals with HPKE in WebCrypto only (it carries no libsodium for a
+  // sealed-box fallback): say so before the user types a key, not after.
+  webCryptoX25519().then((ok) => {
+    if (!ok) {
+      $('key').disabled = true;
+      $('approve').disabled = true;
+      showError('This browser cannot seal your key for the relay: it lacks X25519 in WebCrypto. Open this page in '
+        + 'Chrome or Edge 133+, Firefox 130+ or Safari 17+. Nothing was sent.', 'unsupported_browser');
+    }
+  });
 
   $('deny').addEventListener('click', () => deliver({ type: 'byok-grant-denied' }));
   $('approve-form').addEventListener('submit', async (ev) => {

@@ -13,7 +13,7 @@ import {
 } from '../../tests/integration/lib/harness.mjs';
 import { startPrefixProxy } from './lib/prefix-proxy.mjs';
 import { stageWebRoot } from '../demo/stage.mjs';
-import { launchChromium, serveWebScript } from './lib/browser.mjs';
+import { launchChromium, serveWebScript, withoutX25519 } from './lib/browser.mjs';
 import { RELAY_ERROR_CODES } from '../byok-relay.js';
 
 const outDir = join(sourceDir, 'tests', 'out');
@@ -154,15 +154,7 @@ test('with X25519 in WebCrypto the page seals with HPKE and never fetches libsod
     const context = await browser.newContext();
     t.after(() => context.close());
     if (!x25519) {
-      // An engine without X25519 in WebCrypto, as Safari before 17 or Firefox before 130.
-      await context.addInitScript(() => {
-        const subtle = crypto.subtle;
-        for (const m of ['generateKey', 'importKey', 'deriveBits', 'exportKey']) {
-          const real = subtle[m].bind(subtle);
-          subtle[m] = (...a) => (a.some((x) => x?.name === 'X25519' || x === 'X25519')
-            ? Promise.reject(new DOMException('Unrecognized name.', 'NotSupportedError')) : real(...a));
-        }
-      });
+      await withoutX25519(context);
     }
     const page = await context.newPage();
     const requests = [];

@@ -12,7 +12,7 @@ import {
   startMock, startRelay, mockProviders, randomApiKey, stopAll,
 } from '../../tests/integration/lib/harness.mjs';
 import { startPrefixProxy } from './lib/prefix-proxy.mjs';
-import { launchChromium, serveWebScript } from './lib/browser.mjs';
+import { launchChromium, serveWebScript, withoutX25519 } from './lib/browser.mjs';
 
 let mock;
 let relay;
@@ -166,6 +166,36 @@ test('two origins: grant by the relay\'s consent page, then the openai client st
   assert.ok(!JSON.stringify(await context.cookies()).includes(key));
   const grant = await page.evaluate(() => window.__grant);
   assert.ok(grant.exp > Date.now() / 1000);
+});
+
+test('a browser without X25519 in WebCrypto: the consent page says so before a key is typed and sends nothing', async (t) => {
+  if (await withoutGrants(t)) {
+    return;
+  }
+  const appOrigin = `http://127.0.0.1:${app.address().port}`;
+  const context = await browser.newContext();
+  t.after(() => context.close());
+  await withoutX25519(context);  // P-256, which the app's proofs use, still works
+  const toRelay = [];
+  context.on('request', (r) => {
+    if (r.url().startsWith(relay.url + '/v1/grants')) {
+      toRelay.push(r.url());
+    }
+  });
+  const page = await context.newPage();
+  await page.goto(appOrigin + '/app.html');
+  const popupOpened = page.waitForEvent('popup');
+  await page.click('#grant');
+  const popup = await popupOpened;
+  await popup.waitForSelector('#request:not([hidden])', { timeout: 15_000 });
+  await popup.waitForSelector('#error:not([hidden])', { timeout: 15_000 });
+  assert.equal(await popup.textContent('#asker'), appOrigin, 'the request is still shown');
+  assert.match(await popup.textContent('#error'),
+    /lacks X25519 in WebCrypto\. Open this page in Chrome or Edge 133\+, Firefox 130\+ or Safari 17\+\. Nothing was sent\./);
+  assert.equal(await popup.getAttribute('#error', 'data-code'), 'unsupported_browser');
+  assert.ok(await popup.isDisabled('#key'), 'no key can be typed');
+  assert.ok(await popup.isDisabled('#approve'));
+  assert.deepEqual(toRelay, [], 'nothing was sent to POST /v1/grants');
 });
 
 // Answers POST /v1/grants and the provider route inside the browser: the

@@ -15,6 +15,18 @@ export function launchChromium() {
   });
 }
 
+/** Makes every page of `context` an engine without X25519 in WebCrypto, as Safari before 17 or Firefox before 130. */
+export function withoutX25519(context) {
+  return context.addInitScript(() => {
+    const subtle = crypto.subtle;
+    for (const m of ['generateKey', 'importKey', 'deriveBits', 'exportKey']) {
+      const real = subtle[m].bind(subtle);
+      subtle[m] = (...a) => (a.some((x) => x?.name === 'X25519' || x === 'X25519')
+        ? Promise.reject(new DOMException('Unrecognized name.', 'NotSupportedError')) : real(...a));
+    }
+  });
+}
+
 const webDir = join(sourceDir, 'web');
 
 /** Answers GET /web/<file>.js|.mjs from the repository's web/ (404 for anything else). */
