@@ -214,6 +214,22 @@ bool answer_pump::send_or_hand_over(std::string_view data) {
     return true;
 }
 
+namespace {
+
+// Whether `name` is one of the ", "-separated entries of `list` (exactly).
+bool in_list(std::string_view list, std::string_view name) noexcept {
+    while (!list.empty()) {
+        const std::size_t comma = list.find(", ");
+        if (list.substr(0, comma) == name) {
+            return true;
+        }
+        list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 2);
+    }
+    return false;
+}
+
+}  // namespace
+
 std::string answer_pump::client_head() const {
     const auto& head = resp_.head();
     const unsigned status = resp_.status();
@@ -221,11 +237,13 @@ std::string answer_pump::client_head() const {
     h.reserve(640);
     h.append("HTTP/1.1 ").append(std::to_string(status)).append(" ").append(reason_phrase(status));
     h.append("\r\nDate: ").append(http_date(static_cast<std::int64_t>(std::time(nullptr)))).append("\r\n");
-    std::string exposed(local_exposed_headers);  // and every provider header passed on
+    // Access-Control-Expose-Headers: the relay's own and every provider
+    // header passed on, once each; only an answer a browser may read needs it.
+    const bool expose = cors_.allowed();
+    std::string exposed(expose ? local_exposed_headers : std::string_view());
     for_each_allowed_field(head, forward_response_header, [&](std::string_view name, std::string_view value) {
         h.append(name).append(": ").append(value).append("\r\n");
-        const std::string listed = ", " + std::string(name) + ",";
-        if (name != "content-type" && name != "retry-after" && (exposed + ",").find(listed) == std::string::npos) {
+        if (expose && name != "content-type" && name != "retry-after" && !in_list(exposed, name)) {
             exposed.append(", ").append(name);  // once, though a provider may repeat a header
         }
     });
