@@ -34,13 +34,18 @@ void socket_deadline::sleep(const std::shared_ptr<state>& st, clock::time_point 
         // with no limit at all.
         st->fired = true;
         boost::system::error_code ignored;
-        st->sock->close(ignored);
+        if (st->cancel_only) {
+            st->sock->cancel(ignored);
+        } else {
+            st->sock->close(ignored);
+        }
     });
 }
 
-void socket_deadline::expires_after(clock::duration d) {
+void socket_deadline::expires_after(clock::duration d, on_expiry how) {
     st_->at = clock::now() + d;
     st_->fired = false;
+    st_->cancel_only = how == on_expiry::cancel;
     if (st_->at < st_->sleeping_until) {
         sleep(st_, st_->at);
     }

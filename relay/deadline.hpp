@@ -34,7 +34,13 @@ public:
     socket_deadline(const socket_deadline&) = delete;
     socket_deadline& operator=(const socket_deadline&) = delete;
 
-    void expires_after(clock::duration d);
+    // What an expired limit does to the socket. `close` (the default) is
+    // the only safe choice for a composed operation; `cancel` keeps the
+    // socket open and aborts the pending operations, for a single wait that
+    // is followed by something other than a close (a quiet keep-alive
+    // connection handed to the idle park).
+    enum class on_expiry { close, cancel };
+    void expires_after(clock::duration d, on_expiry how = on_expiry::close);
     void expires_never() noexcept;
     // The error the operation should report: beast::error::timeout if the
     // limit cancelled it, `ec` otherwise. Clears the limit.
@@ -51,6 +57,7 @@ private:
         clock::time_point sleeping_until = clock::time_point::max();  // max: the timer is not sleeping
         unsigned generation = 0;
         bool fired = false;
+        bool cancel_only = false;  // on_expiry::cancel for the current limit
     };
     static void sleep(const std::shared_ptr<state>& st, clock::time_point until);
 

@@ -114,6 +114,8 @@ public:
 
 private:
     asio::awaitable<bool> serve_one();
+    enum class next_request { arrived, quiet, gone };
+    asio::awaitable<next_request> wait_next_request();
     asio::awaitable<void> handle_sealed(request_parser& parser, const route& r, request_ctx& rq);
     asio::awaitable<void> handle_mint(request_parser& parser, request_ctx& rq);
     asio::awaitable<void> relay_answer(request_parser& parser, request_ctx& rq, body_budget::lease& lease,
@@ -173,19 +175,26 @@ asio::awaitable<void> session::run() {
         counted_ = true;
     }
     while (co_await serve_one()) {
-        if (buffer_.size() == 0) {
-            if (s_.draining.load()) {
-                break;  // a quiet close
-            }
-            // An idle keep-alive connection waits for its next request
-            // without a session: no coroutine frame, buffer or timer. The
-            // park starts a new session when the next request's bytes (or
-            // the client's close) arrive, and closes it after idle_timeout_s.
-            w_.park->park(client_conn{std::move(sock_), peer_key_, counted_, true});
-            parked_ = true;  // (not if park() threw: then the socket is closed and this session counts it closed)
-            co_return;
+        if (buffer_.size() != 0) {
+            continue;  // pipelined bytes: the next request is already here
         }
-        // Pipelined bytes: the next request is already here.
+        if (s_.draining.load()) {
+            break;  // a quiet close
+        }
+        const next_request next = co_await wait_next_request();
+        if (next == next_request::arrived) {
+            continue;
+        }
+        if (next == next_request::gone || s_.draining.load()) {
+            break;
+        }
+        // A quiet keep-alive connection waits for its next request without
+        // a session: no coroutine frame, buffer or timer. The park starts a
+        // new session when the next request's bytes (or the client's close)
+        // arrive, and closes it after idle_timeout_s.
+        w_.park->park(client_conn{std::move(sock_), peer_key_, counted_, true});
+        parked_ = true;  // (not if park() threw: then the socket is closed and this session counts it closed)
+        co_return;
     }
     boost::system::error_code ec;
     sock_.shutdown(asio::ip::tcp::socket::shutdown_send, ec);
@@ -209,6 +218,26 @@ asio::awaitable<void> session::run() {
     }
     (void)deadline_.settle({});
     sock_.close(ec);
+}
+
+// The first moments of a keep-alive connection's silence are spent in the
+// session: a client that sends its next request at once (an API client in a
+// loop, a page's burst of calls) is served without a new session, which
+// costs a co_spawn and its frames (docs/benchmarks.md). Only a connection
+// that stays quiet for `park_after` is parked.
+asio::awaitable<session::next_request> session::wait_next_request() {
+    static constexpr auto park_after = std::chrono::milliseconds(20);
+    slot_.idle = true;  // closed at once by a shutdown
+    deadline_.expires_after(park_after, socket_deadline::on_expiry::cancel);
+    char byte = 0;
+    auto [ec, n] = co_await sock_.async_receive(asio::buffer(&byte, 1), asio::socket_base::message_peek,
+                                                as_tuple(use_awaitable));
+    ec = deadline_.settle(ec);
+    slot_.idle = false;
+    if (!ec && n > 0) {
+        co_return next_request::arrived;
+    }
+    co_return ec == beast::error::timeout && sock_.is_open() ? next_request::quiet : next_request::gone;
 }
 
 // Reads and answers one request. False when the connection is done.

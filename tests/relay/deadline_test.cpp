@@ -1,12 +1,14 @@
 #include "relay/deadline.hpp"
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/read.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/error.hpp>
 #include <doctest/doctest.h>
 
 #include <optional>
+#include <string_view>
 
 using namespace byok::relay;
 namespace asio = boost::asio;
@@ -104,6 +106,23 @@ TEST_CASE("socket_deadline: a limit that passes while no step is pending still e
     gap.async_wait([&](boost::system::error_code) { waited = true; });
     while (!waited && p.ioc.run_one() > 0) {
     }
+    CHECK(read_once(p, d) == boost::beast::error::timeout);
+    CHECK_FALSE(p.a.is_open());
+}
+
+TEST_CASE("socket_deadline: on_expiry::cancel aborts the wait as a timeout and leaves the socket open and usable") {
+    socket_pair p;
+    socket_deadline d(p.a);
+    d.expires_after(30ms, socket_deadline::on_expiry::cancel);
+    CHECK(read_once(p, d) == boost::beast::error::timeout);
+    REQUIRE(p.a.is_open());
+    // The connection still carries bytes both ways.
+    asio::write(p.b, asio::buffer(std::string_view("next")));
+    char buf[4];
+    CHECK(asio::read(p.a, asio::buffer(buf)) == 4);
+    CHECK(std::string_view(buf, 4) == "next");
+    // The next limit closes again, as by default.
+    d.expires_after(30ms);
     CHECK(read_once(p, d) == boost::beast::error::timeout);
     CHECK_FALSE(p.a.is_open());
 }
