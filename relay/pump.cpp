@@ -133,8 +133,18 @@ void answer_pump::release_if_idle() noexcept {
     }
 }
 
+answer_pump::~answer_pump() {
+    if (watch_) {
+        watch_->pump = nullptr;
+    }
+}
+
 asio::awaitable<pump_result> answer_pump::run() {
-    co_await (exchange() && watcher());
+    // The watcher is a plain reactor operation beside the exchange, not a
+    // second coroutine in a parallel group: no frames, no cancellation
+    // signals, one small block (docs/benchmarks.md).
+    watch_client();
+    co_await exchange();
     result_.reusable = result_.complete && !result_.client_gone && resp_.reusable();
     result_.total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - sent_at_).count();
     co_return result_;
@@ -446,20 +456,23 @@ asio::awaitable<void> answer_pump::writer() {
     }
 }
 
-asio::awaitable<void> answer_pump::watcher() {
+void answer_pump::watch_client() {
     // Peeks at one byte of the client's socket, with no buffer and no time
     // limit: a generation may last minutes and the client sends nothing
     // meanwhile. A reactor read, not async_wait: after the request's read
     // drained the socket Asio queues it without a system call, where
     // async_wait re-arms the descriptor (epoll_ctl) each time.
-    char byte = 0;
-    auto [ec, n] = co_await client_.async_receive(asio::buffer(&byte, 1), asio::socket_base::message_peek,
-                                                  as_tuple(use_awaitable));
-    if (done_ || ec == asio::error::operation_aborted || (!ec && n > 0)) {
-        co_return;  // the exchange ended first, or a pipelined request (read after this answer)
-    }
-    // End of stream, reset, or an error: the client is gone.
-    client_left();
+    watch_ = std::make_shared<watch_state>(watch_state{this});
+    client_.async_receive(asio::buffer(&watch_->byte, 1), asio::socket_base::message_peek,
+                          [w = watch_](const boost::system::error_code& ec, std::size_t n) {
+                              answer_pump* const p = w->pump;
+                              if (p == nullptr || p->done_ || ec == asio::error::operation_aborted ||
+                                  (!ec && n > 0)) {
+                                  return;  // the exchange ended first, or a pipelined request (read after this answer)
+                              }
+                              // End of stream, reset, or an error: the client is gone.
+                              p->client_left();
+                          });
 }
 
 }  // namespace byok::relay

@@ -83,6 +83,7 @@ public:
                 const config& cfg, cors_decision cors, bool keep_alive, unsigned client_version);
     answer_pump(const answer_pump&) = delete;
     answer_pump& operator=(const answer_pump&) = delete;
+    ~answer_pump();
 
     // Runs until the answer ended, failed or the client left. Closes the
     // client socket when an answer broke off after its head was sent (the
@@ -95,7 +96,9 @@ private:
     boost::asio::awaitable<void> exchange();
     boost::asio::awaitable<void> reader();
     boost::asio::awaitable<void> writer();
-    boost::asio::awaitable<void> watcher();
+    // Starts the watcher: a peek at the client's socket whose handler calls
+    // client_left() when the client goes away mid-answer.
+    void watch_client();
     // The answer's head for the client, framed as framing_ says.
     [[nodiscard]] std::string client_head() const;
     [[nodiscard]] boost::asio::awaitable<bool> write_client(std::span<const boost::asio::const_buffer> bufs);
@@ -146,6 +149,14 @@ private:
     std::chrono::steady_clock::time_point last_write_{};
     bool finished_ = false;  // the reader is done (complete or failed)
     bool done_ = false;      // the exchange is over; the watcher stops
+    // Shared with the watcher's pending peek, whose handler may run after
+    // this pump is gone (a cancelled operation completes later): it holds
+    // the peeked byte and a pointer that the destructor clears.
+    struct watch_state {
+        answer_pump* pump;
+        char byte = 0;
+    };
+    std::shared_ptr<watch_state> watch_;
 };
 
 }  // namespace byok::relay
