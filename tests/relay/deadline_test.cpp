@@ -6,6 +6,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/error.hpp>
 #include <doctest/doctest.h>
+#include "loopback.hpp"
 
 #include <optional>
 #include <string_view>
@@ -21,11 +22,7 @@ struct socket_pair {
     asio::io_context ioc;
     tcp::socket a{ioc};
     tcp::socket b{ioc};
-    socket_pair() {
-        tcp::acceptor acc(ioc, {asio::ip::address_v4::loopback(), 0});
-        a.connect(acc.local_endpoint());
-        acc.accept(b);
-    }
+    socket_pair() { test::connect_loopback(ioc, a, b); }
 };
 
 // Starts a read on `p.a` under `d` and returns its settled result (a

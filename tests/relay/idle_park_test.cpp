@@ -3,6 +3,7 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 #include <doctest/doctest.h>
+#include "loopback.hpp"
 
 #include <memory>
 #include <optional>
@@ -22,10 +23,8 @@ struct conn_pair {
 };
 
 conn_pair open_pair(asio::io_context& ioc) {
-    tcp::acceptor acc(ioc, {asio::ip::address_v4::loopback(), 0});
     conn_pair p{tcp::socket(ioc), tcp::socket(ioc)};
-    p.client.connect(acc.local_endpoint());
-    acc.accept(p.server);
+    test::connect_loopback(ioc, p.client, p.server);
     return p;
 }
 

@@ -12,6 +12,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/write.hpp>
 #include <doctest/doctest.h>
+#include "loopback.hpp"
 
 using namespace byok::relay;
 using kind = answer_framing::kind;
@@ -72,11 +73,8 @@ struct pump_rig {
     socket_deadline client_deadline{relay_side};
 
     pump_rig() {
-        tcp::acceptor acc(ioc, {asio::ip::address_v4::loopback(), 0});
-        conn.socket().connect(acc.local_endpoint());
-        acc.accept(provider);
-        client.connect(acc.local_endpoint());
-        acc.accept(relay_side);
+        test::connect_loopback(ioc, conn.socket(), provider);
+        test::connect_loopback(ioc, client, relay_side);
     }
 
     // Fills the client connection's send buffer (the client reads these

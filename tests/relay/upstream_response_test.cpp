@@ -5,6 +5,7 @@
 #include <boost/asio/use_future.hpp>
 #include <boost/asio/write.hpp>
 #include <doctest/doctest.h>
+#include "loopback.hpp"
 
 #include <string>
 
@@ -20,11 +21,7 @@ struct fake_provider {
     asio::io_context ioc;
     upstream_conn conn{ioc, nullptr};
     tcp::socket provider{ioc};
-    fake_provider() {
-        tcp::acceptor acc(ioc, {asio::ip::address_v4::loopback(), 0});
-        conn.socket().connect(acc.local_endpoint());
-        acc.accept(provider);
-    }
+    fake_provider() { test::connect_loopback(ioc, conn.socket(), provider); }
     void send(std::string_view bytes) { asio::write(provider, asio::buffer(bytes)); }
 };
 
