@@ -127,16 +127,25 @@ sha256_digest sha256(std::span<const unsigned char> in) noexcept {
     return out;
 }
 
-sha256_stream::sha256_stream() noexcept {
-    crypto_hash_sha256_init(reinterpret_cast<crypto_hash_sha256_state*>(state_.data()));
-}
-
 void sha256_stream::update(std::span<const unsigned char> in) noexcept {
-    crypto_hash_sha256_update(reinterpret_cast<crypto_hash_sha256_state*>(state_.data()), in.data(),
-                              in.size());
+    auto* const st = reinterpret_cast<crypto_hash_sha256_state*>(state_.data());
+    if (!streaming_) {
+        if (in.size() <= gathered_.size() - gathered_len_) {
+            std::copy(in.begin(), in.end(), gathered_.begin() + static_cast<std::ptrdiff_t>(gathered_len_));
+            gathered_len_ += in.size();
+            return;
+        }
+        crypto_hash_sha256_init(st);
+        crypto_hash_sha256_update(st, gathered_.data(), gathered_len_);
+        streaming_ = true;
+    }
+    crypto_hash_sha256_update(st, in.data(), in.size());
 }
 
 sha256_digest sha256_stream::finish() noexcept {
+    if (!streaming_) {
+        return sha256(std::span<const unsigned char>(gathered_.data(), gathered_len_));
+    }
     sha256_digest out;
     crypto_hash_sha256_final(reinterpret_cast<crypto_hash_sha256_state*>(state_.data()), out.data());
     return out;

@@ -40,10 +40,13 @@ using sha256_digest = std::array<unsigned char, 32>;
     return sha256(std::span(reinterpret_cast<const unsigned char*>(in.data()), in.size()));
 }
 
-// Incremental SHA-256, for a body that arrives in pieces.
+// Incremental SHA-256, for input that comes in pieces. Short input (a
+// header list, a labelled id: what the request path hashes) is gathered and
+// hashed once by sha256() above, with OpenSSL's SHA extensions; input that
+// outgrows the buffer streams through libsodium.
 class sha256_stream {
 public:
-    sha256_stream() noexcept;
+    sha256_stream() noexcept = default;
     void update(std::span<const unsigned char> in) noexcept;
     void update(std::string_view in) noexcept {
         update(std::span(reinterpret_cast<const unsigned char*>(in.data()), in.size()));
@@ -51,6 +54,9 @@ public:
     [[nodiscard]] sha256_digest finish() noexcept;
 
 private:
+    std::array<unsigned char, 256> gathered_;  // the first gathered_len_ bytes are input
+    std::size_t gathered_len_ = 0;
+    bool streaming_ = false;  // state_ holds everything so far; gathered_ is unused
     alignas(16) std::array<unsigned char, 128> state_;  // crypto_hash_sha256_state, opaque here
 };
 

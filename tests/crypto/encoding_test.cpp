@@ -1,6 +1,7 @@
 #include "crypto/encoding.hpp"
 
 #include <doctest/doctest.h>
+#include <sodium.h>
 
 #include <array>
 #include <cstring>
@@ -126,6 +127,29 @@ TEST_CASE("sha256: FIPS 180-2 known answers; the stream equals the one-shot over
         million.update(a1000);
     }
     CHECK(hex(million.finish()) == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+TEST_CASE("sha256_stream: gathered and streamed input agree with libsodium's SHA-256 at every length") {
+    // Short input is gathered and hashed by OpenSSL at finish(); longer input
+    // switches to libsodium's stream on the update that overflows. Every
+    // length from 0 to 600 bytes, cut into three pieces around the switch.
+    std::string text(600, '\0');
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        text[i] = static_cast<char>(i * 131 + 7);
+    }
+    for (std::size_t len = 0; len <= text.size(); ++len) {
+        const std::string_view in = std::string_view(text).substr(0, len);
+        byok::crypto::sha256_digest expected{};
+        crypto_hash_sha256(expected.data(), reinterpret_cast<const unsigned char*>(in.data()), in.size());
+        for (const std::size_t a : {std::size_t{0}, len / 3, std::min<std::size_t>(len, 255), std::min<std::size_t>(len, 256)}) {
+            const std::size_t b = a + (len - a) / 2;
+            sha256_stream s;
+            s.update(in.substr(0, a));
+            s.update(in.substr(a, b - a));
+            s.update(in.substr(b));
+            CHECK_MESSAGE(s.finish() == expected, "length " << len << " cut at " << a << " and " << b);
+        }
+    }
 }
 
 TEST_CASE("base64url_decode_public agrees with the constant-time decoder on every input") {
