@@ -94,13 +94,26 @@ asio::awaitable<body_outcome> read_request_body(asio::ip::tcp::socket& sock, soc
     };
     std::uint64_t need = needed_in_window();
 
+    // Body bytes that came with the head (a small request's whole body) are
+    // parsed first, as Beast's read would, without its posted completion.
+    bool buffered = buffer.size() != 0;
     while (!parser.is_done()) {
-        // The limit of this read: the end of this window, or of the next one
-        // once this window has had its bytes; never past the total.
-        const auto limit = std::min(give_up_at, in_window >= need ? window_end + pace.window : window_end);
-        deadline.expires_after(limit - clock::now());
-        auto [ec, n] = co_await http::async_read_some(sock, buffer, parser, asio::as_tuple(asio::use_awaitable));
-        ec = deadline.settle(ec);
+        boost::system::error_code ec;
+        if (buffered) {
+            buffered = false;
+            buffer.consume(parser.put(buffer.data(), ec));
+            if (ec == http::error::need_more) {
+                ec = {};
+            }
+        } else {
+            // The limit of this read: the end of this window, or of the next
+            // one once this window has had its bytes; never past the total.
+            const auto limit = std::min(give_up_at, in_window >= need ? window_end + pace.window : window_end);
+            deadline.expires_after(limit - clock::now());
+            std::size_t n = 0;
+            std::tie(ec, n) = co_await http::async_read_some(sock, buffer, parser, asio::as_tuple(asio::use_awaitable));
+            ec = deadline.settle(ec);
+        }
         const std::uint64_t now_size = parser.get().body().size();
         in_window += now_size - std::min(now_size, received);
         received = now_size;

@@ -53,6 +53,22 @@ using request_parser = http::request_parser<http::string_body>;
 
 std::int64_t unix_now() { return static_cast<std::int64_t>(std::time(nullptr)); }
 
+// The parse step of Beast's read (http::detail::read_some_op) on bytes
+// already buffered. True when that settled the head: parsed whole, or
+// refused (`ec`). False when more bytes are needed: Beast's read goes on
+// from the parser's state.
+bool parse_buffered_head(fold_watch_buffer& b, request_parser& p, boost::system::error_code& ec) {
+    if (b.size() == 0) {
+        return false;
+    }
+    b.consume(p.put(b.data(), ec));
+    if (ec == http::error::need_more) {
+        ec = {};
+        return false;
+    }
+    return ec || p.is_header_done();
+}
+
 // What the access log and the metrics need to know about one request.
 struct request_ctx {
     clock_type::time_point start = clock_type::now();
@@ -229,12 +245,14 @@ asio::awaitable<session::next_request> session::wait_next_request() {
     static constexpr auto park_after = std::chrono::milliseconds(20);
     slot_.idle = true;  // closed at once by a shutdown
     deadline_.expires_after(park_after, socket_deadline::on_expiry::cancel);
-    char byte = 0;
-    auto [ec, n] = co_await sock_.async_receive(asio::buffer(&byte, 1), asio::socket_base::message_peek,
-                                                as_tuple(use_awaitable));
+    // The bytes themselves, not a peek: the read that would follow a peek
+    // is one more system call a request. A wait that times out has read
+    // nothing, so a parked connection carries no buffered bytes.
+    auto [ec, n] = co_await sock_.async_read_some(buffer_.prepare(4096), as_tuple(use_awaitable));
     ec = deadline_.settle(ec);
     slot_.idle = false;
     if (!ec && n > 0) {
+        buffer_.commit(n);
         co_return next_request::arrived;
     }
     co_return ec == beast::error::timeout && sock_.is_open() ? next_request::quiet : next_request::gone;
@@ -260,7 +278,13 @@ asio::awaitable<bool> session::serve_one() {
     // A whole request head (about 1 KiB with its seal) in one read, not 512 bytes at a time.
     buffer_.reserve(4096);
     fold_watch_buffer head_buffer(buffer_, cfg_.max_header_bytes);
-    auto [ec, n] = co_await http::async_read_header(sock_, head_buffer, parser, as_tuple(use_awaitable));
+    boost::system::error_code ec;
+    std::size_t n = 0;
+    // A head already read whole (the usual keep-alive case) is parsed here;
+    // Beast's read would post its completion for one more scheduler round.
+    if (!parse_buffered_head(head_buffer, parser, ec)) {
+        std::tie(ec, n) = co_await http::async_read_header(sock_, head_buffer, parser, as_tuple(use_awaitable));
+    }
     ec = deadline_.settle(ec);
     slot_.idle = false;
     first_ = false;
