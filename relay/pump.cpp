@@ -244,13 +244,16 @@ std::string answer_pump::client_head() const {
     const auto& head = resp_.head();
     const unsigned status = resp_.status();
     std::string h;
-    h.reserve(640);
+    h.reserve(1024);  // a provider's head with its rate-limit fields and the expose list: one allocation
     h.append("HTTP/1.1 ").append(std::to_string(status)).append(" ").append(reason_phrase(status));
     h.append("\r\nDate: ").append(http_date(static_cast<std::int64_t>(std::time(nullptr)))).append("\r\n");
     // Access-Control-Expose-Headers: the relay's own and every provider
     // header passed on, once each; only an answer a browser may read needs it.
     const bool expose = cors_.allowed();
-    std::string exposed(expose ? local_exposed_headers : std::string_view());
+    // Only needed within this call: one buffer per thread, its room kept
+    // (built name by name, it grew by reallocation about five times a request).
+    thread_local std::string exposed;
+    exposed.assign(expose ? local_exposed_headers : std::string_view());
     for_each_allowed_field(head, forward_response_header, [&](std::string_view name, std::string_view value) {
         h.append(name).append(": ").append(value).append("\r\n");
         if (expose && name != "content-type" && name != "retry-after" && !in_list(exposed, name)) {
