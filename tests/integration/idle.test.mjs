@@ -79,6 +79,49 @@ test('a parked connection serves its next requests, pipelined ones too, and is c
   await relay.stop();
 });
 
+test('a next request that arrives in pieces right after an answer is served whole: head in pieces, body late, a lone first byte, pipelined', async () => {
+  // Right after an answer the session reads the next request's first bytes
+  // itself (relay/session.cpp wait_next_request) and parses what is already
+  // buffered in place; whatever is missing comes through the ordinary reads.
+  const mock = await h.startMock({ tls: true });
+  const relay = await h.startRelay({ threads: 1, max_connections_per_ip: 0, providers: h.mockProviders(mock) });
+  const keyConfig = await h.fetchKeys(relay.url);
+  const path = '/openai/v1/chat/completions';
+  const request = (n) => h.sealedRequestBytes({ keyConfig, apiKey: h.randomApiKey(), path, body: JSON.stringify({ model: 'm', n }) });
+  const answered = async (c, what) => {
+    const res = await c.readResponse({ timeoutMs: 20000 });
+    assert.equal(res.status, 200, what);
+    assert.ok(JSON.parse(res.body.toString()).choices, `${what}: the provider's answer`);
+  };
+  const c = await h.RawConnection.open(relay.port);
+  c.write(await request(0));
+  await answered(c, 'first request');
+  for (let i = 1; i <= 3; i += 1) {
+    // Each written at once after the answer, in pieces 5 ms apart: the
+    // first byte alone, the rest of the head, then the body.
+    const bytes = await request(i);
+    const headEnd = bytes.indexOf('\r\n\r\n') + 4;
+    c.write(bytes.slice(0, 1));
+    await h.sleep(5);
+    c.write(bytes.slice(1, headEnd));
+    await h.sleep(5);
+    c.write(bytes.slice(headEnd));
+    await answered(c, `request ${i + 1}, in pieces`);
+  }
+  // A lone first byte, then nothing for longer than the moment before a park.
+  const late = await request(4);
+  c.write(late.slice(0, 1));
+  await h.sleep(300);
+  c.write(late.slice(1));
+  await answered(c, 'a request whose first byte came 300 ms before the rest');
+  // Two requests in one write.
+  c.write((await request(5)) + (await request(6)));
+  await answered(c, 'pipelined request 1');
+  await answered(c, 'pipelined request 2');
+  c.close();
+  await relay.stop();
+});
+
 test('a head that stalls after a park is dropped after header_timeout_s, not idle_timeout_s', async () => {
   const relay = await h.startRelay({ threads: 1, idle_timeout_s: 120, header_timeout_s: 1 });
   const c = await servedOnce(relay.port);
