@@ -302,3 +302,30 @@ TEST_CASE("answer_pump: a piece read while the head waits for the client is not 
     CHECK(answer.substr(at + 4).size() == data.size());
     CHECK(first_difference(answer.substr(at + 4), data) == std::string::npos);
 }
+
+TEST_CASE("answer_pump: an answer that arrives whole reaches the client whole, at once or after the socket fills") {
+    // The whole answer goes out with one non-blocking send; what a full
+    // socket does not take is written under the client's deadline.
+    const std::string data = pattern(3500);
+    const std::string answer =
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(data.size()) +
+        "\r\n\r\n" + data;
+    for (const bool full : {false, true}) {
+        CAPTURE(full);
+        pump_rig rig;
+        const std::size_t junk = full ? rig.fill_client_socket() : 0;
+        pump_result res;
+        const std::string wire = rig.run([&](tcp::socket& p) { send_all(p, answer); },
+                                         std::chrono::milliseconds(full ? 300 : 0), res);
+        CHECK(res.complete);
+        CHECK_FALSE(res.client_gone);
+        REQUIRE(wire.size() > junk);
+        const std::string_view got = std::string_view(wire).substr(junk);
+        const std::size_t at = got.find("\r\n\r\n");
+        REQUIRE(at != std::string::npos);
+        CHECK(got.substr(0, at).find("Content-Length: 3500") != std::string::npos);
+        CHECK(got.substr(at + 4).size() == data.size());
+        CHECK(first_difference(got.substr(at + 4), data) == std::string::npos);
+        CHECK(res.bytes_out == got.size());
+    }
+}
