@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <exception>
 #include <functional>
+#include <random>
 #include <string>
 #include <thread>
 
@@ -51,6 +52,42 @@ TEST_CASE("sse_boundary: comments go only between events") {
     CHECK_FALSE(b.at_boundary());
     b.feed("\r");
     CHECK(b.at_boundary());  // bare CRs are line ends too
+}
+
+TEST_CASE("sse_boundary: pieces split anywhere give the answer of a byte-by-byte scan") {
+    // The reference: whether the bytes so far end with two line ends in a
+    // row (CRLF counting as one), scanned one byte at a time from the start.
+    const auto reference = [](std::string_view all) {
+        unsigned ends = 2;
+        char prev = '\n';
+        for (const char c : all) {
+            if (c == '\n' && prev == '\r') {
+            } else if (c == '\r' || c == '\n') {
+                ++ends;
+            } else {
+                ends = 0;
+            }
+            prev = c;
+        }
+        return ends >= 2;
+    };
+    std::mt19937 rng(11);  // fixed: the same cases every run
+    static constexpr char alphabet[] = {'a', ':', '\r', '\n', '\n', '\r'};
+    for (int round = 0; round < 2000; ++round) {
+        sse_boundary b;
+        std::string all;
+        const int pieces = 1 + static_cast<int>(rng() % 6);
+        for (int p = 0; p < pieces; ++p) {
+            std::string piece(rng() % 7, ' ');
+            for (char& c : piece) {
+                c = alphabet[rng() % sizeof alphabet];
+            }
+            b.feed(piece);
+            all += piece;
+            CAPTURE(all);
+            REQUIRE(b.at_boundary() == reference(all));
+        }
+    }
 }
 
 // ---- the pump over real sockets -------------------------------------------------
