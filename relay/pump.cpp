@@ -66,6 +66,31 @@ private:
     std::string_view data_;
 };
 
+// One non-blocking sendmsg of `bufs` (at most 8 buffers): the bytes the
+// socket took, 0 when it is full. `ec` is set when the client is gone.
+std::size_t send_now(int fd, std::span<const asio::const_buffer> bufs, boost::system::error_code& ec) noexcept {
+    std::array<iovec, 8> iov{};
+    std::size_t count = 0;
+    for (const auto& b : bufs) {
+        if (b.size() > 0 && count < iov.size()) {
+            iov[count].iov_base = const_cast<void*>(b.data());
+            iov[count].iov_len = b.size();
+            ++count;
+        }
+    }
+    msghdr msg{};
+    msg.msg_iov = iov.data();
+    msg.msg_iovlen = count;
+    const ssize_t r = ::sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (r >= 0) {
+        return static_cast<std::size_t>(r);
+    }
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        ec.assign(errno, boost::system::system_category());
+    }
+    return 0;
+}
+
 error_code failure_for(const boost::system::error_code& ec) noexcept {
     if (ec == beast::error::timeout) {
         return error_code::upstream_timeout;
@@ -95,6 +120,18 @@ answer_framing decide_framing(unsigned status, bool upstream_chunked, std::optio
 }
 
 void sse_boundary::feed(std::string_view bytes) noexcept {
+    // Only the line ends after the last other byte matter: from there the
+    // count starts again at 0. Found from the end, so an event costs a few
+    // steps, not one per byte (a visible share of an SSE event's cost).
+    std::size_t tail = bytes.size();
+    while (tail > 0 && (bytes[tail - 1] == '\r' || bytes[tail - 1] == '\n')) {
+        --tail;
+    }
+    if (tail > 0) {
+        line_ends_ = 0;
+        prev_ = bytes[tail - 1];
+        bytes.remove_prefix(tail);
+    }
     for (const char c : bytes) {
         if (c == '\n' && prev_ == '\r') {
             // The LF of a CRLF: the CR already counted.
@@ -157,10 +194,41 @@ void answer_pump::client_left() {
     wake(writer_wake_);
 }
 
-asio::awaitable<bool> answer_pump::write_client(std::span<const asio::const_buffer> bufs) {
+asio::awaitable<bool> answer_pump::write_client(std::span<const asio::const_buffer> bufs, bool try_now) {
+    std::size_t total = 0;
+    for (const auto& b : bufs) {
+        total += b.size();
+    }
+    std::size_t sent = 0;
+    if (try_now) {
+        // One non-blocking send first: an answer's head and body usually fit
+        // the socket, and async_write would post its completion (a scheduler
+        // round, often an extra epoll_wait) even when its first send took it all.
+        boost::system::error_code ec;
+        sent = send_now(client_.native_handle(), bufs, ec);
+        if (ec) {
+            co_return false;
+        }
+        result_.bytes_out += sent;
+        if (sent == total) {
+            last_write_ = std::chrono::steady_clock::now();
+            co_return true;
+        }
+    }
+    // What the socket did not take, under the client's write deadline.
+    std::array<asio::const_buffer, 8> rest{};
+    std::size_t k = 0;
+    for (auto b : bufs) {
+        const std::size_t skip = std::min(sent, b.size());
+        b += skip;
+        sent -= skip;
+        if (b.size() > 0 && k < rest.size()) {
+            rest[k++] = b;
+        }
+    }
     client_deadline_.expires_after(std::chrono::seconds(cfg_.write_timeout_s));
     writing_ = true;
-    auto [ec, n] = co_await asio::async_write(client_, bufs, as_tuple(use_awaitable));
+    auto [ec, n] = co_await asio::async_write(client_, std::span(rest.data(), k), as_tuple(use_awaitable));
     writing_ = false;
     (void)client_deadline_.settle(ec);
     result_.bytes_out += n;
@@ -189,32 +257,23 @@ bool answer_pump::send_or_hand_over(std::string_view data) {
     }
     pending_sent_ = 0;
     has_pending_ = true;
-    boundary_.feed(data);  // the writer looks at it only once nothing is pending
+    if (framing_.keepalive_comments) {
+        boundary_.feed(data);  // the writer looks at it only once nothing is pending
+    }
     if (head_sent_ && !writing_) {
         // The writer is idle: one send, no wake-up. What the socket does not
         // take (it is full: a slow client) the writer writes, under the
         // client's write deadline.
-        const auto wire = pending_wire();
-        std::array<iovec, 3> iov{};
-        std::size_t total = 0;
-        for (std::size_t i = 0; i < wire.size(); ++i) {
-            iov[i].iov_base = const_cast<void*>(wire[i].data());
-            iov[i].iov_len = wire[i].size();
-            total += wire[i].size();
-        }
-        msghdr msg{};
-        msg.msg_iov = iov.data();
-        msg.msg_iovlen = iov.size();
-        const ssize_t r = ::sendmsg(client_.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        boost::system::error_code ec;
+        const std::size_t n = send_now(client_.native_handle(), pending_wire(), ec);
+        if (ec) {
             return false;
         }
-        if (r > 0) {
-            const auto n = static_cast<std::size_t>(r);
+        if (n > 0) {
             pending_sent_ += n;
             result_.bytes_out += n;
             last_write_ = std::chrono::steady_clock::now();
-            if (n == total) {
+            if (pending_sent_ == pending_size_len_ + data.size() + (pending_size_len_ > 0 ? 2 : 0)) {
                 has_pending_ = false;
                 return true;
             }
@@ -309,7 +368,7 @@ asio::awaitable<void> answer_pump::exchange() {
         const std::array<asio::const_buffer, 5> bufs{asio::buffer(h), piece.size_line(), piece.data(), piece.crlf(),
                                                      asio::buffer(chunked ? std::string_view("0\r\n\r\n") : "")};
         result_.head_written = true;
-        result_.complete = co_await write_client(bufs);
+        result_.complete = co_await write_client(bufs, true);
         if (!result_.complete) {
             result_.client_gone = true;
         }
@@ -378,7 +437,7 @@ asio::awaitable<void> answer_pump::writer() {
         const std::string_view first = with_first ? pending_ : std::string_view();
         const body_piece piece(first, chunked);
         const std::array<asio::const_buffer, 4> bufs{asio::buffer(h), piece.size_line(), piece.data(), piece.crlf()};
-        const bool ok = co_await write_client(bufs);
+        const bool ok = co_await write_client(bufs, true);
         boundary_.feed(first);
         head_sent_ = true;
         if (with_first) {
@@ -401,7 +460,7 @@ asio::awaitable<void> answer_pump::writer() {
             // A piece the reader could not send at once (or while this
             // writer was busy); its bytes were fed to boundary_ already.
             const auto wire = pending_wire();
-            const bool ok = co_await write_client(wire);
+            const bool ok = co_await write_client(wire, false);
             has_pending_ = false;
             release_if_idle();
             wake(reader_wake_);
@@ -436,7 +495,7 @@ asio::awaitable<void> answer_pump::writer() {
             static constexpr std::string_view ka = ": keep-alive\n\n";
             const body_piece piece(ka, true);
             const std::array<asio::const_buffer, 3> bufs{piece.size_line(), piece.data(), piece.crlf()};
-            if (!co_await write_client(bufs)) {
+            if (!co_await write_client(bufs, true)) {
                 client_left();
                 co_return;
             }
@@ -445,7 +504,7 @@ asio::awaitable<void> answer_pump::writer() {
     if (result_.complete) {
         if (chunked) {
             const std::array<asio::const_buffer, 1> end{asio::buffer(std::string_view("0\r\n\r\n"))};
-            if (!co_await write_client(end)) {
+            if (!co_await write_client(end, true)) {
                 result_.complete = false;
                 result_.client_gone = true;
             }

@@ -11,7 +11,8 @@
 // silent for sse_keepalive_s.
 //
 // An answer that arrives whole with its head goes out in one write by one
-// coroutine. Otherwise three activities share the connection's thread: the
+// coroutine: one non-blocking send when the client's socket takes it all
+// (no posted completion), an async_write for what it did not. Otherwise three activities share the connection's thread: the
 // reader (provider -> two small buffers, held only while bytes pass), the
 // writer (buffers -> client, and the keep-alive comments) and the watcher
 // (notices the client leaving and closes the upstream at once). When the
@@ -101,7 +102,11 @@ private:
     void watch_client();
     // The answer's head for the client, framed as framing_ says.
     [[nodiscard]] std::string client_head() const;
-    [[nodiscard]] boost::asio::awaitable<bool> write_client(std::span<const boost::asio::const_buffer> bufs);
+    // Writes all of `bufs` to the client, under its write deadline. `try_now`:
+    // one non-blocking send first (the socket is likely to have room), so
+    // that a write the socket takes whole completes without a posted handler.
+    [[nodiscard]] boost::asio::awaitable<bool> write_client(std::span<const boost::asio::const_buffer> bufs,
+                                                            bool try_now);
     // Sends `piece` (framed as framing_ says) without waiting, when nothing
     // else is being written. Keeps what the socket did not take as pending_
     // for the writer. False: the client is gone.

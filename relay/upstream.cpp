@@ -16,6 +16,7 @@
 #include <cerrno>
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 namespace byok::relay {
 namespace {
@@ -100,7 +101,38 @@ bool upstream_conn::still_quiet() noexcept {
 
 asio::awaitable<std::tuple<boost::system::error_code>> upstream_conn::wait_for(int ssl_want) {
     const auto w = ssl_want == SSL_ERROR_WANT_WRITE ? asio::socket_base::wait_write : asio::socket_base::wait_read;
+    if (ssl_want == SSL_ERROR_WANT_WRITE) {
+        waits_for_writes_ = true;
+    }
     return sock_.async_wait(w, asio::as_tuple(asio::use_awaitable));
+}
+
+boost::system::error_code upstream_conn::register_for_reads() noexcept {
+    // Asio's reactor keeps EPOLLOUT in a descriptor's registration once a
+    // write had to wait (a connect always does), and every async_wait re-arms
+    // the descriptor with the events registered (epoll_ctl MOD). An idle
+    // socket is writable: with EPOLLOUT there, each wait for the provider's
+    // next bytes woke the thread at once for nothing (an extra epoll_wait and
+    // scheduler round per SSE event; strace in docs/benchmarks.md). Released
+    // and assigned again, the descriptor is registered for reads only.
+    boost::system::error_code ec;
+    const auto protocol = sock_.local_endpoint(ec).protocol();
+    if (ec) {
+        return ec;
+    }
+    const int fd = sock_.release(ec);
+    if (ec) {
+        return ec;
+    }
+    if (sock_.assign(protocol, fd, ec); ec) {
+        // Closed here, not left open: OpenSSL holds the descriptor's number,
+        // which must not be written to once another socket may have it.
+        ::close(fd);
+        return ec;
+    }
+    waits_for_writes_ = false;
+    sock_.non_blocking(true, ec);
+    return ec;
 }
 
 boost::system::error_code upstream_conn::tls_error(int ssl_error, int sys) const noexcept {
@@ -137,7 +169,7 @@ asio::awaitable<boost::system::error_code> upstream_conn::handshake() {
         const int r = SSL_connect(ssl_);
         const int sys = errno;
         if (r == 1) {
-            co_return deadline.settle({});
+            co_return deadline.settle(register_for_reads());
         }
         const int e = SSL_get_error(ssl_, r);
         if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
@@ -177,7 +209,8 @@ asio::awaitable<boost::system::error_code> upstream_conn::write(std::span<const 
             co_return deadline.settle(tls_error(e, sys));
         }
     }
-    co_return deadline.settle({});
+    // A write that had to wait for room added EPOLLOUT again.
+    co_return deadline.settle(waits_for_writes_ ? register_for_reads() : boost::system::error_code{});
 }
 
 asio::awaitable<std::tuple<boost::system::error_code>> upstream_conn::wait_readable() {

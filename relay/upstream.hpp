@@ -80,6 +80,12 @@ public:
     // settles it after the read that follows). Not a coroutine of its own:
     // the caller's co_await runs the wait directly.
     [[nodiscard]] asio::awaitable<std::tuple<boost::system::error_code>> wait_readable();
+    // Registers the socket with the reactor anew, for reads only: Asio keeps
+    // EPOLLOUT registered once a write waited (a connect always does), and a
+    // wait for readability then also wakes the thread at once, for nothing.
+    // Done by handshake(), and by write() after it waited for room. An error
+    // fails the exchange that asked for it.
+    [[nodiscard]] boost::system::error_code register_for_reads() noexcept;
     // True if the provider sent nothing since the last exchange: no bytes in
     // OpenSSL's buffers and none (not even a FIN) in the socket.
     [[nodiscard]] bool still_quiet() noexcept;
@@ -92,6 +98,7 @@ public:
     std::chrono::steady_clock::time_point idle_since{};
 
 private:
+    bool waits_for_writes_ = false;  // a wait for writability since register_for_reads()
     // Waits until the socket can do what OpenSSL asked for: SSL_ERROR_WANT_READ or SSL_ERROR_WANT_WRITE.
     [[nodiscard]] asio::awaitable<std::tuple<boost::system::error_code>> wait_for(int ssl_want);
     // `sys_errno`: errno as it was right after the failed OpenSSL call.

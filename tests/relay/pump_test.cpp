@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <exception>
 #include <functional>
+#include <random>
 #include <string>
 #include <thread>
 
@@ -51,6 +52,42 @@ TEST_CASE("sse_boundary: comments go only between events") {
     CHECK_FALSE(b.at_boundary());
     b.feed("\r");
     CHECK(b.at_boundary());  // bare CRs are line ends too
+}
+
+TEST_CASE("sse_boundary: pieces split anywhere give the answer of a byte-by-byte scan") {
+    // The reference: whether the bytes so far end with two line ends in a
+    // row (CRLF counting as one), scanned one byte at a time from the start.
+    const auto reference = [](std::string_view all) {
+        unsigned ends = 2;
+        char prev = '\n';
+        for (const char c : all) {
+            if (c == '\n' && prev == '\r') {
+            } else if (c == '\r' || c == '\n') {
+                ++ends;
+            } else {
+                ends = 0;
+            }
+            prev = c;
+        }
+        return ends >= 2;
+    };
+    std::mt19937 rng(11);  // fixed: the same cases every run
+    static constexpr char alphabet[] = {'a', ':', '\r', '\n', '\n', '\r'};
+    for (int round = 0; round < 2000; ++round) {
+        sse_boundary b;
+        std::string all;
+        const int pieces = 1 + static_cast<int>(rng() % 6);
+        for (int p = 0; p < pieces; ++p) {
+            std::string piece(rng() % 7, ' ');
+            for (char& c : piece) {
+                c = alphabet[rng() % sizeof alphabet];
+            }
+            b.feed(piece);
+            all += piece;
+            CAPTURE(all);
+            REQUIRE(b.at_boundary() == reference(all));
+        }
+    }
 }
 
 // ---- the pump over real sockets -------------------------------------------------
@@ -301,4 +338,31 @@ TEST_CASE("answer_pump: a piece read while the head waits for the client is not 
     REQUIRE(at != std::string::npos);
     CHECK(answer.substr(at + 4).size() == data.size());
     CHECK(first_difference(answer.substr(at + 4), data) == std::string::npos);
+}
+
+TEST_CASE("answer_pump: an answer that arrives whole reaches the client whole, at once or after the socket fills") {
+    // The whole answer goes out with one non-blocking send; what a full
+    // socket does not take is written under the client's deadline.
+    const std::string data = pattern(3500);
+    const std::string answer =
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(data.size()) +
+        "\r\n\r\n" + data;
+    for (const bool full : {false, true}) {
+        CAPTURE(full);
+        pump_rig rig;
+        const std::size_t junk = full ? rig.fill_client_socket() : 0;
+        pump_result res;
+        const std::string wire = rig.run([&](tcp::socket& p) { send_all(p, answer); },
+                                         std::chrono::milliseconds(full ? 300 : 0), res);
+        CHECK(res.complete);
+        CHECK_FALSE(res.client_gone);
+        REQUIRE(wire.size() > junk);
+        const std::string_view got = std::string_view(wire).substr(junk);
+        const std::size_t at = got.find("\r\n\r\n");
+        REQUIRE(at != std::string::npos);
+        CHECK(got.substr(0, at).find("Content-Length: 3500") != std::string::npos);
+        CHECK(got.substr(at + 4).size() == data.size());
+        CHECK(first_difference(got.substr(at + 4), data) == std::string::npos);
+        CHECK(res.bytes_out == got.size());
+    }
 }
