@@ -108,6 +108,17 @@ def grant_table(lines, results, seal, get):
     lines.extend(['', 'Command:', '', '```', cmd(results, 'json-closed-relay-grant'), '```', ''])
 
 
+def build_type(build):
+    """The CMake build type of the binaries measured (--no-build may point at any build directory)."""
+    try:
+        for line in open(os.path.join(build, 'CMakeCache.txt')):
+            if line.startswith('CMAKE_BUILD_TYPE:'):
+                return line.split('=', 1)[1].strip() or 'no build type'
+    except OSError:
+        pass
+    return 'build type unknown'
+
+
 def main():
     results, out, src, build, duration, warmup, conns, lg_core, proxy_core = sys.argv[1:10]
     seal = load(results, 'seal')
@@ -124,7 +135,7 @@ def main():
         f'{load_range(results)} '
         '(the machine is shared with other engineers\' builds and browser tests; throughput and latency '
         'figures move with their load, CPU time per request much less).',
-        f'- Versions: byok-relay {source_note(src)} (Release, GCC '
+        f'- Versions: byok-relay {source_note(src)} ({build_type(build)}, GCC '
         f'{sh("gcc -dumpfullversion")}, Boost {boost.replace("_", ".")}), {sh("/usr/sbin/nginx -v 2>&1")}, '
         f'{sh("openssl version")}, libsodium {sh("pkg-config --modversion libsodium")}.',
         f'- Layout: load generator and mock provider pinned to core {lg_core}, the proxy under test '
