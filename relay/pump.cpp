@@ -10,6 +10,7 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_suffix.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http/error.hpp>
 
@@ -66,8 +67,9 @@ private:
     std::string_view data_;
 };
 
-// One non-blocking sendmsg of `bufs` (at most 8 buffers): the bytes the
-// socket took, 0 when it is full. `ec` is set when the client is gone.
+// One non-blocking sendmsg of `bufs` (of the first 8 non-empty ones; the
+// caller writes what is left): the bytes the socket took, 0 when it is full.
+// `ec` is set when the client is gone.
 std::size_t send_now(int fd, std::span<const asio::const_buffer> bufs, boost::system::error_code& ec) noexcept {
     std::array<iovec, 8> iov{};
     std::size_t count = 0;
@@ -195,40 +197,27 @@ void answer_pump::client_left() {
 }
 
 asio::awaitable<bool> answer_pump::write_client(std::span<const asio::const_buffer> bufs, bool try_now) {
-    std::size_t total = 0;
-    for (const auto& b : bufs) {
-        total += b.size();
-    }
-    std::size_t sent = 0;
+    // What the socket has not taken yet, under the client's write deadline.
+    beast::buffers_suffix<std::span<const asio::const_buffer>> rest(bufs);
     if (try_now) {
         // One non-blocking send first: an answer's head and body usually fit
         // the socket, and async_write would post its completion (a scheduler
         // round, often an extra epoll_wait) even when its first send took it all.
         boost::system::error_code ec;
-        sent = send_now(client_.native_handle(), bufs, ec);
+        const std::size_t sent = send_now(client_.native_handle(), bufs, ec);
         if (ec) {
             co_return false;
         }
         result_.bytes_out += sent;
-        if (sent == total) {
+        if (sent == asio::buffer_size(bufs)) {
             last_write_ = std::chrono::steady_clock::now();
             co_return true;
         }
-    }
-    // What the socket did not take, under the client's write deadline.
-    std::array<asio::const_buffer, 8> rest{};
-    std::size_t k = 0;
-    for (auto b : bufs) {
-        const std::size_t skip = std::min(sent, b.size());
-        b += skip;
-        sent -= skip;
-        if (b.size() > 0 && k < rest.size()) {
-            rest[k++] = b;
-        }
+        rest.consume(sent);
     }
     client_deadline_.expires_after(std::chrono::seconds(cfg_.write_timeout_s));
     writing_ = true;
-    auto [ec, n] = co_await asio::async_write(client_, std::span(rest.data(), k), as_tuple(use_awaitable));
+    auto [ec, n] = co_await asio::async_write(client_, rest, as_tuple(use_awaitable));
     writing_ = false;
     (void)client_deadline_.settle(ec);
     result_.bytes_out += n;
@@ -265,7 +254,8 @@ bool answer_pump::send_or_hand_over(std::string_view data) {
         // take (it is full: a slow client) the writer writes, under the
         // client's write deadline.
         boost::system::error_code ec;
-        const std::size_t n = send_now(client_.native_handle(), pending_wire(), ec);
+        const auto wire = pending_wire();
+        const std::size_t n = send_now(client_.native_handle(), wire, ec);
         if (ec) {
             return false;
         }
@@ -273,7 +263,7 @@ bool answer_pump::send_or_hand_over(std::string_view data) {
             pending_sent_ += n;
             result_.bytes_out += n;
             last_write_ = std::chrono::steady_clock::now();
-            if (pending_sent_ == pending_size_len_ + data.size() + (pending_size_len_ > 0 ? 2 : 0)) {
+            if (n == asio::buffer_size(wire)) {
                 has_pending_ = false;
                 return true;
             }
