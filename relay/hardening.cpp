@@ -8,25 +8,13 @@
 
 #include <sodium.h>
 
-namespace byok::relay {
+#include "relay/sanitizer.hpp"
 
-namespace {
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool sanitizer_build = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool sanitizer_build = true;
-#else
-constexpr bool sanitizer_build = false;
-#endif
-#else
-constexpr bool sanitizer_build = false;
-#endif
-}  // namespace
+namespace byok::relay {
 
 std::vector<std::string> harden_process() {
     std::vector<std::string> missing;
-    if (sanitizer_build) {
+    if (address_sanitizer_build) {
         // LeakSanitizer stops the world with ptrace, which a non-dumpable process refuses.
         missing.push_back("PR_SET_DUMPABLE=0: skipped in a sanitizer build");
     } else if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
