@@ -8,13 +8,25 @@
 
 #include <sodium.h>
 
-#include "relay/sanitizer.hpp"
-
 namespace byok::relay {
+
+namespace {
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool sanitizer_build = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool sanitizer_build = true;
+#else
+constexpr bool sanitizer_build = false;
+#endif
+#else
+constexpr bool sanitizer_build = false;
+#endif
+}  // namespace
 
 std::vector<std::string> harden_process() {
     std::vector<std::string> missing;
-    if (address_sanitizer_build) {
+    if (sanitizer_build) {
         // LeakSanitizer stops the world with ptrace, which a non-dumpable process refuses.
         missing.push_back("PR_SET_DUMPABLE=0: skipped in a sanitizer build");
     } else if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {

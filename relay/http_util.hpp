@@ -14,7 +14,6 @@
 
 #include "crypto/secret.hpp"
 
-#include "relay/block_cache.hpp"
 #include "relay/config.hpp"
 
 namespace byok::relay {
@@ -30,8 +29,7 @@ namespace byok::relay {
 // (growth, shrink_to_fit, end of connection): a client that sends its key
 // unsealed ("Authorization: Bearer sk-...", "x-api-key: ...") is refused, but
 // its key must not stay behind in freed heap (tests/integration/residue.test.mjs).
-// The block, wiped, goes back to the thread's block cache (relay/block_cache.hpp).
-using read_buffer = boost::beast::basic_flat_buffer<crypto::wiping_allocator<char, block_cache::allocator<char>>>;
+using read_buffer = boost::beast::basic_flat_buffer<crypto::wiping_allocator<char>>;
 
 // The session's read buffer as seen by http::async_read_header, noting
 // obs-fold (a CRLF followed by SP or HTAB inside the header section, RFC 9112

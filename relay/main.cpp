@@ -10,7 +10,6 @@
 #include "crypto/keyring.hpp"
 #include "crypto/signing_key.hpp"
 #include "relay/access_log.hpp"
-#include "relay/block_cache.hpp"
 #include "relay/config.hpp"
 #include "relay/hardening.hpp"
 #include "relay/key_list.hpp"
@@ -214,9 +213,6 @@ int serve(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    // Before anything calls OpenSSL: its record buffers, freed and taken
-    // again around every wait, come from the per-thread block cache.
-    (void)byok::relay::block_cache::install_for_openssl();
     if (argc < 2) {
         return usage(stderr);
     }

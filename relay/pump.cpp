@@ -161,7 +161,7 @@ answer_pump::answer_pump(asio::ip::tcp::socket& client, socket_deadline& client_
 
 asio::mutable_buffer answer_pump::piece(std::size_t idx) {
     if (!bufs_) {
-        bufs_.reset(static_cast<char*>(block_cache::allocate(2 * chunk)));
+        bufs_ = std::make_unique_for_overwrite<char[]>(2 * chunk);
     }
     return asio::buffer(bufs_.get() + idx * chunk, chunk);
 }

@@ -35,7 +35,6 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 
-#include "relay/block_cache.hpp"
 #include "relay/config.hpp"
 #include "relay/deadline.hpp"
 #include "relay/errors.hpp"
@@ -141,8 +140,7 @@ private:
     // Reader -> writer hand-off: at most one chunk pending while the reader fills the other buffer.
     boost::asio::steady_timer writer_wake_;
     boost::asio::steady_timer reader_wake_;
-    // 2 * chunk from the thread's block cache, not zeroed: only bytes read into them are ever read.
-    std::unique_ptr<char[], block_cache::deleter<2 * chunk>> bufs_;
+    std::unique_ptr<char[]> bufs_;  // 2 * chunk, not zeroed: only bytes read into them are ever read
     bool reader_waits_ = false;     // the reader waits for the provider, holding no piece
     std::string_view pending_;
     bool has_pending_ = false;

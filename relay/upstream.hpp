@@ -25,7 +25,6 @@
 #include <boost/beast/http/parser.hpp>
 #include <openssl/ssl.h>
 
-#include "relay/block_cache.hpp"
 #include "relay/config.hpp"
 #include "relay/deadline.hpp"
 
@@ -94,9 +93,8 @@ public:
     // Time limit for the operation about to start (then settled by the calls above).
     socket_deadline deadline{sock_};
     // Bytes read from the provider, not yet parsed: a response head (at most
-    // 16 KiB, counted by upstream_response) plus one read. Freed before a
-    // wait that finds it (nearly) empty; its block comes from the thread's cache.
-    beast::basic_flat_buffer<block_cache::allocator<char>> buffer{20 * 1024};
+    // 16 KiB, counted by upstream_response) plus one read.
+    beast::flat_buffer buffer{20 * 1024};
     std::chrono::steady_clock::time_point idle_since{};
 
 private:
