@@ -19,7 +19,7 @@
 # between the MEASURED markers is rewritten; the rest is kept), the latency
 # plots (SVG, gnuplot) beside it, and the raw JSON and histograms under the
 # work directory printed at the end. --quick: 4 s runs, slow streams held
-# 1,000 at a time only (about 5 minutes instead of 9). With --no-build,
+# 1,000 at a time only (about 7.5 minutes instead of 11). With --no-build,
 # BYOK_BENCH_BUILD names the build directory and BYOK_BENCH_SOURCE (optional)
 # says in the report what it was built from.
 set -euo pipefail
@@ -102,8 +102,8 @@ wait_line() {  # FILE REGEX [SECONDS]: prints the first match
   return 1
 }
 cpu_ns() {  # PID...: CPU time of every thread of the processes, in ns (/proc/PID/task/*/schedstat:
-  # the scheduler's own count, where /proc/PID/stat's utime+stime moves in 10 ms ticks: a quarter of
-  # a paced-stream run's CPU was one tick)
+  # the scheduler's own count; /proc/PID/stat's utime+stime moves in 10 ms ticks, about 5 % of a
+  # paced-stream run's CPU)
   cat $(for p in "$@"; do echo /proc/"$p"/task/*/schedstat; done) | awk '{s += $1} END {printf "%.0f\n", s}'
 }
 rss_kib() {  # PID...: resident set size summed, KiB
