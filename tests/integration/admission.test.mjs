@@ -264,11 +264,7 @@ test('b. 600 connections stalling after 6 MB of an announced 8 MB body: RSS grow
     // A client sees its connection closed before the relay's session has
     // unwound and given its body lease back (under ASan, CI once read 7
     // leases still held right after the last close): wait a moment for it.
-    let pending = await h.metricValue(relay.metricsUrl, 'byok_pending_body_bytes');
-    for (const until = Date.now() + 5000; pending !== 0 && Date.now() < until;) {
-      await h.sleep(100);
-      pending = await h.metricValue(relay.metricsUrl, 'byok_pending_body_bytes');
-    }
+    const pending = await h.metricWhen(relay.metricsUrl, 'byok_pending_body_bytes', (v) => v === 0, 5000);
 
     const kinds = {};
     let stalledThenDropped = 0;
@@ -356,12 +352,7 @@ test('b2. the body budget: a Content-Length that does not fit is refused at once
 
     // Once A leaves, its share comes back: B's body is served.
     a.close();
-    let after;
-    for (let i = 0; i < 20; i++) {
-      after = await h.metricValue(relay.metricsUrl, 'byok_pending_body_bytes');
-      if (after === 0) break;
-      await h.sleep(100);
-    }
+    const after = await h.metricWhen(relay.metricsUrl, 'byok_pending_body_bytes', (v) => v === 0, 2000);
     const e = await open();
     e.write(sealedHead(await sealFor(midBody), midBody.length) + midBody);
     const eAnswer = await answer(e).catch((err) => err.message.slice(0, 80));
@@ -449,10 +440,7 @@ test('c. 100,000 connections from distinct addresses: the address table empties 
     };
     const settled = async () => {
       // Until every connection is closed on the relay's side too.
-      for (let i = 0; i < 50; i++) {
-        if ((await h.metricValue(relay.metricsUrl, 'byok_open_connections')) === 0) break;
-        await h.sleep(100);
-      }
+      await h.metricWhen(relay.metricsUrl, 'byok_open_connections', (v) => v === 0, 5000);
       await h.sleep(500);
     };
     // The baseline is taken after a warm-up of 20,000 connections from their
@@ -472,12 +460,8 @@ test('c. 100,000 connections from distinct addresses: the address table empties 
     const statuses = await run(100000, 16, 200);
     const ms = Date.now() - t0;
     await settled();
-    let entries;
-    for (let i = 0; i < 30; i++) {
-      entries = await h.metricValue(relay.metricsUrl, 'byok_address_table_entries');
-      if (entries !== undefined && entries <= 8) break;
-      await h.sleep(100);
-    }
+    const entries = await h.metricWhen(relay.metricsUrl, 'byok_address_table_entries',
+      (v) => v !== undefined && v <= 8, 3000);
     const afterKiB = h.rssKiB(relay.pid);
     console.log(`address table: warm-up ${JSON.stringify(warm)}; 100000 connections in ${ms} ms ${JSON.stringify(statuses)}; ` +
       `RSS ${baseKiB} kB after the warm-up, ${afterKiB} kB after (${((afterKiB / baseKiB - 1) * 100).toFixed(1)} %); ` +

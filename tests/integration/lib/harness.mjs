@@ -298,6 +298,18 @@ export async function metricValue(metricsUrl, name) {
   return m ? Number(m[1]) : undefined;
 }
 
+// Reads the gauge every 100 ms until `done(value)` holds or `timeoutMs` has
+// passed; returns the last value read (the caller asserts on it).
+export async function metricWhen(metricsUrl, name, done, timeoutMs) {
+  const until = Date.now() + timeoutMs;
+  let v = await metricValue(metricsUrl, name);
+  while (!done(v) && Date.now() < until) {
+    await sleep(100);
+    v = await metricValue(metricsUrl, name);
+  }
+  return v;
+}
+
 // The bytes of one sealed request, exactly as they go on the wire. The seal
 // binds method, path and the SHA-256 of `body` (give `sealBody` to seal for
 // another body than the one sent).
