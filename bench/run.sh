@@ -364,7 +364,7 @@ COMMON=(--connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" -
 # core with nothing else running there). Every round's figure is kept in
 # NAME.rounds.json and printed in the report.
 ROUNDS=${BYOK_BENCH_ROUNDS:-3}
-pick_median() {  # NAME FIELD: NAME-1..ROUNDS.* -> NAME.*, from the round with the median FIELD
+pick_median() {  # NAME FIELD: NAME-1..ROUNDS.* -> NAME.*, from the round with the median FIELD (a.b: nested)
   local r
   r=$(python3 - "$RESULTS" "$1" "$2" "$ROUNDS" <<'PY'
 import json, os, sys
@@ -373,7 +373,9 @@ vals = []
 for r in range(1, int(rounds) + 1):
     p = os.path.join(res, f'{name}-{r}.json')
     if os.path.exists(p):
-        v = json.load(open(p)).get(field)
+        v = json.load(open(p))
+        for k in field.split('.'):
+            v = v.get(k) if isinstance(v, dict) else None
         if v is not None:
             vals.append((v, r))
 json.dump({'field': field, 'rounds': [v for v, _ in sorted(vals, key=lambda x: x[1])]},
@@ -563,15 +565,6 @@ fi
 
 # ---- the plots (SVG beside the report) ----------------------------------------
 FIGS=$(dirname "$OUT")
-median_round() {  # KIND: the open-loop round whose p99 is the median of the rounds
-  python3 - "$RESULTS" "$1" <<'PY'
-import json, os, sys
-res, kind = sys.argv[1:]
-runs = [(json.load(open(p))['latency_us']['p99'], r) for r in (1, 2, 3)
-        for p in [os.path.join(res, f'json-open-{kind}-{r}.json')] if os.path.exists(p)]
-print(sorted(runs)[len(runs) // 2][1] if runs else 1)
-PY
-}
 plot() {  # OUT TITLE YLABEL PREFIX SUFFIX: one line per target
   local out=$1 title=$2 ylabel=$3 prefix=$4 suffix=$5
   python3 "$SRC/bench/plot_hist.py" "$FIGS/$out" "$title" "$ylabel" \
@@ -579,11 +572,12 @@ plot() {  # OUT TITLE YLABEL PREFIX SUFFIX: one line per target
     "mock direct=$RESULTS/${prefix}direct${suffix}" || log "plot $out failed"
 }
 if command -v gnuplot >/dev/null; then
-  RELAY_R=$(median_round relay); NGINX_R=$(median_round nginx); DIRECT_R=$(median_round direct)
-  python3 "$SRC/bench/plot_hist.py" "$FIGS/bench-latency-open.svg" \
-    "Non-streaming, open loop at $HALF req/s (median round each)" "latency (ms)" \
-    "byok-relay=$RESULTS/json-open-relay-$RELAY_R.hgrm" "nginx=$RESULTS/json-open-nginx-$NGINX_R.hgrm" \
-    "mock direct=$RESULTS/json-open-direct-$DIRECT_R.hgrm" || log "plot bench-latency-open.svg failed"
+  # The open-loop round whose p99 is the median of the rounds (report_md.py picks the same one).
+  for kind in relay nginx direct; do
+    ROUNDS=3 pick_median "json-open-$kind" latency_us.p99
+  done
+  plot bench-latency-open.svg "Non-streaming, open loop at $HALF req/s (median round each)" "latency (ms)" \
+    json-open- .hgrm
   plot bench-latency-closed.svg "Non-streaming, closed loop, $CONNECTIONS connections" "latency (ms)" json-closed- .hgrm
   plot bench-stream-first-event.svg "Paced SSE (20 events, 25 ms apart): time to the first event" \
     "time to first event (ms)" stream-paced- .first-event.hgrm
