@@ -10,7 +10,7 @@
 namespace byok::crypto {
 
 [[gnu::noinline]] void wipe_stack_below() noexcept {
-    unsigned char area[16384];
+    unsigned char area[stack_wipe_bytes];
     sodium_memzero(area, sizeof area);
     __asm__ __volatile__("" : : "r"(area) : "memory");  // keep the frame
 }
