@@ -447,6 +447,21 @@ for kind in direct nginx relay; do
   pick_median "stream-paced-$kind" proxy_cpu_us_per_req
 done
 
+# ---- 3c. the same paced streams, the connections started over one event ----
+# interval (25 ms) instead of at once. Started at once, every connection's
+# events fall due within a millisecond of each other for the whole run, and
+# a proxy that forwards the requests fastest gets them in the biggest batches
+# per wake-up; started apart, each stream keeps its own phase, as the streams
+# of independent users do. Not issue 11's workload: for comparison with 3b.
+for rep in $(seq "$ROUNDS"); do
+  for kind in direct nginx relay; do
+    drive "stream-spread-$kind-$rep" $kind "${COMMON[@]}" --ramp 0.025 --stream --body "$BODY_PACED"
+  done
+done
+for kind in direct nginx relay; do
+  pick_median "stream-spread-$kind" proxy_cpu_us_per_req
+done
+
 # ---- 4. memory per concurrent stream: hold N slow streams ---------------------
 SLOW=$WORK/body-slow.json
 echo '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Take your time."}],"stream":true,"mock":{"events":600,"interval_ms":1000}}' >"$SLOW"
