@@ -148,6 +148,9 @@ private:
             const auto result = co_await stream_.async_handshake(ssl::stream_base::server, nothrow);
             disarm();
             ok = !std::get<0>(result);
+            if (ok) {
+                shared_.state.tls_handshake(SSL_session_reused(stream_.native_handle()) == 1);
+            }
         }
         while (ok) {
             ok = co_await serve_one();

@@ -56,6 +56,8 @@ std::string mock_state::stats_json() const {
         {"connections_open", open_.load(std::memory_order_relaxed)},
         {"connections_closed", closed_.load(std::memory_order_relaxed)},
         {"streams_aborted", aborted_.load(std::memory_order_relaxed)},
+        {"tls_full", tls_full_.load(std::memory_order_relaxed)},
+        {"tls_resumed", tls_resumed_.load(std::memory_order_relaxed)},
         {"requests", requests_.load(std::memory_order_relaxed)},
     };
     return out.dump();
@@ -70,6 +72,8 @@ void mock_state::reset() {
     }
     closed_.store(0, std::memory_order_relaxed);
     aborted_.store(0, std::memory_order_relaxed);
+    tls_full_.store(0, std::memory_order_relaxed);
+    tls_resumed_.store(0, std::memory_order_relaxed);
     requests_.store(0, std::memory_order_relaxed);
 }
 

@@ -41,6 +41,11 @@ public:
         closed_.fetch_add(1, std::memory_order_relaxed);
     }
     void stream_aborted() noexcept { aborted_.fetch_add(1, std::memory_order_relaxed); }
+    // A TLS handshake that completed: a full one (certificate sent), or a
+    // resumption of an earlier session (tls_full, tls_resumed in stats).
+    void tls_handshake(bool resumed) noexcept {
+        (resumed ? tls_resumed_ : tls_full_).fetch_add(1, std::memory_order_relaxed);
+    }
     void request_served() noexcept { requests_.fetch_add(1, std::memory_order_relaxed); }
     // A process-wide sequence number for ids (chatcmpl-mock-N, req_mock_N).
     [[nodiscard]] std::uint64_t next_id() noexcept {
@@ -49,7 +54,8 @@ public:
 
     // JSON array of the recorded requests, newest last.
     [[nodiscard]] std::string requests_json() const;
-    // {"connections_open":N,"connections_closed":N,"streams_aborted":N,...,
+    // {"connections_open":N,"connections_closed":N,"streams_aborted":N,
+    //  "tls_full":N,"tls_resumed":N,...,
     //  "pairs_distinct":N,"pairs_repeated":N}
     [[nodiscard]] std::string stats_json() const;
     // Clears the recording and the counters. connections_open is a gauge of
@@ -67,6 +73,8 @@ private:
     std::atomic<std::int64_t> open_{0};
     std::atomic<std::uint64_t> closed_{0};
     std::atomic<std::uint64_t> aborted_{0};
+    std::atomic<std::uint64_t> tls_full_{0};
+    std::atomic<std::uint64_t> tls_resumed_{0};
     std::atomic<std::uint64_t> requests_{0};
     std::atomic<std::uint64_t> ids_{0};
 };
