@@ -429,22 +429,34 @@ void upstream_pool::close_all() noexcept {
     idle_.clear();
 }
 
+// Copies, never the connection's own session object. OpenSSL marks a
+// session not resumable when a connection holding it is freed without an
+// exchange of close_notify (ssl_clear_bad_session, a rule from TLS 1.0), and
+// the relay closes upstream connections so whenever a client leaves
+// mid-answer or a pooled connection is let go. Shared with its connection,
+// the remembered session was spoiled by the next such close: every new
+// connection made a full handshake and verified the certificate chain again,
+// about 5.6 million instructions (callgrind), where a resumption needs none
+// of that (tests/integration/upstream_quirks.test.mjs counts them at the
+// provider's end). A TLS 1.3 ticket stays valid however a connection that
+// used it ended; the provider decides how long, and how often, it is taken.
 void upstream_pool::remember_session(upstream_conn& c) {
-    if (!c.is_tls()) {
+    if (!c.is_tls() || c.session_remembered) {
         return;
     }
-    SSL_SESSION* s = SSL_get1_session(c.ssl());
-    if (s == nullptr) {
+    const SSL_SESSION* s = SSL_get0_session(c.ssl());
+    if (s == nullptr || SSL_SESSION_is_resumable(s) == 0) {
         return;
     }
-    if (SSL_SESSION_is_resumable(s) == 0) {
-        SSL_SESSION_free(s);
+    SSL_SESSION* copy = SSL_SESSION_dup(s);
+    if (copy == nullptr) {
         return;
     }
+    c.session_remembered = true;
     if (session_ != nullptr) {
         SSL_SESSION_free(static_cast<SSL_SESSION*>(session_));
     }
-    session_ = s;
+    session_ = copy;
 }
 
 asio::awaitable<std::unique_ptr<upstream_conn>> upstream_pool::connect(std::chrono::seconds timeout,
@@ -482,7 +494,12 @@ asio::awaitable<std::unique_ptr<upstream_conn>> upstream_pool::connect(std::chro
             co_return nullptr;
         }
         if (session_ != nullptr) {
-            SSL_set_session(ssl, static_cast<SSL_SESSION*>(session_));
+            // A copy of its own, as in remember_session(): this connection
+            // may die before the provider's next ticket replaces it.
+            if (SSL_SESSION* s = SSL_SESSION_dup(static_cast<SSL_SESSION*>(session_)); s != nullptr) {
+                SSL_set_session(ssl, s);
+                SSL_SESSION_free(s);  // SSL_set_session took its own reference
+            }
         }
         c->deadline.expires_after(timeout);
         if (const auto hec = co_await c->handshake()) {

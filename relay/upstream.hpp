@@ -96,6 +96,8 @@ public:
     // 16 KiB, counted by upstream_response) plus one read.
     beast::flat_buffer buffer{20 * 1024};
     std::chrono::steady_clock::time_point idle_since{};
+    // Its TLS session was copied into its pool's (upstream_pool::remember_session).
+    bool session_remembered = false;
 
 private:
     bool waits_for_writes_ = false;  // a wait for writability since register_for_reads()
@@ -184,7 +186,9 @@ public:
     // A new verified connection; on failure returns nullptr and sets `ec`.
     [[nodiscard]] asio::awaitable<std::unique_ptr<upstream_conn>> connect(std::chrono::seconds timeout,
                                                                           boost::system::error_code& ec);
-    // Keeps the TLS session of a connection that completed an exchange, for resumption.
+    // Keeps a copy of the TLS session of a connection that completed an
+    // exchange, for resumption (once per connection: by the end of its
+    // first exchange it has read the provider's session tickets).
     void remember_session(upstream_conn& c);
 
     void close_all() noexcept;

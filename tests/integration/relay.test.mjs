@@ -384,6 +384,47 @@ test('a client leaving mid-stream closes the upstream connection at once', async
   assert.ok(after.streams_aborted > before.streams_aborted, `upstream stream aborted: ${JSON.stringify(after)}`);
 });
 
+test('new upstream connections resume the provider\'s TLS session, even after clients left mid-answer', async () => {
+  // A client leaving mid-stream makes the relay close the upstream connection
+  // without a close_notify. OpenSSL then marks that connection's session not
+  // resumable; the pool keeps a copy of its own (relay/upstream.cpp), so the
+  // next connections still resume. Counted at the provider's end.
+  const own = await h.startMock({ tls: true });
+  const r = await h.startRelay({ threads: 1, providers: h.mockProviders(own) }, { dir: h.tempDir() });
+  try {
+    const s0 = await own.stats();
+    const first = await h.sealedRequest(r.url, { apiKey: newKey(), path: CHAT, body: { model: 'm' } });
+    assert.equal(first.status, 200);
+    await first.text();  // a complete exchange: the pool keeps its session
+    const cycles = 5;
+    for (let i = 0; i < cycles; i++) {
+      // Each stream takes the only upstream connection there is (the pooled
+      // one, then a new one each time) and is left after its first event.
+      const res = await h.sealedRequest(r.url, {
+        apiKey: newKey(), path: CHAT, body: { model: 'm', stream: true, mock: { events: 50, interval_ms: 200 } },
+      });
+      assert.equal(res.status, 200);
+      const reader = res.body.getReader();
+      await reader.read();
+      await reader.cancel();
+      await h.sleep(300);  // the relay has closed that upstream connection by now
+    }
+    const last = await h.sealedRequest(r.url, { apiKey: newKey(), path: CHAT, body: { model: 'm' } });
+    assert.equal(last.status, 200);
+    await last.text();
+    const s1 = await own.stats();
+    // The relay connected 1 + cycles times (the first stream reused the
+    // pooled connection); the stats requests themselves add one handshake.
+    const full = s1.tls_full - s0.tls_full;
+    const resumed = s1.tls_resumed - s0.tls_resumed;
+    assert.ok(resumed >= cycles, `every later connection resumed: ${JSON.stringify({ full, resumed })}`);
+    assert.ok(full <= 2, `one full handshake by the relay, one by the stats request at most: ${JSON.stringify({ full, resumed })}`);
+  } finally {
+    await r.stop('SIGKILL');
+    await own.stop();
+  }
+});
+
 test('an upstream reset mid-stream closes the client connection', async () => {
   const res = await h.sealedRequest(relay.url, {
     apiKey: newKey(), path: CHAT, body: { model: 'm', stream: true, mock: { mode: 'reset', events: 2, interval_ms: 50 } },
