@@ -78,7 +78,7 @@ inline void wipe(void* p, std::size_t n) noexcept { sodium_memzero(p, n); }
 // library call that handled secret bytes and may have left copies in its
 // own stack frames, which it does not wipe: libsodium 1.0.18's secretbox
 // open (the first 32 bytes of a payload; crypto/seal.cpp), and whatever
-// writing the upstream request head leaves (relay/session.cpp runs it from
+// writing the upstream request head leaves (relay/key_path.cpp runs it from
 // the top of the event loop, after the write). Those frames lie below the
 // caller's, where later calls may or may not happen to overwrite them.
 // An open writes about 2.6 KiB deep (tests/crypto/stack_residue_test.cpp).

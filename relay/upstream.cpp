@@ -437,7 +437,7 @@ void upstream_pool::close_all() noexcept {
 // the remembered session was spoiled by the next such close: every new
 // connection made a full handshake and verified the certificate chain again,
 // about 5.6 million instructions (callgrind), where a resumption needs none
-// of that (tests/integration/upstream_quirks.test.mjs counts them at the
+// of that (tests/integration/relay.test.mjs counts them at the
 // provider's end). A TLS 1.3 ticket stays valid however a connection that
 // used it ended; the provider decides how long, and how often, it is taken.
 void upstream_pool::remember_session(upstream_conn& c) {
