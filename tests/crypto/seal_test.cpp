@@ -737,23 +737,7 @@ TEST_CASE("precheck does not open the box: what only the open finds is left to c
     CHECK(error_of(f.check(stale)) == seal_error::seal_expired);
 }
 
-// ---- HPKE seals (the key's second kid) -------------------------------------------
-
-namespace {
-
-// enc || ct: HPKE base mode to the fixture key's HPKE half, info for `info_kid`.
-bytes hpke_seal(const relay_fixture& f, std::string_view p, std::string_view info_kid) {
-    auto s = crypto::hpke::sender::setup(f.key().hpke_pk(),
-                                         crypto::hpke::schedule_context::base("byok-relay v1 " + std::string(info_kid)));
-    REQUIRE(s.has_value());
-    bytes out(s->enc().begin(), s->enc().end());
-    const auto ct = std::move(*s).seal({}, as_bytes(p));
-    out.insert(out.end(), ct.begin(), ct.end());
-    return out;
-}
-bytes hpke_seal(const relay_fixture& f, std::string_view p) { return hpke_seal(f, p, f.key().hpke_kid()); }
-
-}  // namespace
+// ---- HPKE seals (the key's second kid; hpke_seal in test_support.hpp) ----------
 
 TEST_CASE("HPKE: a seal to the HPKE kid opens, yields the key, and is remembered by its enc") {
     relay_fixture f;

@@ -17,7 +17,6 @@
 #include <string_view>
 
 #include "crypto/grant.hpp"
-#include "crypto/hpke.hpp"
 #include "crypto/secret.hpp"
 #include "test_support.hpp"
 
@@ -66,16 +65,6 @@ struct stack_view {
 
 // A key long enough that pieces of it are unmistakable.
 constexpr std::string_view long_key = "sk-stack-residue-ABCDEFGHIJKLMNOPQRSTUVWXYZ-0123456789";
-
-bytes hpke_seal(const relay_fixture& f, std::string_view p) {
-    auto s = crypto::hpke::sender::setup(
-        f.key().hpke_pk(), crypto::hpke::schedule_context::base("byok-relay v1 " + std::string(f.key().hpke_kid())));
-    REQUIRE(s.has_value());
-    bytes out(s->enc().begin(), s->enc().end());
-    const auto ct = std::move(*s).seal({}, as_bytes(p));
-    out.insert(out.end(), ct.begin(), ct.end());
-    return out;
-}
 
 }  // namespace
 

@@ -17,6 +17,7 @@
 #include <doctest/doctest.h>
 
 #include "crypto/encoding.hpp"
+#include "crypto/hpke.hpp"
 #include "crypto/keyring.hpp"
 #include "crypto/seal.hpp"
 
@@ -102,6 +103,18 @@ struct relay_fixture {
         return checker.check(*ring, req, now);
     }
 };
+
+// enc || ct: HPKE base mode to the fixture key's HPKE half, info for `info_kid`.
+inline bytes hpke_seal(const relay_fixture& f, std::string_view p, std::string_view info_kid) {
+    auto s = crypto::hpke::sender::setup(f.key().hpke_pk(),
+                                         crypto::hpke::schedule_context::base("byok-relay v1 " + std::string(info_kid)));
+    REQUIRE(s.has_value());
+    bytes out(s->enc().begin(), s->enc().end());
+    const auto ct = std::move(*s).seal({}, as_bytes(p));
+    out.insert(out.end(), ct.begin(), ct.end());
+    return out;
+}
+inline bytes hpke_seal(const relay_fixture& f, std::string_view p) { return hpke_seal(f, p, f.key().hpke_kid()); }
 
 // A fresh directory under $TMPDIR (or /tmp), removed when the object dies.
 class temp_dir {
