@@ -381,15 +381,7 @@ TEST_CASE("keygen writes the HPKE half; it loads back and opens HPKE seals, only
     CHECK(loaded.hpke_pk() == key.hpke_pk());
 
     const std::string msg = "the plaintext";
-    auto seal = [&](std::string_view info_kid) {
-        auto s = crypto::hpke::sender::setup(key.hpke_pk(),
-                                             crypto::hpke::schedule_context::base("byok-relay v1 " + std::string(info_kid)));
-        REQUIRE(s.has_value());
-        bytes out(s->enc().begin(), s->enc().end());
-        const auto ct = std::move(*s).seal({}, as_bytes(msg));
-        out.insert(out.end(), ct.begin(), ct.end());
-        return out;
-    };
+    auto seal = [&](std::string_view info_kid) { return hpke_seal(key, msg, info_kid); };
     std::string out(msg.size(), '\0');
     const std::span<unsigned char> out_span(reinterpret_cast<unsigned char*>(out.data()), out.size());
     CHECK(loaded.open_hpke(seal(key.hpke_kid()), out_span));

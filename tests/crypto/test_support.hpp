@@ -104,15 +104,19 @@ struct relay_fixture {
     }
 };
 
-// enc || ct: HPKE base mode to the fixture key's HPKE half, info for `info_kid`.
-inline bytes hpke_seal(const relay_fixture& f, std::string_view p, std::string_view info_kid) {
-    auto s = crypto::hpke::sender::setup(f.key().hpke_pk(),
+// enc || ct: HPKE base mode to `key`'s HPKE half, info for `info_kid`.
+inline bytes hpke_seal(const crypto::relay_key& key, std::string_view p, std::string_view info_kid) {
+    auto s = crypto::hpke::sender::setup(key.hpke_pk(),
                                          crypto::hpke::schedule_context::base("byok-relay v1 " + std::string(info_kid)));
     REQUIRE(s.has_value());
     bytes out(s->enc().begin(), s->enc().end());
     const auto ct = std::move(*s).seal({}, as_bytes(p));
     out.insert(out.end(), ct.begin(), ct.end());
     return out;
+}
+// The same to the fixture's key.
+inline bytes hpke_seal(const relay_fixture& f, std::string_view p, std::string_view info_kid) {
+    return hpke_seal(f.key(), p, info_kid);
 }
 inline bytes hpke_seal(const relay_fixture& f, std::string_view p) { return hpke_seal(f, p, f.key().hpke_kid()); }
 
