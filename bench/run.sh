@@ -390,6 +390,19 @@ PY
   done
 }
 
+closed_rounds() {  # NAME ARGS...: ROUNDS interleaved rounds of direct, nginx, relay; then each one's median-CPU round
+  local name=$1 rep kind
+  shift
+  for rep in $(seq "$ROUNDS"); do
+    for kind in direct nginx relay; do
+      drive "$name-$kind-$rep" $kind "${COMMON[@]}" "$@"
+    done
+  done
+  for kind in direct nginx relay; do
+    pick_median "$name-$kind" proxy_cpu_us_per_req
+  done
+}
+
 # ---- 0 and 1. the crypto microbenchmark; non-streaming, closed loop: peak ----
 # throughput and CPU per request
 for rep in $(seq "$ROUNDS"); do
@@ -425,27 +438,13 @@ for rep in 1 2 3; do
 done
 
 # ---- 3. streaming (20-event SSE), closed loop --------------------------------
-for rep in $(seq "$ROUNDS"); do
-  for kind in direct nginx relay; do
-    drive "stream-closed-$kind-$rep" $kind "${COMMON[@]}" --stream --body "$BODY_STREAM"
-  done
-done
-for kind in direct nginx relay; do
-  pick_median "stream-closed-$kind" proxy_cpu_us_per_req
-done
+closed_rounds stream-closed --stream --body "$BODY_STREAM"
 
 # ---- 3b. paced streaming: 20 events 25 ms apart (about 0.5 s a stream) ------
 # What a user sees: the time to the first event and to the last.
 BODY_PACED=$WORK/body-paced.json
 echo '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count to twenty, slowly."}],"stream":true,"mock":{"events":20,"interval_ms":25}}' >"$BODY_PACED"
-for rep in $(seq "$ROUNDS"); do
-  for kind in direct nginx relay; do
-    drive "stream-paced-$kind-$rep" $kind "${COMMON[@]}" --stream --body "$BODY_PACED"
-  done
-done
-for kind in direct nginx relay; do
-  pick_median "stream-paced-$kind" proxy_cpu_us_per_req
-done
+closed_rounds stream-paced --stream --body "$BODY_PACED"
 
 # ---- 3c. the same paced streams, the connections started over one event ----
 # interval (25 ms) instead of at once. Started at once, every connection's
@@ -453,14 +452,7 @@ done
 # a proxy that forwards the requests fastest gets them in the biggest batches
 # per wake-up; started apart, each stream keeps its own phase, as the streams
 # of independent users do. Not issue 11's workload: for comparison with 3b.
-for rep in $(seq "$ROUNDS"); do
-  for kind in direct nginx relay; do
-    drive "stream-spread-$kind-$rep" $kind "${COMMON[@]}" --ramp 0.025 --stream --body "$BODY_PACED"
-  done
-done
-for kind in direct nginx relay; do
-  pick_median "stream-spread-$kind" proxy_cpu_us_per_req
-done
+closed_rounds stream-spread --ramp 0.025 --stream --body "$BODY_PACED"
 
 # ---- 4. memory per concurrent stream: hold N slow streams ---------------------
 SLOW=$WORK/body-slow.json
