@@ -1,12 +1,22 @@
 #include "relay/upstream.hpp"
 
 #include <array>
+#include <future>
+#include <memory>
 #include <string_view>
+#include <thread>
+#include <tuple>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
 #include <doctest/doctest.h>
 
@@ -18,14 +28,14 @@ namespace {
 
 // An upstream_conn connected the way upstream_pool::connect does it (an
 // async_connect, which makes Asio register EPOLLOUT for the descriptor), and
-// the provider's side of the connection.
+// the provider's side of the connection. Plain TCP, or TLS with `tls`.
 struct connected_conn {
     asio::io_context ioc;
     tcp::acceptor acc{ioc, {asio::ip::address_v4::loopback(), 0}};
-    upstream_conn conn{ioc, nullptr};
+    upstream_conn conn;
     tcp::socket provider{ioc};
 
-    connected_conn() {
+    explicit connected_conn(SSL_CTX* tls = nullptr) : conn(ioc, tls) {
         boost::system::error_code cec;
         conn.socket().async_connect(acc.local_endpoint(), [&](const boost::system::error_code& ec) { cec = ec; });
         acc.accept(provider);
@@ -83,4 +93,94 @@ TEST_CASE("upstream_conn: register_for_reads keeps the connection usable both wa
     char got[4]{};
     asio::read(c.provider, asio::buffer(got));
     CHECK(std::string_view(got, 4) == "ping");
+}
+
+namespace {
+
+template <class T, void (*F)(T*)>
+struct ossl_free {
+    void operator()(T* p) const noexcept { F(p); }
+};
+using ctx_ptr = std::unique_ptr<SSL_CTX, ossl_free<SSL_CTX, SSL_CTX_free>>;
+using ssl_ptr = std::unique_ptr<SSL, ossl_free<SSL, SSL_free>>;
+
+// A TLS server context with a throwaway self-signed P-256 certificate.
+ctx_ptr server_context() {
+    std::unique_ptr<EVP_PKEY, ossl_free<EVP_PKEY, EVP_PKEY_free>> key(EVP_EC_gen("P-256"));
+    std::unique_ptr<X509, ossl_free<X509, X509_free>> cert(X509_new());
+    REQUIRE(key);
+    REQUIRE(cert);
+    X509_set_version(cert.get(), 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), 1);
+    X509_gmtime_adj(X509_getm_notBefore(cert.get()), 0);
+    X509_gmtime_adj(X509_getm_notAfter(cert.get()), 3600);
+    X509_set_pubkey(cert.get(), key.get());
+    X509_NAME* name = X509_get_subject_name(cert.get());
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("localhost"), -1, -1, 0);
+    X509_set_issuer_name(cert.get(), name);
+    REQUIRE(X509_sign(cert.get(), key.get(), EVP_sha256()) > 0);
+    ctx_ptr ctx(SSL_CTX_new(TLS_server_method()));
+    REQUIRE(ctx);
+    REQUIRE(SSL_CTX_use_certificate(ctx.get(), cert.get()) == 1);
+    REQUIRE(SSL_CTX_use_PrivateKey(ctx.get(), key.get()) == 1);
+    return ctx;
+}
+
+}  // namespace
+
+TEST_CASE("upstream_conn: an error another connection left on the thread's OpenSSL queue does not fail a TLS read") {
+    // SSL_get_error takes any error on the calling thread's queue as the
+    // call's own, so the queue must be empty before each TLS call. Other work
+    // on a relay thread (a failed handshake with another provider, a refused
+    // grant) can leave errors there. A read that finds nothing yet must then
+    // wait, as it would have, not fail as if the provider broke the session.
+    const ctx_ptr server_ctx = server_context();
+    ctx_ptr client_ctx(SSL_CTX_new(TLS_client_method()));
+    REQUIRE(client_ctx);
+    SSL_CTX_set_verify(client_ctx.get(), SSL_VERIFY_NONE, nullptr);  // a throwaway certificate; not what is tested
+
+    connected_conn c{client_ctx.get()};
+    auto& [ioc, acc, conn, provider] = c;
+
+    // The provider, blocking on a thread of its own: the handshake, then one
+    // record once the client is waiting for it.
+    std::promise<void> client_waits;
+    int accepted = 0;
+    int written = 0;
+    std::thread server([&, waits = client_waits.get_future()]() mutable {
+        ssl_ptr s(SSL_new(server_ctx.get()));
+        SSL_set_fd(s.get(), provider.native_handle());
+        accepted = SSL_accept(s.get());
+        if (accepted == 1) {
+            waits.wait();
+            written = SSL_write(s.get(), "hello", 5);
+        }
+        SSL_shutdown(s.get());
+    });
+
+    boost::system::error_code hec = asio::error::fault;
+    boost::system::error_code rec = asio::error::fault;
+    std::size_t got = 0;
+    char buf[16]{};
+    asio::co_spawn(
+        ioc,
+        [&]() -> asio::awaitable<void> {
+            hec = co_await conn.handshake();
+            if (hec) {
+                co_return;
+            }
+            ERR_raise(ERR_LIB_SSL, SSL_R_BAD_PACKET);  // left by other work on this thread
+            // Nothing has been sent yet: the read has to wait for the record.
+            asio::post(ioc, [&] { client_waits.set_value(); });
+            std::tie(rec, got) = co_await conn.read_some(asio::buffer(buf));
+        },
+        asio::detached);
+    ioc.run();
+    server.join();
+    ERR_clear_error();
+    CHECK(accepted == 1);
+    REQUIRE_FALSE(hec);
+    CHECK(written == 5);
+    CHECK_MESSAGE(!rec, rec.message());
+    CHECK(std::string_view(buf, got) == "hello");
 }
