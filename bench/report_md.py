@@ -156,7 +156,9 @@ def main():
         f'{sh("openssl version")}, libsodium {sh("pkg-config --modversion libsodium")}.',
         f'- Layout: load generator and mock provider pinned to core {lg_core}, the proxy under test '
         f'(relay with `threads: 1`, or nginx with `worker_processes 1`) pinned to core {proxy_core} '
-        '(`taskset`). Mock: `byok-mock-provider --tls --no-record --threads 1`. Everything on 127.0.0.1.',
+        '(`taskset`). Mock: `byok-mock-provider --tls --no-record --threads 1`. Everything on 127.0.0.1. '
+        'Both proxies reach the mock over TLS 1.3 (nginx with `proxy_ssl_protocols TLSv1.2 TLSv1.3`; '
+        'in runs before 2026-11-28 05:30 UTC nginx spoke TLS 1.2, the default of nginx 1.22).',
         f'- Workload: {conns} connections, {duration} s measured after {warmup} s warm-up per run; every request '
         'freshly sealed (sealed before the run, not timed); the same sealed requests go to all three targets '
         '(nginx and the mock ignore the Authorization header).',
