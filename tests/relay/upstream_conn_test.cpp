@@ -1,6 +1,7 @@
 #include "relay/upstream.hpp"
 
 #include <array>
+#include <chrono>
 #include <future>
 #include <memory>
 #include <string_view>
@@ -11,6 +12,7 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <sys/socket.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -140,22 +142,24 @@ TEST_CASE("upstream_conn: an error another connection left on the thread's OpenS
     SSL_CTX_set_verify(client_ctx.get(), SSL_VERIFY_NONE, nullptr);  // a throwaway certificate; not what is tested
 
     connected_conn c{client_ctx.get()};
-    auto& [ioc, acc, conn, provider] = c;
+    upstream_conn& conn = c.conn;
+    const int provider_fd = c.provider.native_handle();
 
     // The provider, blocking on a thread of its own: the handshake, then one
-    // record once the client is waiting for it.
+    // record once the client is waiting for it. Every wait has a limit, so
+    // that a broken build fails the test instead of hanging it.
     std::promise<void> client_waits;
     int accepted = 0;
     int written = 0;
     std::thread server([&, waits = client_waits.get_future()]() mutable {
         ssl_ptr s(SSL_new(server_ctx.get()));
-        SSL_set_fd(s.get(), provider.native_handle());
+        SSL_set_fd(s.get(), provider_fd);
         accepted = SSL_accept(s.get());
-        if (accepted == 1) {
-            waits.wait();
+        if (accepted == 1 && waits.wait_for(std::chrono::seconds(10)) == std::future_status::ready) {
             written = SSL_write(s.get(), "hello", 5);
         }
         SSL_shutdown(s.get());
+        ::shutdown(provider_fd, SHUT_RDWR);  // the client sees the end, whatever happened
     });
 
     boost::system::error_code hec = asio::error::fault;
@@ -163,19 +167,31 @@ TEST_CASE("upstream_conn: an error another connection left on the thread's OpenS
     std::size_t got = 0;
     char buf[16]{};
     asio::co_spawn(
-        ioc,
+        c.ioc,
         [&]() -> asio::awaitable<void> {
+            conn.deadline.expires_after(std::chrono::seconds(10));
             hec = co_await conn.handshake();
             if (hec) {
+                client_waits.set_value();
+                c.ioc.stop();  // the deadline's timer would keep run() going
                 co_return;
             }
             ERR_raise(ERR_LIB_SSL, SSL_R_BAD_PACKET);  // left by other work on this thread
             // Nothing has been sent yet: the read has to wait for the record.
-            asio::post(ioc, [&] { client_waits.set_value(); });
+            bool told = false;
+            asio::post(c.ioc, [&] {
+                told = true;
+                client_waits.set_value();
+            });
+            conn.deadline.expires_after(std::chrono::seconds(10));
             std::tie(rec, got) = co_await conn.read_some(asio::buffer(buf));
+            if (!told) {
+                client_waits.set_value();  // the read did not wait (it failed at once)
+            }
+            c.ioc.stop();
         },
         asio::detached);
-    ioc.run();
+    c.ioc.run();
     server.join();
     ERR_clear_error();
     CHECK(accepted == 1);
