@@ -9,12 +9,16 @@
 #   bench/callgrind.sh relay|nginx [--workload sse|sse-paced|json]
 #                      [--connections N] [--duration S] [--top N]
 #
-# Default: sse (20 events back to back), 8 connections, 8 s measured after a
-# warm-up. Uses the binaries of BYOK_BENCH_BUILD (default build-bench, as
-# bench/run.sh builds it); needs valgrind. The proxy runs on core 1 under
-# valgrind, the mock and the load generator on core 0; loopback only; stops
-# only what it started. Prints the instructions a request (a stream), by
-# library and by function (bench/callgrind_summary.py), and where the dump is.
+# Default: sse (20 events back to back), 8 connections, each sending a
+# fixed number of requests (PER: 150, or 10 paced, or 300 json) within
+# --duration (default 20 s), after a warm-up. Uses the binaries of
+# BYOK_BENCH_BUILD (default build-bench, as bench/run.sh builds it); needs
+# valgrind. The proxy runs on core 1 under valgrind, the mock and the load
+# generator on core 0; loopback only; stops only what it started.
+# NGINX_SSL_PROTOCOLS=TLSv1.2 measures nginx as it was benchmarked before
+# a69413e (TLS 1.2 to the mock). Prints the instructions a request (a
+# stream), by library and by function (bench/callgrind_summary.py), and
+# where the dump is.
 set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,11 +26,11 @@ BUILD=${BYOK_BENCH_BUILD:-$SRC/build-bench}
 PROXY=${1:-}
 case $PROXY in
   relay|nginx) shift ;;
-  *) sed -n 2,17p "$0"; exit 2 ;;
+  *) sed -n 2,21p "$0"; exit 2 ;;
 esac
 WORKLOAD=sse
 CONNECTIONS=8
-DURATION=8
+DURATION=20
 TOP=25
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -58,15 +62,19 @@ PROXY_START_S=60  # valgrind starts slowly
 . "$SRC/bench/lib.sh"
 
 body=$WORK/body.json
+# Each connection sends PER requests, then idles to the end of --duration,
+# so that no answer is cut when the load generator stops: a cut stream
+# would count its open and half its events as nothing.
 case $WORKLOAD in
-  sse) echo '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count to twenty."}],"stream":true,"mock":{"events":20}}' >"$body"; stream=(--stream) ;;
-  sse-paced) echo '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count to twenty, slowly."}],"stream":true,"mock":{"events":20,"interval_ms":25}}' >"$body"; stream=(--stream) ;;
-  json) echo '{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":64}' >"$body"; stream=() ;;
+  sse) echo '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count to twenty."}],"stream":true,"mock":{"events":20}}' >"$body"; stream=(--stream); per=150 ;;
+  sse-paced) echo '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count to twenty, slowly."}],"stream":true,"mock":{"events":20,"interval_ms":25}}' >"$body"; stream=(--stream); per=10 ;;
+  json) echo '{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":64}' >"$body"; stream=(); per=300 ;;
   *) echo "callgrind.sh: --workload sse, sse-paced or json" >&2; exit 2 ;;
 esac
+PER=${PER:-$per}
 
 start_mock
-wrap=(valgrind --tool=callgrind "--callgrind-out-file=$WORK/callgrind.out.%p")
+wrap=(valgrind --tool=callgrind --skip-plt=no "--callgrind-out-file=$WORK/callgrind.out.%p")
 if [ "$PROXY" = relay ]; then
   PROXY_WRAP=("${wrap[@]}")
   start_relay
@@ -82,13 +90,24 @@ PROXY_WRAP=()
 
 lg=(taskset -c "$LG_CORE" "$LG_BIN" --url "$url" "${extra[@]}" --connections "$CONNECTIONS" --body "$body"
     --timeout 60 "${stream[@]}")
-log "warm-up (3 s), then $DURATION s measured, $CONNECTIONS connections, workload $WORKLOAD"
-"${lg[@]}" --duration 3 --quiet >/dev/null 2>"$WORK/warmup.err"
+log "warm-up, then $PER requests on each of $CONNECTIONS connections within $DURATION s, workload $WORKLOAD"
+# The warm-up's answers end whole too, so its upstream connections go back
+# to the pool (and the measured requests reuse them), and nothing of it is
+# still being torn down when the counts are zeroed.
+"${lg[@]}" --duration 3 --idle-after 3 --quiet >/dev/null 2>"$WORK/warmup.err"
+sleep 2
 callgrind_control -z "$target" >/dev/null
-"${lg[@]}" --duration "$DURATION" --preseal 20000 --quiet --json >"$WORK/loadgen.json" 2>"$WORK/loadgen.err"
+"${lg[@]}" --duration "$DURATION" --idle-after "$PER" --preseal $((CONNECTIONS * PER + 100)) --quiet --json \
+  >"$WORK/loadgen.json" 2>"$WORK/loadgen.err"
 callgrind_control -d "$target" >/dev/null
 sleep 1
-n=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['completed_total'])" "$WORK/loadgen.json")
+read -r n unfinished errors < <(python3 -c "import json,sys; j=json.load(open(sys.argv[1])); \
+print(j['completed_total'], j.get('unfinished_at_end', 0), j['errors'])" "$WORK/loadgen.json")
+if [ "$n" -ne $((CONNECTIONS * PER)) ] || [ "$unfinished" -ne 0 ] || [ "$errors" -ne 0 ]; then
+  echo "callgrind.sh: $n of $((CONNECTIONS * PER)) answers whole, $unfinished unfinished, $errors errors:" \
+    "raise --duration, or lower PER" >&2
+  exit 1
+fi
 dump=$(ls -t "$WORK"/callgrind.out."$target"* | head -1)
-echo "$PROXY, workload $WORKLOAD, $CONNECTIONS connections: $n answers in $DURATION s under callgrind ($dump)"
+echo "$PROXY, workload $WORKLOAD: $PER answers on each of $CONNECTIONS connections under callgrind ($dump)"
 python3 "$SRC/bench/callgrind_summary.py" "$dump" "$n" "$TOP"

@@ -19,7 +19,7 @@ def own_costs(path: str):
     names = {'ob': {}, 'fn': {}}
     ob = fn = '?'
     positions = 1
-    total = None
+    summary = totals = None
     skip_next = False
     costs = collections.Counter()
     with open(path, errors='replace') as f:
@@ -52,23 +52,31 @@ def own_costs(path: str):
                 skip_next = True
             elif line.startswith('positions:'):
                 positions = len(line.split(':', 1)[1].split())
-            elif line.startswith(('summary:', 'totals:')) and total is None:
-                total = int(line.split(':', 1)[1].split()[0])
-    return costs, total
+            elif line.startswith('summary:'):
+                summary = int(line.split(':', 1)[1].split()[0])
+            elif line.startswith('totals:'):
+                totals = int(line.split(':', 1)[1].split()[0])
+    return costs, summary, totals
 
 
 def main() -> None:
     path, requests = sys.argv[1], float(sys.argv[2])
     top = int(sys.argv[3]) if len(sys.argv) > 3 else 25
-    costs, total = own_costs(path)
+    costs, total, totals = own_costs(path)
     if not total or requests <= 0:
-        sys.exit('callgrind_summary.py: no total in the dump, or no requests')
+        sys.exit('callgrind_summary.py: no summary in the dump, or no requests')
+    # `summary:` counts what ran since the counters were zeroed; `totals:`
+    # (and the functions' own costs) can hold more: cost callgrind kept
+    # through the zeroing. Then the breakdown below is not the window's.
+    if totals is not None and abs(totals - total) > total * 0.002:
+        print(f'warning: the functions\' costs add up to {totals / total:.1%} of the window\'s total; '
+              'the breakdown holds cost from before the counters were zeroed', file=sys.stderr)
     by_lib = collections.Counter()
     for (ob, _), ir in costs.items():
         by_lib[ob.rsplit('/', 1)[-1]] += ir
     counted = sum(costs.values())
     print(f'{total / requests:,.0f} instructions a request ({requests:.0f} requests; '
-          f'own costs add up to {counted / total:.1%} of the total)')
+          f'the functions\' own costs add up to {counted / total:.1%} of that)')
     print('\nby library:')
     for name, ir in by_lib.most_common():
         if ir / requests >= 50:

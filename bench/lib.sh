@@ -8,9 +8,11 @@
 # valgrind), PROXY_START_S (how long a proxy may take to start) and
 # NGINX_SINGLE_PROCESS=1 (nginx without a master: its worker is NGINX_PID;
 # callgrind follows a fork, but writes the child's dumps under the parent's
-# name).
+# name) and NGINX_SSL_PROTOCOLS (what nginx may speak to the mock; by
+# default TLS 1.3 is what it does speak, as the relay).
 PROXY_START_S=${PROXY_START_S:-20}
 NGINX_SINGLE_PROCESS=${NGINX_SINGLE_PROCESS:-0}
+NGINX_SSL_PROTOCOLS=${NGINX_SSL_PROTOCOLS:-TLSv1.2 TLSv1.3}
 
 # ---- helpers ----------------------------------------------------------------
 wait_line() {  # FILE REGEX [SECONDS]: prints the first match
@@ -23,7 +25,7 @@ wait_line() {  # FILE REGEX [SECONDS]: prints the first match
     sleep 0.1
     i=$((i + 1))
   done
-  echo "run.sh: timed out waiting for /$re/ in $file" >&2
+  echo "bench: timed out waiting for /$re/ in $file" >&2
   cat "$file" >&2 || true
   return 1
 }
@@ -138,7 +140,7 @@ http {
       # TLS 1.3 to the mock, as the relay speaks: nginx 1.22's default stops
       # at TLS 1.2 (1.23.4 added 1.3), whose records OpenSSL 3.0 decrypts for
       # about 1,100 fewer instructions each (callgrind, docs/benchmarks.md).
-      proxy_ssl_protocols TLSv1.2 TLSv1.3;
+      proxy_ssl_protocols $NGINX_SSL_PROTOCOLS;
       proxy_buffering off;
       proxy_read_timeout 600s;
     }

@@ -158,7 +158,7 @@ def main():
         f'(relay with `threads: 1`, or nginx with `worker_processes 1`) pinned to core {proxy_core} '
         '(`taskset`). Mock: `byok-mock-provider --tls --no-record --threads 1`. Everything on 127.0.0.1. '
         'Both proxies reach the mock over TLS 1.3 (nginx with `proxy_ssl_protocols TLSv1.2 TLSv1.3`; '
-        'in runs before 2026-11-28 05:30 UTC nginx spoke TLS 1.2, the default of nginx 1.22).',
+        'in runs before a69413e nginx spoke TLS 1.2, the default of nginx 1.22).',
         f'- Workload: {conns} connections, {duration} s measured after {warmup} s warm-up per run; every request '
         'freshly sealed (sealed before the run, not timed); the same sealed requests go to all three targets '
         '(nginx and the mock ignore the Authorization header).',

@@ -88,6 +88,10 @@ SEAL_BIN=$BUILD/bench/byok-bench-seal
 
 # The helpers, and the mock, relay and nginx as started here and by
 # bench/callgrind.sh: bench/lib.sh.
+PROXY_WRAP=()  # (lib.sh's options: not taken from the environment here)
+PROXY_START_S=20
+NGINX_SINGLE_PROCESS=0
+NGINX_SSL_PROTOCOLS="TLSv1.2 TLSv1.3"
 # shellcheck source=bench/lib.sh
 . "$SRC/bench/lib.sh"
 
