@@ -45,13 +45,6 @@ done
 
 WORK=$(mktemp -d /tmp/byok-callgrind-XXXXXX)
 log() { printf '%s callgrind.sh: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do
-    kill "$p" 2>/dev/null || true
-  done
-}
-trap cleanup EXIT
 LG_CORE=0
 PROXY_CORE=1
 RELAY_BIN=$BUILD/byok-relay
@@ -60,17 +53,19 @@ LG_BIN=$BUILD/bench/byok-loadgen
 PROXY_START_S=60  # valgrind starts slowly
 # shellcheck source=bench/lib.sh
 . "$SRC/bench/lib.sh"
+trap cleanup EXIT
 
 body=$WORK/body.json
 # Each connection sends PER requests, then idles to the end of --duration,
 # so that no answer is cut when the load generator stops: a cut stream
 # would count its open and half its events as nothing.
 case $WORKLOAD in
-  sse) echo '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count to twenty."}],"stream":true,"mock":{"events":20}}' >"$body"; stream=(--stream); per=150 ;;
-  sse-paced) echo '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count to twenty, slowly."}],"stream":true,"mock":{"events":20,"interval_ms":25}}' >"$body"; stream=(--stream); per=10 ;;
-  json) echo '{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":64}' >"$body"; stream=(); per=300 ;;
+  sse) stream=(--stream); per=150 ;;
+  sse-paced) stream=(--stream); per=10 ;;
+  json) stream=(); per=300 ;;
   *) echo "callgrind.sh: --workload sse, sse-paced or json" >&2; exit 2 ;;
 esac
+write_body "$WORKLOAD" "$body"
 PER=${PER:-$per}
 
 start_mock

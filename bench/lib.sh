@@ -2,8 +2,9 @@
 # The pieces bench/run.sh and bench/callgrind.sh share: helpers, and the
 # mock, the relay and nginx started the same way for both. Sourced, not run.
 #
-# Expects: WORK, LG_CORE, PROXY_CORE, RELAY_BIN, MOCK_BIN, a PIDS array (what
-# was started, for the caller's cleanup) and log(). Optional: RELAY_EXTRA
+# Expects: WORK, LG_CORE, PROXY_CORE, RELAY_BIN, MOCK_BIN and log(), by the
+# time a function is called. Sets PIDS (what was started) and cleanup(),
+# which the caller traps on EXIT. Optional: RELAY_EXTRA
 # (more relay config), PROXY_WRAP (a command the proxy runs under, such as
 # valgrind), PROXY_START_S (how long a proxy may take to start) and
 # NGINX_SINGLE_PROCESS=1 (nginx without a master: its worker is NGINX_PID;
@@ -15,6 +16,28 @@ NGINX_SINGLE_PROCESS=${NGINX_SINGLE_PROCESS:-0}
 NGINX_SSL_PROTOCOLS=${NGINX_SSL_PROTOCOLS:-TLSv1.2 TLSv1.3}
 
 # ---- helpers ----------------------------------------------------------------
+# Only processes the script started are stopped, each by its PID.
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do
+    kill "$p" 2>/dev/null || true
+  done
+  sleep 0.3
+  for p in "${PIDS[@]}"; do
+    kill -9 "$p" 2>/dev/null || true
+  done
+}
+# write_body KIND FILE: the bench's request bodies, the same for every
+# script. json: a short chat completion; sse: 20 events back to back;
+# sse-paced: 20 events 25 ms apart (about 0.5 s a stream).
+write_body() {
+  case $1 in
+    json) echo '{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":64}' ;;
+    sse) echo '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count to twenty."}],"stream":true,"mock":{"events":20}}' ;;
+    sse-paced) echo '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count to twenty, slowly."}],"stream":true,"mock":{"events":20,"interval_ms":25}}' ;;
+    *) echo "bench: no request body called $1" >&2; return 1 ;;
+  esac >"$2"
+}
 wait_line() {  # FILE REGEX [SECONDS]: prints the first match
   local file=$1 re=$2 t=${3:-20} i=0
   while [ $i -lt $((t * 10)) ]; do

@@ -60,17 +60,14 @@ RESULTS=$WORK/results
 mkdir -p "$RESULTS"
 log() { printf '%s run.sh: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
-# Only processes this script started are stopped, each by its PID.
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do
-    kill "$p" 2>/dev/null || true
-  done
-  sleep 0.3
-  for p in "${PIDS[@]}"; do
-    kill -9 "$p" 2>/dev/null || true
-  done
-}
+# The helpers, cleanup(), and the mock, relay and nginx as started here and
+# by bench/callgrind.sh: bench/lib.sh.
+PROXY_WRAP=()  # (lib.sh's options: not taken from the environment here)
+PROXY_START_S=20
+NGINX_SINGLE_PROCESS=0
+NGINX_SSL_PROTOCOLS="TLSv1.2 TLSv1.3"
+# shellcheck source=bench/lib.sh
+. "$SRC/bench/lib.sh"
 trap cleanup EXIT
 
 # 10,000 streams need 20,000+ descriptors across the processes.
@@ -86,14 +83,6 @@ MOCK_BIN=$BUILD/tests/mock_provider/byok-mock-provider
 LG_BIN=$BUILD/bench/byok-loadgen
 SEAL_BIN=$BUILD/bench/byok-bench-seal
 
-# The helpers, and the mock, relay and nginx as started here and by
-# bench/callgrind.sh: bench/lib.sh.
-PROXY_WRAP=()  # (lib.sh's options: not taken from the environment here)
-PROXY_START_S=20
-NGINX_SINGLE_PROCESS=0
-NGINX_SSL_PROTOCOLS="TLSv1.2 TLSv1.3"
-# shellcheck source=bench/lib.sh
-. "$SRC/bench/lib.sh"
 
 # ---- driving ----------------------------------------------------------------
 # drive NAME KIND(direct|nginx|relay) LOADGEN-ARGS...: one run, pinned on core 0;
@@ -159,7 +148,7 @@ redis_bench() {
   local store_pid=$RELAY_PID store_url=$RELAY_URL
   wait_line "$WORK/relay-$RELAY_N.log" 'replay store: connected' >/dev/null
   local body=$WORK/body-json.json
-  echo '{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":64}' >"$body"
+  write_body json "$body"
   local common=(--connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --keys 64 --body "$body")
   local r0 r1
   r0=$(cpu_ns "$redis_pid")
@@ -214,8 +203,8 @@ start_nginx
 
 BODY_JSON=$WORK/body-json.json
 BODY_STREAM=$WORK/body-stream.json
-echo '{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one short sentence."}],"max_tokens":64}' >"$BODY_JSON"
-echo '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count to twenty."}],"stream":true,"mock":{"events":20}}' >"$BODY_STREAM"
+write_body json "$BODY_JSON"
+write_body sse "$BODY_STREAM"
 
 # Presealed requests per run: more than any target can answer in the run.
 PRESEAL=$(( (DURATION + WARMUP) * 9000 ))
@@ -307,7 +296,7 @@ closed_rounds stream-closed --stream --body "$BODY_STREAM"
 # ---- 3b. paced streaming: 20 events 25 ms apart (about 0.5 s a stream) ------
 # What a user sees: the time to the first event and to the last.
 BODY_PACED=$WORK/body-paced.json
-echo '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count to twenty, slowly."}],"stream":true,"mock":{"events":20,"interval_ms":25}}' >"$BODY_PACED"
+write_body sse-paced "$BODY_PACED"
 closed_rounds stream-paced --stream --body "$BODY_PACED"
 
 # ---- 3c. the same paced streams, the connections started over one event ----
