@@ -1,5 +1,7 @@
 #include "relay/upstream.hpp"
 
+#include "mock_certs.hpp"
+
 #include <array>
 #include <chrono>
 #include <future>
@@ -9,9 +11,7 @@
 #include <tuple>
 
 #include <openssl/err.h>
-#include <openssl/evp.h>
 #include <openssl/ssl.h>
-#include <openssl/x509.h>
 #include <sys/socket.h>
 
 #include <boost/asio/co_spawn.hpp>
@@ -20,6 +20,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <doctest/doctest.h>
 
 using namespace byok::relay;
@@ -99,34 +100,9 @@ TEST_CASE("upstream_conn: register_for_reads keeps the connection usable both wa
 
 namespace {
 
-template <class T, void (*F)(T*)>
-struct ossl_free {
-    void operator()(T* p) const noexcept { F(p); }
+struct ssl_free {
+    void operator()(SSL* p) const noexcept { SSL_free(p); }
 };
-using ctx_ptr = std::unique_ptr<SSL_CTX, ossl_free<SSL_CTX, SSL_CTX_free>>;
-using ssl_ptr = std::unique_ptr<SSL, ossl_free<SSL, SSL_free>>;
-
-// A TLS server context with a throwaway self-signed P-256 certificate.
-ctx_ptr server_context() {
-    std::unique_ptr<EVP_PKEY, ossl_free<EVP_PKEY, EVP_PKEY_free>> key(EVP_EC_gen("P-256"));
-    std::unique_ptr<X509, ossl_free<X509, X509_free>> cert(X509_new());
-    REQUIRE(key);
-    REQUIRE(cert);
-    X509_set_version(cert.get(), 2);
-    ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), 1);
-    X509_gmtime_adj(X509_getm_notBefore(cert.get()), 0);
-    X509_gmtime_adj(X509_getm_notAfter(cert.get()), 3600);
-    X509_set_pubkey(cert.get(), key.get());
-    X509_NAME* name = X509_get_subject_name(cert.get());
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("localhost"), -1, -1, 0);
-    X509_set_issuer_name(cert.get(), name);
-    REQUIRE(X509_sign(cert.get(), key.get(), EVP_sha256()) > 0);
-    ctx_ptr ctx(SSL_CTX_new(TLS_server_method()));
-    REQUIRE(ctx);
-    REQUIRE(SSL_CTX_use_certificate(ctx.get(), cert.get()) == 1);
-    REQUIRE(SSL_CTX_use_PrivateKey(ctx.get(), key.get()) == 1);
-    return ctx;
-}
 
 }  // namespace
 
@@ -136,12 +112,15 @@ TEST_CASE("upstream_conn: an error another connection left on the thread's OpenS
     // on a relay thread (a failed handshake with another provider, a refused
     // grant) can leave errors there. A read that finds nothing yet must then
     // wait, as it would have, not fail as if the provider broke the session.
-    const ctx_ptr server_ctx = server_context();
-    ctx_ptr client_ctx(SSL_CTX_new(TLS_client_method()));
-    REQUIRE(client_ctx);
-    SSL_CTX_set_verify(client_ctx.get(), SSL_VERIFY_NONE, nullptr);  // a throwaway certificate; not what is tested
 
-    connected_conn c{client_ctx.get()};
+    // The mock provider's own test PKI (tests/mock_provider/mock_certs.hpp).
+    const byok::mock::tls_material pki = byok::mock::generate_tls_material();
+    asio::ssl::context server_ctx(asio::ssl::context::tls_server);
+    server_ctx.use_certificate_chain(asio::buffer(pki.cert_pem));
+    server_ctx.use_private_key(asio::buffer(pki.key_pem), asio::ssl::context::pem);
+    asio::ssl::context client_ctx(asio::ssl::context::tls_client);  // verifies nothing: not what is tested
+
+    connected_conn c{client_ctx.native_handle()};
     upstream_conn& conn = c.conn;
     const int provider_fd = c.provider.native_handle();
 
@@ -152,7 +131,7 @@ TEST_CASE("upstream_conn: an error another connection left on the thread's OpenS
     int accepted = 0;
     int written = 0;
     std::thread server([&, waits = client_waits.get_future()]() mutable {
-        ssl_ptr s(SSL_new(server_ctx.get()));
+        const std::unique_ptr<SSL, ssl_free> s(SSL_new(server_ctx.native_handle()));
         SSL_set_fd(s.get(), provider_fd);
         accepted = SSL_accept(s.get());
         if (accepted == 1 && waits.wait_for(std::chrono::seconds(10)) == std::future_status::ready) {
