@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# The pieces bench/run.sh and bench/callgrind.sh share: helpers, and the
-# mock, the relay and nginx started the same way for both. Sourced, not run.
+# The pieces bench/run.sh, bench/callgrind.sh and bench/sse_rounds.sh share:
+# helpers, the mock, the relay and nginx started the same way for all, and
+# drive(). Sourced, not run.
 #
 # Expects: WORK, LG_CORE, PROXY_CORE, RELAY_BIN, MOCK_BIN and log(), by the
 # time a function is called. Sets PIDS (what was started) and cleanup(),
@@ -189,4 +190,49 @@ EOF
     sleep 0.1
   done
   log "nginx master $NGINX_PID worker $NGINX_WORKER at $NGINX_URL"
+}
+
+# ---- driving ----------------------------------------------------------------
+# (Also expects RESULTS, LG_BIN, BUILD, and the proxies started as above.)
+# drive NAME KIND(direct|nginx|relay) LOADGEN-ARGS...: one run, pinned on core 0;
+# writes $RESULTS/NAME.json with the proxy's CPU per request and RSS added.
+drive() {
+  local name=$1 kind=$2
+  shift 2
+  local url pids=() extra=()
+  case $kind in
+    direct) url=$MOCK_URL; pids=("$MOCK_PID"); extra=(--ca "$CA" --keys-url "$RELAY_URL/v1/keys") ;;
+    nginx) url=$NGINX_URL; pids=("$NGINX_PID" "$NGINX_WORKER"); extra=(--keys-url "$RELAY_URL/v1/keys") ;;
+    relay) url=$RELAY_URL; pids=("$RELAY_PID") ;;
+  esac
+  local cmd=(taskset -c $LG_CORE "$LG_BIN" --url "$url" "${extra[@]}" --label "$name" --json
+             --hist-out "$RESULTS/$name.hgrm" "$@")
+  echo "${cmd[*]}" | sed "s|$BUILD/||; s|$WORK|\$WORK|g" >"$RESULTS/$name.cmd"
+  # CPU is sampled around the load generator's whole run (warm-up included)
+  # and divided by every answer it completed (completed_total).
+  echo "$name $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS/loadavg.txt"
+  "${cmd[@]}" >"$RESULTS/$name.raw" 2>"$RESULTS/$name.err" &
+  local lg=$!
+  # (The load generator seals its pool before it connects; the proxy idles then.)
+  local t0 c0
+  c0=$(cpu_ns "${pids[@]}")
+  t0=$(date +%s.%N)
+  wait $lg || { log "$name: loadgen failed"; cat "$RESULTS/$name.err" >&2; return 1; }
+  local c1 t1 rss
+  c1=$(cpu_ns "${pids[@]}")
+  t1=$(date +%s.%N)
+  rss=$(rss_kib "${pids[@]}")
+  python3 - "$RESULTS/$name.raw" "$RESULTS/$name.json" "$kind" "$c0" "$c1" "$rss" "$t0" "$t1" <<'PY'
+import json, sys
+raw, out, kind, c0, c1, rss, t0, t1 = sys.argv[1:]
+j = json.load(open(raw))
+cpu_s = (int(c1) - int(c0)) / 1e9
+j['proxy'] = kind
+j['proxy_cpu_s'] = cpu_s
+n = j['completed_total']
+j['proxy_cpu_us_per_req'] = cpu_s / n * 1e6 if n else None
+j['proxy_rss_kib'] = int(rss)
+json.dump(j, open(out, 'w'), indent=1)
+PY
+  log "$name: $(python3 -c "import json,sys; j=json.load(open('$RESULTS/$name.json')); print('%.0f req/s, p50 %.2f ms, p99 %.2f ms, errors %d, cpu/req %s us' % (j['throughput_rps'], j['latency_us']['p50']/1000, j['latency_us']['p99']/1000, j['errors'], ('%.1f' % j['proxy_cpu_us_per_req']) if j['proxy_cpu_us_per_req'] else '-'))")"
 }

@@ -84,49 +84,7 @@ LG_BIN=$BUILD/bench/byok-loadgen
 SEAL_BIN=$BUILD/bench/byok-bench-seal
 
 
-# ---- driving ----------------------------------------------------------------
-# drive NAME KIND(direct|nginx|relay) LOADGEN-ARGS...: one run, pinned on core 0;
-# writes $RESULTS/NAME.json with the proxy's CPU per request and RSS added.
-drive() {
-  local name=$1 kind=$2
-  shift 2
-  local url pids=() extra=()
-  case $kind in
-    direct) url=$MOCK_URL; pids=("$MOCK_PID"); extra=(--ca "$CA" --keys-url "$RELAY_URL/v1/keys") ;;
-    nginx) url=$NGINX_URL; pids=("$NGINX_PID" "$NGINX_WORKER"); extra=(--keys-url "$RELAY_URL/v1/keys") ;;
-    relay) url=$RELAY_URL; pids=("$RELAY_PID") ;;
-  esac
-  local cmd=(taskset -c $LG_CORE "$LG_BIN" --url "$url" "${extra[@]}" --label "$name" --json
-             --hist-out "$RESULTS/$name.hgrm" "$@")
-  echo "${cmd[*]}" | sed "s|$BUILD/||; s|$WORK|\$WORK|g" >"$RESULTS/$name.cmd"
-  # CPU is sampled around the load generator's whole run (warm-up included)
-  # and divided by every answer it completed (completed_total).
-  echo "$name $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS/loadavg.txt"
-  "${cmd[@]}" >"$RESULTS/$name.raw" 2>"$RESULTS/$name.err" &
-  local lg=$!
-  # (The load generator seals its pool before it connects; the proxy idles then.)
-  local t0 c0
-  c0=$(cpu_ns "${pids[@]}")
-  t0=$(date +%s.%N)
-  wait $lg || { log "$name: loadgen failed"; cat "$RESULTS/$name.err" >&2; return 1; }
-  local c1 t1 rss
-  c1=$(cpu_ns "${pids[@]}")
-  t1=$(date +%s.%N)
-  rss=$(rss_kib "${pids[@]}")
-  python3 - "$RESULTS/$name.raw" "$RESULTS/$name.json" "$kind" "$c0" "$c1" "$rss" "$t0" "$t1" <<'PY'
-import json, sys
-raw, out, kind, c0, c1, rss, t0, t1 = sys.argv[1:]
-j = json.load(open(raw))
-cpu_s = (int(c1) - int(c0)) / 1e9
-j['proxy'] = kind
-j['proxy_cpu_s'] = cpu_s
-n = j['completed_total']
-j['proxy_cpu_us_per_req'] = cpu_s / n * 1e6 if n else None
-j['proxy_rss_kib'] = int(rss)
-json.dump(j, open(out, 'w'), indent=1)
-PY
-  log "$name: $(python3 -c "import json,sys; j=json.load(open('$RESULTS/$name.json')); print('%.0f req/s, p50 %.2f ms, p99 %.2f ms, errors %d, cpu/req %s us' % (j['throughput_rps'], j['latency_us']['p50']/1000, j['latency_us']['p99']/1000, j['errors'], ('%.1f' % j['proxy_cpu_us_per_req']) if j['proxy_cpu_us_per_req'] else '-'))")"
-}
+# drive(): bench/lib.sh.
 
 # ---- --redis: what the shared replay store adds ------------------------------
 redis_bench() {
@@ -311,7 +269,8 @@ closed_rounds stream-spread --ramp 0.025 --stream --body "$BODY_PACED"
 SLOW=$WORK/body-slow.json
 echo '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Take your time."}],"stream":true,"mock":{"events":600,"interval_ms":1000}}' >"$SLOW"
 hold_streams() {  # KIND N
-  local kind=$1 n=$2 pids url extra=() hold=$(( n >= 5000 ? 30 : 12 )) ramp=$(( n >= 5000 ? 12 : 4 ))
+  local kind=$1 n=$2 pids url extra=()
+  local hold=$(( n >= 5000 ? 30 : 12 )) ramp=$(( n >= 5000 ? 12 : 4 ))  # (after n is set: one local expands all its words first)
   if [ "$kind" = relay ]; then
     stop_pid "$RELAY_PID"; start_relay; pids=("$RELAY_PID"); url=$RELAY_URL
   else
