@@ -54,6 +54,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
+mkdir -p "$(dirname "$OUT")"
 WORK=$(mktemp -d /tmp/byok-bench-XXXXXX)
 chmod 755 "$WORK"
 RESULTS=$WORK/results
