@@ -193,7 +193,14 @@ EOF
 }
 
 # ---- driving ----------------------------------------------------------------
-# (Also expects RESULTS, LG_BIN, BUILD, and the proxies started as above.)
+# set_common_args: COMMON, the load generator's arguments every closed-loop
+# run shares (from CONNECTIONS, DURATION and WARMUP), with PRESEAL presealed
+# requests per run: more than any target can answer in the run.
+set_common_args() {
+  PRESEAL=$(( (DURATION + WARMUP) * 9000 ))
+  COMMON=(--connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --keys 64 --preseal "$PRESEAL")
+}
+# (drive also expects RESULTS, LG_BIN, BUILD, and the proxies started as above.)
 # drive NAME KIND(direct|nginx|relay) LOADGEN-ARGS...: one run, pinned on core 0;
 # writes $RESULTS/NAME.json with the proxy's CPU per request and RSS added.
 drive() {

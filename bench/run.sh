@@ -165,9 +165,7 @@ BODY_STREAM=$WORK/body-stream.json
 write_body json "$BODY_JSON"
 write_body sse "$BODY_STREAM"
 
-# Presealed requests per run: more than any target can answer in the run.
-PRESEAL=$(( (DURATION + WARMUP) * 9000 ))
-COMMON=(--connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --keys 64 --preseal "$PRESEAL")
+set_common_args
 
 # The CPU targets compare figures taken minutes apart on a shared machine, so
 # each closed-loop workload runs in ROUNDS interleaved rounds, and each

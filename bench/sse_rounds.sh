@@ -60,10 +60,6 @@ done
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)" || true
 
-start_mock
-start_relay
-start_nginx
-
 IFS=, read -r -a kinds <<<"$WORKLOADS"
 for w in "${kinds[@]}"; do
   case $w in
@@ -72,8 +68,11 @@ for w in "${kinds[@]}"; do
     *) echo "sse_rounds.sh: no workload $w (sse, sse-paced, sse-spread)" >&2; exit 2 ;;
   esac
 done
-PRESEAL=$(( (DURATION + WARMUP) * 9000 ))
-COMMON=(--connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --keys 64 --preseal "$PRESEAL")
+set_common_args
+
+start_mock
+start_relay
+start_nginx
 
 for rep in $(seq "$ROUNDS"); do
   taskset -c $PROXY_CORE "$SEAL_BIN" --json >"$RESULTS/seal-$rep.json"
